@@ -1,0 +1,37 @@
+"""The networks: generators ``naive``, ``unet``, ``unetpp`` and the discriminator."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from jaxad.config import ModelConfig
+from jaxad.models.dcgan import Discriminator, Encoder, NaiveGenerator
+from jaxad.models.layers import ConvTranspose, DualBatchNorm, conv_transpose
+from jaxad.models.unet import NestedUNet
+
+
+def build_generator(cfg: ModelConfig, advprop: bool = False, axis_name: str | None = None,
+                    upsample_impl: str = "subpixel") -> nn.Module:
+    """The generator ``cfg.backbone`` names; called as ``G.apply(vars, x, train, aux)``."""
+    if cfg.backbone == "naive":
+        return NaiveGenerator(cfg.channels, cfg.image_size, cfg.width, cfg.latent_dim, advprop,
+                              axis_name, upsample_impl)
+    return NestedUNet(cfg.channels, cfg.width, cfg.backbone == "unetpp", advprop, axis_name,
+                      upsample_impl)
+
+
+def build_discriminator(cfg: ModelConfig, axis_name: str | None = None) -> Discriminator:
+    """GANomaly's discriminator for images of ``cfg.image_size``."""
+    return Discriminator(cfg.image_size, cfg.width, axis_name)
+
+
+def count_params(params) -> int:
+    """Number of trainable parameters in a params pytree."""
+    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
+
+
+__all__ = ["build_generator", "build_discriminator", "count_params", "NaiveGenerator",
+           "NestedUNet", "Discriminator", "Encoder", "ConvTranspose", "DualBatchNorm",
+           "conv_transpose"]

@@ -1,0 +1,268 @@
+"""AGAD's train and score steps: pure functions of explicit state.
+
+``train_step(state, batch, key) -> (state, metrics)`` serves every backbone, every gamma
+and every device count: jit, pmap or vmap it where you call it. The batch holds a normal
+sub-batch and, when gamma > 0, an anomaly sub-batch; their sizes are static, so one
+compiled step serves a whole run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax import lax
+
+from jaxad.config import ExperimentConfig, LossConfig
+from jaxad.losses import (AnomalyTerms, NormalTerms, adversarial_loss, bce, contextual_adversarial_loss,
+                          contextual_loss, discriminator_loss, generator_anomaly_loss,
+                          generator_normal_loss, l1, latent_loss, reconstruction_error)
+from jaxad.models import build_discriminator, build_generator
+
+Batch = dict[str, jax.Array]  # {"normal": (Bn, H, W, C), "anomaly": (Ba, H, W, C), Ba may be 0}
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """What the step needs beyond arrays; static under jit."""
+
+    loss: LossConfig = LossConfig()
+    advprop: bool = True
+    freeze_bn: bool = True
+    d_reset_threshold: float = 1e-5
+    axis_name: str | None = None
+
+
+@struct.dataclass
+class AGADState:
+    """Everything that changes during training, plus the static networks and optimisers."""
+
+    step: jax.Array
+    g_params: Any
+    g_batch_stats: Any
+    d_params: Any
+    d_batch_stats: Any
+    g_opt_state: Any
+    d_opt_state: Any
+    generator: nn.Module = struct.field(pytree_node=False)
+    discriminator: nn.Module = struct.field(pytree_node=False)
+    g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    settings: StepSettings = struct.field(pytree_node=False)
+
+    def arrays(self) -> dict[str, Any]:
+        """The pytree of arrays that a checkpoint holds."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata.get("pytree_node", True)}
+
+
+def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
+    """Adam with the paper's learning rate and GANomaly's beta1."""
+    return optax.adam(cfg.train.learning_rate, b1=cfg.train.beta1, b2=cfg.train.beta2)
+
+
+def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | None = None,
+                       upsample_impl: str = "subpixel") -> AGADState:
+    """Initialise G, D and their Adam states for ``cfg``.
+
+    ``axis_name`` names the device axis when the step runs under pmap/shard_map, so that
+    BatchNorm statistics, gradients and the D-reset decision are shared across devices.
+    """
+    m = cfg.model
+    generator = build_generator(m, advprop=cfg.train.advprop, axis_name=axis_name,
+                                upsample_impl=upsample_impl)
+    discriminator = build_discriminator(m, axis_name=axis_name)
+    dummy = jnp.zeros((2, m.image_size, m.image_size, m.channels), jnp.float32)
+    g_key, d_key = jax.random.split(key)
+    # Init without the axis: there is no device axis outside pmap.
+    g_vars = generator.clone(axis_name=None).init(g_key, dummy, train=False)
+    d_vars = discriminator.clone(axis_name=None).init(d_key, dummy, train=False)
+    tx = make_optimizer(cfg)
+    settings = StepSettings(cfg.loss, cfg.train.advprop, cfg.train.freeze_bn,
+                            cfg.train.d_reset_threshold, axis_name)
+    return AGADState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
+        d_params=d_vars["params"], d_batch_stats=d_vars["batch_stats"],
+        g_opt_state=tx.init(g_vars["params"]), d_opt_state=tx.init(d_vars["params"]),
+        generator=generator, discriminator=discriminator, g_tx=tx, d_tx=tx, settings=settings)
+
+
+def _apply(module: nn.Module, params, stats, images: jax.Array, train: bool, **kwargs):
+    """Apply a network; in train mode BatchNorm uses batch statistics and returns the new ones."""
+    variables = {"params": params, "batch_stats": stats}
+    if not train:
+        return module.apply(variables, images, train=False, **kwargs), stats
+    out, updates = module.apply(variables, images, train=True, mutable=["batch_stats"], **kwargs)
+    return out, updates["batch_stats"]
+
+
+def _cross_device_mean(tree, axis_name: str | None):
+    return tree if axis_name is None else lax.pmean(tree, axis_name)
+
+
+def has_anomalies(batch: Batch) -> bool:
+    """Whether the batch carries an anomaly sub-batch (a static fact: shapes are static)."""
+    anomalies = batch.get("anomaly")
+    return anomalies is not None and anomalies.shape[0] > 0
+
+
+def _generator_loss(g_params, state: AGADState, batch: Batch):
+    s, G, D = state.settings, state.generator, state.discriminator
+    x = batch["normal"]
+    x_hat, g_stats = _apply(G, g_params, state.g_batch_stats, x, True)
+    # The reconstruction is a pseudo-anomaly; AdvProp sends it through auxiliary BatchNorm.
+    x_hat2, g_stats = _apply(G, g_params, g_stats, x_hat, True, aux=s.advprop)
+    # D's statistics are updated by its own step; here they only normalise.
+    (_, real_features), _ = _apply(D, state.d_params, state.d_batch_stats, x, True)
+    (fake_logits, fake_features), _ = _apply(D, state.d_params, state.d_batch_stats, x_hat, True)
+    normal = NormalTerms(adversarial_loss(fake_logits), contextual_loss(x, x_hat),
+                         contextual_adversarial_loss(x_hat, x_hat2),
+                         latent_loss(real_features, fake_features))
+    loss = generator_normal_loss(normal, s.loss)
+    metrics = {"g_adversarial": normal.adversarial, "g_contextual": normal.contextual,
+               "g_contextual_adversarial": normal.contextual_adversarial,
+               "g_latent": normal.latent, "g_normal_loss": loss}
+    if has_anomalies(batch):
+        xa = batch["anomaly"]
+        # Freeze-BN: true anomalies are normalised with running statistics and never update them.
+        train_on_anomalies = not s.freeze_bn
+        xa_hat, g_stats = _apply(G, g_params, g_stats, xa, train_on_anomalies)
+        (_, anomaly_features), _ = _apply(D, state.d_params, state.d_batch_stats, xa, train_on_anomalies)
+        (anomaly_fake_logits, anomaly_fake_features), _ = _apply(
+            D, state.d_params, state.d_batch_stats, xa_hat, train_on_anomalies)
+        if s.loss.anomaly_recon_pair == "input":
+            recon = l1(xa, xa_hat)
+        else:
+            xa_hat2, g_stats = _apply(G, g_params, g_stats, xa_hat, train_on_anomalies, aux=s.advprop)
+            recon = l1(xa_hat, xa_hat2)
+        terms = AnomalyTerms(bce(anomaly_fake_logits, 0.0), recon,
+                             latent_loss(anomaly_features, anomaly_fake_features))
+        # Reciprocals of errors averaged over the global anomaly batch, on every device count.
+        terms = AnomalyTerms(*_cross_device_mean(tuple(terms), s.axis_name))
+        anomaly_loss = generator_anomaly_loss(terms, s.loss)
+        loss = loss + anomaly_loss
+        metrics.update({"g_anomaly_adversarial": terms.adversarial,
+                        "g_anomaly_reconstruction": terms.reconstruction,
+                        "g_anomaly_latent": terms.latent, "g_anomaly_loss": anomaly_loss})
+    metrics["g_loss"] = loss
+    return loss, (g_stats, lax.stop_gradient(x_hat), metrics)
+
+
+def _discriminator_loss(d_params, state: AGADState, batch: Batch, x_hat: jax.Array):
+    s, D = state.settings, state.discriminator
+    (real_logits, _), d_stats = _apply(D, d_params, state.d_batch_stats, batch["normal"], True)
+    (fake_logits, _), d_stats = _apply(D, d_params, d_stats, x_hat, True)
+    anomaly_logits = None
+    metrics = {"d_real": jax.nn.sigmoid(real_logits).mean(), "d_fake": jax.nn.sigmoid(fake_logits).mean()}
+    if has_anomalies(batch):
+        (anomaly_logits, _), d_stats = _apply(D, d_params, d_stats, batch["anomaly"], not s.freeze_bn)
+        metrics["d_anomaly"] = jax.nn.sigmoid(anomaly_logits).mean()
+    loss = discriminator_loss(real_logits, fake_logits, anomaly_logits)
+    metrics["d_loss"] = loss
+    return loss, (d_stats, metrics)
+
+
+def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADState, Metrics]:
+    """One AGAD step: update G on the weighted losses, then D; reset D if its loss collapsed.
+
+    ``key`` is used only to re-initialise D; under pmap pass the same key to every device.
+    Returns the new state and the step's metrics (every loss term, D's mean outputs on real,
+    fake and anomalous images, and ``d_reset`` = 1.0 when D was re-initialised).
+    """
+    s = state.settings
+    (_, (g_stats, x_hat, g_metrics)), g_grads = jax.value_and_grad(_generator_loss, has_aux=True)(
+        state.g_params, state, batch)
+    g_grads = _cross_device_mean(g_grads, s.axis_name)
+    g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+
+    (d_loss, (d_stats, d_metrics)), d_grads = jax.value_and_grad(_discriminator_loss, has_aux=True)(
+        state.d_params, state, batch, x_hat)
+    d_grads = _cross_device_mean(d_grads, s.axis_name)
+    d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    # GANomaly's reset: a collapsed D gives G no signal; start D afresh (Adam state is kept).
+    # Decided on the cross-device mean loss so every device takes the same branch.
+    reset = _cross_device_mean(d_loss, s.axis_name) < s.d_reset_threshold
+    d_params = lax.cond(
+        reset,
+        lambda: state.discriminator.clone(axis_name=None).init(key, batch["normal"][:1], train=False)["params"],
+        lambda: d_params)
+
+    metrics = {**g_metrics, **d_metrics, "d_reset": reset.astype(jnp.float32)}
+    metrics = _cross_device_mean(metrics, s.axis_name)
+    new_state = state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=g_stats,
+                              d_params=d_params, d_batch_stats=d_stats,
+                              g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+    return new_state, metrics
+
+
+def train_epoch(state: AGADState, normal_images: jax.Array, anomaly_images: jax.Array,
+                normal_index: jax.Array, anomaly_index: jax.Array,
+                key: jax.Array) -> tuple[AGADState, Metrics]:
+    """A whole epoch as one ``lax.scan`` of ``train_step``, batches gathered on the device.
+
+    ``normal_index`` (steps, Bn) and ``anomaly_index`` (steps, Ba) index the training images
+    that stay on the device, so no batch is copied from the host. Metrics come back stacked
+    per step.
+    """
+    keys = jax.random.split(key, normal_index.shape[0])
+
+    def body(carry: AGADState, inputs):
+        idx_normal, idx_anomaly, step_key = inputs
+        batch = {"normal": normal_images[idx_normal], "anomaly": anomaly_images[idx_anomaly]}
+        return train_step(carry, batch, step_key)
+
+    return lax.scan(body, state, (normal_index, anomaly_index, keys))
+
+
+def reconstruct(state: AGADState, images: jax.Array, use_batch_statistics: bool = False) -> jax.Array:
+    """G(x). With ``use_batch_statistics`` BatchNorm normalises with the batch's own statistics
+    (what GANomaly's code does at test time, SPEC's ``paper_protocol``); by default it uses the
+    running statistics learnt in training."""
+    G = state.generator.clone(axis_name=None)
+    out, _ = _apply(G, state.g_params, state.g_batch_stats, images, use_batch_statistics)
+    return out
+
+
+def score_step(state: AGADState, images: jax.Array, use_batch_statistics: bool = False) -> jax.Array:
+    """Anomaly scores ``||x - G(x)||_2`` per image (higher = more anomalous)."""
+    return reconstruction_error(images, reconstruct(state, images, use_batch_statistics))
+
+
+def check_finite(tree, what: str) -> None:
+    """Raise ``FloatingPointError`` naming the first non-finite entry of a (host) pytree."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        value = np.asarray(leaf)
+        if not np.all(np.isfinite(value)):
+            name = jax.tree_util.keystr(path)
+            raise FloatingPointError(f"{what}{name} is not finite (NaN or inf): {value.ravel()[:4]}")
+
+
+def check_images(images, model_cfg) -> None:
+    """Refuse, before any jitted code runs, images the networks cannot take.
+
+    ``images`` must be (N, side, side, channels) with the config's side and channels and no
+    NaN or inf.
+    """
+    shape = tuple(np.shape(images))
+    expected = (model_cfg.image_size, model_cfg.image_size, model_cfg.channels)
+    if len(shape) != 4:
+        raise ValueError(f"images must be NHWC (N, {expected[0]}, {expected[1]}, {expected[2]}), got shape {shape}")
+    if shape[3] != model_cfg.channels:
+        raise ValueError(f"the model takes {model_cfg.channels}-channel images, got {shape[3]} channels "
+                         f"(shape {shape}); set ModelConfig.channels to match the data")
+    if shape[1:3] != expected[:2]:
+        raise ValueError(f"the model takes {expected[0]}x{expected[1]} images, got {shape[1]}x{shape[2]}; "
+                         f"set ModelConfig.image_size or resize the data")
+    if not np.all(np.isfinite(np.asarray(images))):
+        raise ValueError("images contain NaN or inf")

@@ -1,0 +1,89 @@
+"""The networks: parameter counts of the paper, shapes, and the fast transposed conv."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxad.config import ModelConfig
+from jaxad.models import build_discriminator, build_generator, conv_transpose, count_params
+
+
+def generator_params(backbone: str, channels: int, **kw) -> int:
+    cfg = ModelConfig(backbone=backbone, channels=channels, **kw)
+    x = jnp.zeros((1, cfg.image_size, cfg.image_size, channels))
+    variables = jax.eval_shape(lambda: build_generator(cfg).init(jax.random.key(0), x, train=False))
+    return count_params(variables["params"])
+
+
+# Exact counts at width 1 (SPEC section 1; the paper's 2.04M, 7.76M, 9.04M).
+@pytest.mark.parametrize("backbone,channels,expected", [
+    ("naive", 1, 2_133_632), ("naive", 3, 2_137_728),
+    ("unet", 1, 7_762_465), ("unet", 3, 7_763_107),
+    ("unetpp", 1, 9_045_249), ("unetpp", 3, 9_045_891),
+])
+def test_generator_parameter_counts_match_the_paper(backbone, channels, expected):
+    assert generator_params(backbone, channels) == expected
+
+
+@pytest.mark.parametrize("backbone,paper", [("unet", 7.76e6), ("unetpp", 9.04e6)])
+def test_unet_counts_within_0_2_percent_of_paper(backbone, paper):
+    assert abs(generator_params(backbone, 3) - paper) / paper < 0.002
+
+
+def test_discriminator_parameter_count():
+    cfg = ModelConfig(channels=3)
+    x = jnp.zeros((1, 32, 32, 3))
+    variables = jax.eval_shape(lambda: build_discriminator(cfg).init(jax.random.key(0), x, train=False))
+    assert count_params(variables["params"]) == 663_296
+
+
+@pytest.mark.parametrize("backbone,size", [("naive", 32), ("naive", 64), ("unet", 32), ("unetpp", 64)])
+def test_generator_and_discriminator_shapes(backbone, size):
+    cfg = ModelConfig(backbone=backbone, channels=3, image_size=size, width=0.125)
+    x = jax.random.uniform(jax.random.key(1), (2, size, size, 3), minval=-1, maxval=1)
+    G, D = build_generator(cfg, advprop=True), build_discriminator(cfg)
+    g_vars = G.init(jax.random.key(0), x, train=False)
+    out = G.apply(g_vars, x, train=False)
+    assert out.shape == x.shape and float(jnp.abs(out).max()) <= 1.0
+    logits, features = D.apply(D.init(jax.random.key(0), x, train=False), x, train=False)
+    assert logits.shape == (2,) and features.shape[1:3] == (4, 4)
+
+
+def test_naive_net_grows_one_stage_per_doubling():
+    assert generator_params("naive", 1, image_size=64) > generator_params("naive", 1)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(backbone="resnet"), "unknown backbone"),
+    (dict(channels=2), "channels must be 1 or 3"),
+    (dict(backbone="naive", image_size=48), "side 32"),
+    (dict(backbone="unetpp", image_size=40), "divisible by 16"),
+])
+def test_bad_model_configs_are_refused_with_a_clear_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,side", [(4, 2, 1, 4), (2, 2, 0, 5), (4, 1, 0, 1), (3, 2, 1, 3)])
+def test_fast_transposed_convs_equal_xla_transposed_conv(kernel, stride, padding, side):
+    x = jax.random.normal(jax.random.key(0), (2, side, side, 3))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
+    reference = conv_transpose(x, w, stride, padding, "lhs_dilation")
+    assert reference.shape[1] == stride * (side - 1) + kernel - 2 * padding
+    for impl in ("zero_insert", "subpixel"):
+        np.testing.assert_allclose(conv_transpose(x, w, stride, padding, impl), reference, atol=1e-5)
+        # Gradients too: the fast path must train the same network.
+        grad = jax.grad(lambda w_: conv_transpose(x, w_, stride, padding, impl).sum())(w)
+        ref_grad = jax.grad(lambda w_: conv_transpose(x, w_, stride, padding, "lhs_dilation").sum())(w)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-4)
+
+
+def test_generator_outputs_agree_across_upsample_impls():
+    cfg = ModelConfig(backbone="naive", channels=1, width=0.25)
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 1), minval=-1, maxval=1)
+    variables = build_generator(cfg).init(jax.random.key(0), x, train=False)
+    outs = [build_generator(cfg, upsample_impl=impl).apply(variables, x, train=False)
+            for impl in ("subpixel", "zero_insert", "lhs_dilation")]
+    np.testing.assert_allclose(outs[0], outs[2], atol=1e-5)
+    np.testing.assert_allclose(outs[1], outs[2], atol=1e-5)

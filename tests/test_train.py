@@ -1,0 +1,164 @@
+"""The train and score steps: which branches run, BatchNorm bookkeeping, D reset, determinism."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxad.config import ExperimentConfig, ModelConfig
+from jaxad.train import check_images, create_train_state, score_step, train_step
+
+TINY = ModelConfig(backbone="naive", channels=1, width=0.125)
+
+
+def tiny_config(**changes) -> ExperimentConfig:
+    return ExperimentConfig(model=TINY).replace(**changes)
+
+
+def images(key: int, n: int, channels: int = 1) -> jax.Array:
+    return jax.random.uniform(jax.random.key(key), (n, 32, 32, channels), minval=-1, maxval=1)
+
+
+NORMAL = {"normal": images(1, 8)}
+WITH_ANOMALIES = {"normal": images(1, 8), "anomaly": images(2, 4)}
+step = jax.jit(train_step)
+
+
+def tree_equal(a, b) -> bool:
+    return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
+
+
+def tree_close(a, b) -> bool:
+    return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.allclose(x, y, rtol=1e-5, atol=1e-7)), a, b)))
+
+
+def test_normal_batch_never_touches_the_anomaly_terms():
+    state = create_train_state(tiny_config(), jax.random.key(0))
+    _, metrics = step(state, NORMAL, jax.random.key(1))
+    assert not any(name.startswith("g_anomaly") for name in metrics)
+    assert "d_anomaly" not in metrics
+    assert float(metrics["g_loss"]) == pytest.approx(float(metrics["g_normal_loss"]))
+
+
+def test_batch_with_anomalies_adds_the_anomaly_branch():
+    state = create_train_state(tiny_config(), jax.random.key(0))
+    _, normal_only = step(state, NORMAL, jax.random.key(1))
+    _, metrics = step(state, WITH_ANOMALIES, jax.random.key(1))
+    assert float(metrics["g_anomaly_loss"]) > 0
+    assert float(metrics["g_loss"]) == pytest.approx(
+        float(metrics["g_normal_loss"] + metrics["g_anomaly_loss"]), rel=1e-5)
+    # The normal branch is the same computation on the same normal images.
+    assert float(metrics["g_normal_loss"]) == pytest.approx(float(normal_only["g_normal_loss"]), rel=1e-5)
+    assert float(metrics["d_loss"]) > float(normal_only["d_loss"])
+
+
+def main_and_aux_stats(batch_stats):
+    flat = jax.tree_util.tree_flatten_with_path(batch_stats)[0]
+    main = {jax.tree_util.keystr(p): v for p, v in flat if "'main'" in jax.tree_util.keystr(p)}
+    aux = {jax.tree_util.keystr(p): v for p, v in flat if "'aux'" in jax.tree_util.keystr(p)}
+    return main, aux
+
+
+def test_advprop_pseudo_anomaly_pass_updates_only_auxiliary_statistics():
+    cfg = tiny_config(**{"train.advprop": True})
+    state = create_train_state(cfg, jax.random.key(0))
+    new_state, _ = step(state, NORMAL, jax.random.key(1))
+    # What one training-mode pass of the normal images alone does to the main statistics:
+    _, updates = state.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats},
+                                       NORMAL["normal"], train=True, mutable=["batch_stats"])
+    expected_main, _ = main_and_aux_stats(updates["batch_stats"])
+    main, aux = main_and_aux_stats(new_state.g_batch_stats)
+    _, old_aux = main_and_aux_stats(state.g_batch_stats)
+    assert main.keys() == expected_main.keys() and main
+    for name in main:
+        # Equal up to float reassociation between the jitted step and this eager pass.
+        np.testing.assert_allclose(main[name], expected_main[name], rtol=1e-5, atol=1e-7)
+    assert any(not np.array_equal(aux[n], old_aux[n]) for n in aux), "aux statistics never moved"
+
+
+def test_without_advprop_the_pseudo_pass_mixes_into_the_normal_statistics():
+    state = create_train_state(tiny_config(**{"train.advprop": False}), jax.random.key(0))
+    new_state, _ = step(state, NORMAL, jax.random.key(1))
+    _, updates = state.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats},
+                                       NORMAL["normal"], train=True, mutable=["batch_stats"])
+    assert not tree_close(new_state.g_batch_stats, updates["batch_stats"])
+
+
+def test_freeze_bn_anomalies_leave_normal_statistics_unchanged():
+    state = create_train_state(tiny_config(**{"train.freeze_bn": True}), jax.random.key(0))
+    after_normal, _ = step(state, NORMAL, jax.random.key(1))
+    after_anomalies, _ = step(state, WITH_ANOMALIES, jax.random.key(1))
+    assert tree_close(after_normal.g_batch_stats, after_anomalies.g_batch_stats)
+    unfrozen = create_train_state(tiny_config(**{"train.freeze_bn": False}), jax.random.key(0))
+    a, _ = step(unfrozen, NORMAL, jax.random.key(1))
+    b, _ = step(unfrozen, WITH_ANOMALIES, jax.random.key(1))
+    assert not tree_close(a.g_batch_stats, b.g_batch_stats)
+
+
+def test_discriminator_reset_fires_below_threshold_and_only_then():
+    key = jax.random.key(7)
+    probe = create_train_state(tiny_config(**{"train.d_reset_threshold": 0.0}), jax.random.key(0))
+    kept, metrics = train_step(probe, NORMAL, key)
+    d_loss = float(metrics["d_loss"])
+    assert float(metrics["d_reset"]) == 0.0
+
+    above = create_train_state(tiny_config(**{"train.d_reset_threshold": d_loss * 0.999}), jax.random.key(0))
+    not_reset, metrics = train_step(above, NORMAL, key)
+    assert float(metrics["d_reset"]) == 0.0
+    assert tree_equal(not_reset.d_params, kept.d_params)
+
+    below = create_train_state(tiny_config(**{"train.d_reset_threshold": d_loss * 1.001}), jax.random.key(0))
+    reset, metrics = train_step(below, NORMAL, key)
+    assert float(metrics["d_reset"]) == 1.0
+    fresh = reset.discriminator.init(key, NORMAL["normal"][:1], train=False)["params"]
+    assert tree_close(reset.d_params, fresh)
+    assert not tree_close(reset.d_params, kept.d_params)
+    # Adam's state is kept, as GANomaly does.
+    assert tree_equal(reset.d_opt_state, kept.d_opt_state)
+
+
+def run_steps(seed: int, n: int):
+    state = create_train_state(tiny_config(**{"data.gamma": 0.1}), jax.random.key(seed))
+    for i in range(n):
+        state, _ = step(state, WITH_ANOMALIES, jax.random.key(100 + i))
+    return state
+
+
+def test_same_seed_same_inputs_give_bit_identical_parameters():
+    a, b = run_steps(0, 3), run_steps(0, 3)
+    assert tree_equal(a.arrays(), b.arrays())
+    assert not tree_equal(a.g_params, run_steps(1, 3).g_params)
+
+
+def test_anomaly_recon_pair_switch_changes_the_anomaly_term():
+    for pair in ("input", "pseudo"):
+        state = create_train_state(tiny_config(**{"loss.anomaly_recon_pair": pair}), jax.random.key(0))
+        _, metrics = train_step(state, WITH_ANOMALIES, jax.random.key(1))
+        assert np.isfinite(float(metrics["g_anomaly_reconstruction"]))
+    with pytest.raises(ValueError, match="anomaly_recon_pair"):
+        tiny_config(**{"loss.anomaly_recon_pair": "both"})
+
+
+def test_score_is_l2_norm_of_reconstruction_error_with_running_statistics():
+    state = create_train_state(tiny_config(), jax.random.key(0))
+    x = NORMAL["normal"]
+    reconstruction = state.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats},
+                                           x, train=False)
+    expected = jnp.sqrt(jnp.sum((x - reconstruction) ** 2, axis=(1, 2, 3)))
+    np.testing.assert_allclose(score_step(state, x), expected, rtol=1e-5)
+    # Running statistics: an image's score does not depend on the rest of its batch.
+    np.testing.assert_allclose(score_step(state, x[:2]), expected[:2], rtol=1e-5)
+    # GANomaly's test-time batch statistics (paper_protocol) do depend on the batch.
+    batch_scores = score_step(state, x, use_batch_statistics=True)
+    assert not np.allclose(batch_scores, expected)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (np.zeros((2, 32, 32, 3)), "1-channel"),
+    (np.zeros((2, 28, 28, 1)), "32x32"),
+    (np.zeros((32, 32, 1)), "NHWC"),
+    (np.full((2, 32, 32, 1), np.nan), "NaN"),
+])
+def test_bad_images_are_refused_before_jit(bad, message):
+    with pytest.raises(ValueError, match=message):
+        check_images(bad, TINY)
