@@ -75,6 +75,8 @@ class TrainConfig:
     batch_size: int = 256
     epochs: int = 15
     d_reset_threshold: float = 1e-5
+    # Every batch with gamma > 0 holds at least this many anomalies (the paper: 32 of 256).
+    min_anomalies_per_batch: int = 32
     advprop: bool = True
     freeze_bn: bool = True
 

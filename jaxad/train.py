@@ -9,6 +9,7 @@ compiled step serves a whole run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -65,7 +66,14 @@ class AGADState:
 
 def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
     """Adam with the paper's learning rate and GANomaly's beta1."""
-    return optax.adam(cfg.train.learning_rate, b1=cfg.train.beta1, b2=cfg.train.beta2)
+    return _adam(cfg.train.learning_rate, cfg.train.beta1, cfg.train.beta2)
+
+
+@functools.lru_cache(maxsize=None)
+def _adam(learning_rate: float, beta1: float, beta2: float) -> optax.GradientTransformation:
+    # One object per setting: the optimiser is a static part of the state, so equal
+    # settings must compare equal for jit to reuse its compiled step across runs.
+    return optax.adam(learning_rate, b1=beta1, b2=beta2)
 
 
 def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | None = None,

@@ -1,0 +1,48 @@
+"""The data layer: datasets as arrays, one-class splits with gamma anomalies, the batch sampler.
+
+    ds = load_dataset("mnist", data_dir="../shared/datasets/mnist")  # float32 NHWC in [-1, 1]
+    split = one_class_split(ds, normal_class=3, gamma=0.05, seed=0)
+    normal_idx, anomaly_idx = epoch_indices(len(split.train_normal), len(split.train_anomaly),
+                                            batch_size=256, gamma=0.05, seed=0, epoch=0)
+    test_batches, mask = padded_batches(split.test_images, 256)
+"""
+
+from jaxad.data.sources import (
+    CLASS_NAMES,
+    DATASETS,
+    Dataset,
+    load_dataset,
+    load_folder,
+    make_dataset,
+    raw_files_present,
+    read_cifar_dataset,
+    read_digits,
+    read_idx,
+    read_idx_dataset,
+    read_tfds_dataset,
+    resize_images,
+    tfds_original_order,
+    tfds_records_to_arrays,
+    to_unit_range,
+)
+from jaxad.data.split import (
+    MIN_ANOMALIES_PER_BATCH,
+    OneClassSplit,
+    anomaly_count,
+    batch_composition,
+    epoch_indices,
+    gather_batch,
+    load_split,
+    one_class_split,
+    padded_batches,
+    steps_per_epoch,
+)
+
+__all__ = [
+    "CLASS_NAMES", "DATASETS", "Dataset", "MIN_ANOMALIES_PER_BATCH", "OneClassSplit",
+    "anomaly_count", "batch_composition", "epoch_indices", "gather_batch", "load_dataset",
+    "load_folder", "load_split", "make_dataset", "one_class_split", "padded_batches",
+    "raw_files_present", "read_cifar_dataset", "read_digits", "read_idx", "read_idx_dataset",
+    "read_tfds_dataset", "resize_images", "steps_per_epoch", "tfds_original_order",
+    "tfds_records_to_arrays", "to_unit_range",
+]

@@ -1,0 +1,196 @@
+"""One-class splits with gamma injected anomalies, the epoch sampler, padded test batches.
+
+SPEC section 2: train on the normal class, plus ``a = gamma n / (1 - gamma)`` anomalies drawn
+from the other classes' training images; every training batch with gamma > 0 holds at least
+32 anomalies (re-sampled as needed); the test split is the whole test set, labelled 0 for the
+normal class and 1 for the rest. The sampler yields index arrays, not images: the runner keeps
+the split on the device and gathers each batch inside jit (``gather_batch``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from jaxad.data.sources import Dataset, load_dataset
+
+MIN_ANOMALIES_PER_BATCH = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class OneClassSplit:
+    """Training normals and injected anomalies; the labelled test set."""
+
+    train_normal: np.ndarray   # (n, H, W, C)
+    train_anomaly: np.ndarray  # (a, H, W, C); a = 0 when gamma = 0
+    test_images: np.ndarray
+    test_labels: np.ndarray    # 0 normal (the normal class), 1 anomaly
+    test_classes: np.ndarray   # original class label of each test image
+
+
+def check_gamma(gamma: float) -> None:
+    """Raise unless 0 <= gamma < 1 (gamma = 1 would mean no normal images at all)."""
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must lie in [0, 1), got {gamma}")
+
+
+def anomaly_count(n_normal: int, gamma: float) -> int:
+    """Anomalies to add to ``n_normal`` normals for a fraction ``gamma = a / (n + a)``.
+
+    ``a = round(gamma * n / (1 - gamma))``, rounding halves up.
+    """
+    check_gamma(gamma)
+    if n_normal < 0:
+        raise ValueError(f"n_normal must be non-negative, got {n_normal}")
+    # The small epsilon absorbs float error such as 0.2 * 6000 / 0.8 = 1500.0000000000002.
+    return int(math.floor(gamma * n_normal / (1.0 - gamma) + 0.5 + 1e-9))
+
+
+def batch_composition(batch_size: int, gamma: float,
+                      min_anomalies: int = MIN_ANOMALIES_PER_BATCH) -> tuple[int, int]:
+    """(normals, anomalies) per batch: ``k = max(min_anomalies, round(gamma * B))`` if gamma > 0.
+
+    The paper keeps at least 32 anomalies in every batch of 256; ``min_anomalies`` exists so
+    that tests can use small batches.
+    """
+    check_gamma(gamma)
+    if gamma == 0.0:
+        return batch_size, 0
+    k = max(min_anomalies, anomaly_count_in_batch(batch_size, gamma))
+    if k >= batch_size:
+        raise ValueError(f"batch_size {batch_size} leaves no room for normals beside {k} "
+                         f"anomalies per batch (gamma {gamma}, at least {min_anomalies})")
+    return batch_size - k, k
+
+
+def anomaly_count_in_batch(batch_size: int, gamma: float) -> int:
+    """``round(gamma * batch_size)``, halves up."""
+    return int(math.floor(gamma * batch_size + 0.5 + 1e-9))
+
+
+def steps_per_epoch(n_normal: int, batch_size: int, gamma: float,
+                    min_anomalies: int = MIN_ANOMALIES_PER_BATCH) -> int:
+    """Batches in one epoch, one pass over the normals: ``ceil(n_normal / normals per batch)``."""
+    n_per_batch, _ = batch_composition(batch_size, gamma, min_anomalies)
+    return max(1, math.ceil(n_normal / n_per_batch))
+
+
+def _cycled_permutations(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
+    # Fresh permutations end to end: each item is used once before any is used again.
+    reps = math.ceil(length / n)
+    return np.concatenate([rng.permutation(n) for _ in range(reps)])[:length]
+
+
+def epoch_indices(n_normal: int, n_anomaly: int, batch_size: int, gamma: float, seed: int,
+                  epoch: int, min_anomalies: int = MIN_ANOMALIES_PER_BATCH
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of indices: ``(steps, Bn)`` into train_normal, ``(steps, Ba)`` into train_anomaly.
+
+    Every normal image appears at least once per epoch (the last batch is topped up from a
+    fresh permutation, as are batches when n_normal < Bn); anomalies are drawn in cycles of
+    fresh permutations, so they repeat only when needed. Deterministic in (seed, epoch).
+    """
+    if n_normal < 1:
+        raise ValueError("no normal training images to sample from")
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed and epoch must be non-negative, got {seed}, {epoch}")
+    bn, ba = batch_composition(batch_size, gamma, min_anomalies)
+    steps = math.ceil(n_normal / bn)
+    # Separate streams, so the normal order does not depend on how many anomalies are drawn.
+    normal_rng = np.random.default_rng([seed, epoch, 0])
+    anomaly_rng = np.random.default_rng([seed, epoch, 1])
+    normal = _cycled_permutations(normal_rng, n_normal, steps * bn).reshape(steps, bn)
+    if ba == 0:
+        anomaly = np.zeros((steps, 0), np.int64)
+    elif n_anomaly < 1:
+        raise ValueError(f"gamma {gamma} asks for {ba} anomalies per batch but the split has none")
+    else:
+        anomaly = _cycled_permutations(anomaly_rng, n_anomaly, steps * ba).reshape(steps, ba)
+    return normal.astype(np.int32), anomaly.astype(np.int32)
+
+
+def gather_batch(train_normal, train_anomaly, normal_idx, anomaly_idx):
+    """(normal batch, anomaly batch) from device-resident arrays and one row of ``epoch_indices``.
+
+    Pure ``jnp``: call it inside the jitted step so only indices cross from the host.
+    """
+    import jax.numpy as jnp
+
+    return jnp.take(train_normal, normal_idx, axis=0), jnp.take(train_anomaly, anomaly_idx, axis=0)
+
+
+def padded_batches(images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(num_batches, batch_size, ...)`` zero-padded batches and the mask of real images.
+
+    Evaluation never drops an image: the last batch is padded and ``mask`` marks the real ones.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to batch")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    num_batches = math.ceil(n / batch_size)
+    padded = np.zeros((num_batches * batch_size,) + images.shape[1:], images.dtype)
+    padded[:n] = images
+    mask = np.arange(num_batches * batch_size) < n
+    return (padded.reshape((num_batches, batch_size) + images.shape[1:]),
+            mask.reshape(num_batches, batch_size))
+
+
+def _check_classes(dataset: Dataset, normal_class: int,
+                   anomaly_classes: Iterable[int] | None) -> tuple[int, ...]:
+    k = dataset.num_classes
+    if not (isinstance(normal_class, (int, np.integer)) and 0 <= normal_class < k):
+        raise ValueError(f"normal_class {normal_class!r} is out of range for {dataset.name} "
+                         f"(classes 0..{k - 1}: {', '.join(dataset.class_names)})")
+    if anomaly_classes is None:
+        return tuple(c for c in range(k) if c != normal_class)
+    chosen = tuple(sorted(set(int(c) for c in anomaly_classes)))
+    if not chosen:
+        raise ValueError("anomaly_classes is empty; give None to use every other class")
+    bad = [c for c in chosen if not 0 <= c < k]
+    if bad:
+        raise ValueError(f"anomaly_classes {bad} out of range for {dataset.name} (0..{k - 1})")
+    if normal_class in chosen:
+        raise ValueError(f"anomaly_classes {chosen} contains the normal class {normal_class}")
+    return chosen
+
+
+def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
+                    anomaly_classes: Iterable[int] | None = None, seed: int = 0) -> OneClassSplit:
+    """The one-class protocol for ``normal_class``, with a fraction ``gamma`` of anomalies.
+
+    Anomalies are drawn without replacement (seeded) from the training images of
+    ``anomaly_classes`` (default: every other class); the test set is the whole test split.
+    """
+    check_gamma(gamma)
+    chosen = _check_classes(dataset, normal_class, anomaly_classes)
+    train_normal = dataset.train_images[dataset.train_labels == normal_class]
+    if len(train_normal) == 0:
+        raise ValueError(f"{dataset.name}: no training images of class {normal_class}")
+    a = anomaly_count(len(train_normal), gamma)
+    if gamma > 0 and a == 0:
+        raise ValueError(f"gamma {gamma} with {len(train_normal)} normals rounds to 0 anomalies")
+    pool = np.flatnonzero(np.isin(dataset.train_labels, chosen))
+    if a > len(pool):
+        raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
+                         f"{len(pool)} training images in {dataset.name}")
+    drawn = np.sort(np.random.default_rng(seed).choice(pool, size=a, replace=False))
+    train_anomaly = dataset.train_images[drawn]
+    test_classes = np.asarray(dataset.test_labels, dtype=np.int32)
+    if not np.any(test_classes == normal_class) or np.all(test_classes == normal_class):
+        raise ValueError(f"{dataset.name}: the test split needs both normal and anomalous images "
+                         f"for class {normal_class}")
+    return OneClassSplit(train_normal=train_normal, train_anomaly=train_anomaly,
+                         test_images=dataset.test_images,
+                         test_labels=(test_classes != normal_class).astype(np.int32),
+                         test_classes=test_classes)
+
+
+def load_split(cfg, seed: int = 0) -> OneClassSplit:
+    """``load_dataset`` then ``one_class_split`` for a ``jaxad.config.DataConfig``."""
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.source, cfg.image_size)
+    return one_class_split(dataset, cfg.normal_class, cfg.gamma, cfg.anomaly_classes, seed)
