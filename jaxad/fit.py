@@ -1,0 +1,247 @@
+"""Train one AGAD model, score images, save and load runs: the API for research code.
+
+    from jaxad import ExperimentConfig, fit, score, load_run
+    result = fit(ExperimentConfig(), run_dir="runs/digits-0")   # digits, normal class 0
+    print(result.final_auroc, result.best_auroc)                 # final epoch; test-selected best
+    scores = score(result.state, images)                         # ||x - G(x)||_2 per image
+    state, config = load_run("runs/digits-0")                    # the saved final model
+
+One run = (dataset, backbone, normal class, gamma, seed) in its own directory:
+``config.json``, ``checkpoints/`` (orbax, every epoch), ``history.json`` (per-epoch losses
+and AUROC), ``scores.npz`` (raw test scores, labels and classes) and ``result.json``,
+written last, which marks the run complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxad import checkpoint, parallel
+from jaxad.config import ExperimentConfig
+from jaxad.data import OneClassSplit, epoch_indices, load_split, padded_batches
+from jaxad.files import read_json, write_json_atomic
+from jaxad.metrics import auroc
+from jaxad.train import AGADState, check_finite, check_images, create_train_state, indexed_train_step, score_step
+
+_train_step = jax.jit(indexed_train_step, donate_argnums=(0,))
+_score_step = jax.jit(score_step, static_argnames="use_batch_statistics")
+SCORE_BATCH = 256
+
+
+class ConfigMismatchError(ValueError):
+    """A run directory that holds a run of another configuration."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What one run leaves: its config, per-epoch history, final test scores and model."""
+
+    config: ExperimentConfig
+    history: list[dict[str, float]]
+    test_scores: np.ndarray
+    test_labels: np.ndarray
+    test_classes: np.ndarray
+    state: AGADState
+
+    @property
+    def final_auroc(self) -> float:
+        """AUROC (%) of the final epoch: the honest headline figure."""
+        return self.history[-1]["auroc"]
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch of highest test AUROC (selected on the test split)."""
+        return int(np.argmax([h["auroc"] for h in self.history]))
+
+    @property
+    def best_auroc(self) -> float:
+        """Test-selected best-epoch AUROC (%): how GANomaly's code reports; not an honest figure."""
+        return self.history[self.best_epoch]["auroc"]
+
+
+def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
+          use_batch_statistics: bool = False) -> np.ndarray:
+    """Anomaly scores ``||x - G(x)||_2`` of every image, in order (none dropped).
+
+    With running statistics (the default) the last batch is padded and masked. With
+    ``use_batch_statistics`` (GANomaly's test-time BatchNorm) each batch is scored as it is,
+    since padding would change the statistics.
+    """
+    images = np.asarray(images, np.float32)
+    if use_batch_statistics:
+        return np.concatenate([np.asarray(_score_step(state, images[i:i + batch_size], True))
+                               for i in range(0, len(images), batch_size)])
+    batches, mask = padded_batches(images, batch_size)
+    scores = np.concatenate([np.asarray(_score_step(state, b)) for b in batches])
+    return scores[mask.reshape(-1)]
+
+
+def _unreplicated_arrays(state: AGADState, n_devices: int) -> dict[str, Any]:
+    arrays = state.arrays()
+    return parallel.unreplicate(arrays) if n_devices > 1 else arrays
+
+
+def _epoch_key(seed: int, epoch: int) -> jax.Array:
+    # Keys per (seed, epoch), so a resumed run draws exactly what an uninterrupted one does.
+    return jax.random.fold_in(jax.random.key(seed), 1_000_003 + epoch)
+
+
+def _check_run_dir(run_dir: Path, cfg: ExperimentConfig) -> None:
+    config_file = run_dir / "config.json"
+    if config_file.exists():
+        saved = read_json(config_file)
+        if saved != json.loads(cfg.to_json()):
+            raise ConfigMismatchError(
+                f"{run_dir} holds a run of another configuration; choose another directory or "
+                f"delete it. Saved: {json.dumps(saved, sort_keys=True)[:400]}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(config_file, json.loads(cfg.to_json()))
+
+
+def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: str | Path | None = None,
+        devices: int = 1, progress: bool = True,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+    """Train AGAD for ``cfg.train.epochs`` epochs and score the test split after each.
+
+    ``split`` defaults to ``load_split(cfg.data, seed=cfg.seed)``. With ``run_dir`` every epoch
+    is checkpointed and an interrupted run resumes from its last checkpoint, giving the same
+    numbers as an uninterrupted one. ``devices`` > 1 trains data-parallel under pmap (0 = all
+    local devices). Raises ``FloatingPointError`` if a loss turns NaN or inf (the last good
+    checkpoint is kept).
+    """
+    split = split if split is not None else load_split(cfg.data, seed=cfg.seed)
+    check_images(split.train_normal, cfg.model)
+    check_images(split.test_images, cfg.model)
+    if len(split.train_anomaly):
+        check_images(split.train_anomaly, cfg.model)
+    n_devices = parallel.check_device_count(devices)
+    axis_name = parallel.AXIS if n_devices > 1 else None
+    state = create_train_state(cfg, jax.random.key(cfg.seed), axis_name=axis_name)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+
+    manager = None
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        _check_run_dir(run_dir, cfg)
+        manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
+        if manager.latest_step() is not None:
+            arrays, saved, last = checkpoint.restore(manager, state.arrays())
+            state = state.replace(**arrays)
+            history, start_epoch = saved["epochs"], last + 1
+
+    t = cfg.train
+    gamma = cfg.data.gamma
+    normal_images = jnp.asarray(split.train_normal)
+    anomaly_images = jnp.asarray(split.train_anomaly if len(split.train_anomaly)
+                                 else split.train_normal[:0])
+    run_step = _train_step
+    if n_devices > 1:
+        run_step = parallel.pmap_train_step()
+        state = parallel.replicate(state, n_devices)
+
+    bar = tqdm(range(start_epoch, t.epochs), initial=start_epoch, total=t.epochs, disable=not progress,
+               desc=f"{cfg.data.dataset}/{cfg.model.backbone} class {cfg.data.normal_class} "
+                    f"gamma {gamma} seed {cfg.seed}", leave=False)
+    try:
+        for epoch in bar:
+            started = time.perf_counter()
+            normal_index, anomaly_index = epoch_indices(
+                len(split.train_normal), len(split.train_anomaly), t.batch_size, gamma, cfg.seed, epoch,
+                t.min_anomalies_per_batch)
+            if n_devices > 1:
+                normal_index = parallel.shard_batch_indices(normal_index, n_devices)
+                anomaly_index = parallel.shard_batch_indices(anomaly_index, n_devices)
+            keys = jax.random.split(_epoch_key(cfg.seed, epoch), len(normal_index))
+            new_state, step_metrics = state, []
+            for i in range(len(normal_index)):
+                # Dispatch is asynchronous: the host queues steps while the device works.
+                new_state, m = run_step(new_state, normal_images, anomaly_images, normal_index[i],
+                                        anomaly_index[i], keys[i])
+                step_metrics.append(m)
+            metrics = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(step_metrics))
+            if n_devices > 1:
+                metrics = jax.tree.map(lambda x: x[:, 0], metrics)
+            check_finite(metrics, f"epoch {epoch}: loss ")
+            state = new_state
+            record = {name: float(np.mean(v)) for name, v in metrics.items()}
+            record["d_resets"] = float(np.sum(metrics["d_reset"]))
+            del record["d_reset"]
+            single = parallel.unreplicate(state) if n_devices > 1 else state
+            scores = score(single, split.test_images)
+            record["auroc"] = auroc(split.test_labels, scores)
+            if cfg.paper_protocol:
+                batch_scores = score(single, split.test_images, use_batch_statistics=True)
+                record["auroc_batch_statistics"] = auroc(split.test_labels, batch_scores)
+            record["epoch"] = epoch
+            record["seconds"] = time.perf_counter() - started
+            history.append(record)
+            bar.set_postfix(auroc=f"{record['auroc']:.1f}", g=f"{record['g_loss']:.3g}",
+                            d=f"{record['d_loss']:.3g}")
+            if manager is not None:
+                checkpoint.save(manager, epoch, _unreplicated_arrays(state, n_devices), {"epochs": history})
+                write_json_atomic(run_dir / "history.json", history)
+            if on_epoch is not None:
+                on_epoch(epoch, record)
+    finally:
+        if manager is not None:
+            manager.wait_until_finished()
+            manager.close()
+        bar.close()
+
+    state = parallel.unreplicate(state) if n_devices > 1 else state
+    final_scores = score(state, split.test_images, use_batch_statistics=cfg.paper_protocol)
+    result = RunResult(cfg, history, final_scores, np.asarray(split.test_labels),
+                       np.asarray(split.test_classes), state)
+    if run_dir is not None:
+        _write_run(run_dir, result)
+    return result
+
+
+def _write_run(run_dir: Path, result: RunResult) -> None:
+    tmp = run_dir / "scores.tmp.npz"
+    np.savez(tmp, scores=result.test_scores, labels=result.test_labels, classes=result.test_classes)
+    tmp.replace(run_dir / "scores.npz")
+    write_json_atomic(run_dir / "result.json", {
+        "status": "complete",
+        "final_auroc": result.final_auroc,
+        "best_auroc": result.best_auroc,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "d_resets": sum(h["d_resets"] for h in result.history),
+        "final_auroc_batch_statistics": result.history[-1].get("auroc_batch_statistics"),
+        "best_auroc_batch_statistics": max((h["auroc_batch_statistics"] for h in result.history
+                                            if "auroc_batch_statistics" in h), default=None),
+    })
+
+
+def load_run(run_dir: str | Path, epoch: int | None = None) -> tuple[AGADState, ExperimentConfig]:
+    """The trained model of a run directory (its last checkpoint unless ``epoch`` is named)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
+    cfg = ExperimentConfig.from_dict(read_json(run_dir / "config.json"))
+    state = create_train_state(cfg, jax.random.key(cfg.seed))
+    manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
+    try:
+        arrays, _, _ = checkpoint.restore(manager, state.arrays(), epoch)
+    finally:
+        manager.close()
+    return state.replace(**arrays), cfg
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """Whether a run directory holds a finished run (its ``result.json`` was written)."""
+    path = Path(run_dir) / "result.json"
+    return path.exists() and read_json(path).get("status") in ("complete", "failed")
+
