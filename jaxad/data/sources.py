@@ -454,6 +454,11 @@ def read_image_folder(directory: str | Path) -> list[Any]:
 
     Files pillow cannot identify are skipped with a warning; no readable image is an error.
     """
+    return [img for _, img in read_image_files(directory)]
+
+
+def read_image_files(directory: str | Path) -> list[tuple[Path, Any]]:
+    """``(path, PIL image)`` of every image pillow can read under ``directory``, sorted by path."""
     from PIL import Image, UnidentifiedImageError
 
     directory = Path(directory).expanduser()
@@ -464,7 +469,7 @@ def read_image_folder(directory: str | Path) -> list[Any]:
         try:
             with Image.open(path) as img:
                 img.load()
-                images.append(img.copy())
+                images.append((path, img.copy()))
         except (UnidentifiedImageError, OSError, ValueError):
             skipped.append(path.name)
     if not images:
@@ -474,6 +479,12 @@ def read_image_folder(directory: str | Path) -> list[Any]:
         warnings.warn(f"{directory}: skipped {len(skipped)} unreadable files, e.g. {skipped[:3]}",
                       stacklevel=2)
     return images
+
+
+def load_images(directory: str | Path, image_size: int, channels: int) -> tuple[list[Path], np.ndarray]:
+    """The images of a folder as the models take them: paths and float32 NHWC in [-1, 1]."""
+    files = read_image_files(directory)
+    return [p for p, _ in files], _images_to_array([img for _, img in files], channels, image_size)
 
 
 def _images_to_array(images: list[Any], channels: int, image_size: int) -> np.ndarray:

@@ -1,0 +1,115 @@
+"""Run the paper's one-class benchmark from one command.
+
+    python experiments/run.py                                   # a few-minute demo on sklearn's digits
+    python experiments/run.py --dataset mnist --backbone naive --data-dir ../shared/datasets/mnist
+    python experiments/run.py --dataset cifar10 --backbone unetpp --gammas 0 0.01 0.05 --resume
+
+Every (normal class, gamma, seed) is one run; results.{json,csv,md} and plots are written to
+--out after each run. Interrupt at any time; --resume continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from jaxad.benchmark import BenchmarkSpec, device_summary, run_benchmark
+from jaxad.config import DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
+from jaxad.data import DATASETS
+
+# With no --dataset: a small, fast setting on the embedded digits (a demo, not the paper's).
+DEMO = dict(dataset="digits", seeds=1, epochs=30, batch_size=32, width=0.25)
+CHANNELS = {"mnist": 1, "fashion_mnist": 1, "digits": 1, "cifar10": 3, "cifar100": 3}
+NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 20, "folder": 1}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=[d for d in DATASETS], help="default: the digits demo")
+    p.add_argument("--backbone", choices=["naive", "unet", "unetpp"], default="naive")
+    p.add_argument("--classes", type=int, nargs="+", help="normal classes (default: all)")
+    p.add_argument("--seeds", type=int, help="seeds per setting (default 3; demo 1)")
+    p.add_argument("--gammas", type=float, nargs="+", default=[0.0], help="anomaly fractions (default 0)")
+    p.add_argument("--anomaly-classes", type=int, nargs="+",
+                   help="draw injected anomalies from these classes only (default: all others)")
+    p.add_argument("--epochs", type=int, help="default 15 (demo 30)")
+    p.add_argument("--batch-size", type=int, help="default 256 (demo 32)")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--w-adv", type=float, default=1.0)
+    p.add_argument("--w-con", type=float, default=50.0)
+    p.add_argument("--w-adcon", type=float, default=15.0, help="0 = the ablation without contextual "
+                   "adversarial information")
+    p.add_argument("--w-lat", type=float, default=5.0)
+    p.add_argument("--anomaly-recon-pair", choices=["input", "pseudo"], default="input")
+    p.add_argument("--no-advprop", action="store_true", help="no auxiliary BatchNorm for G(G(x))")
+    p.add_argument("--no-freeze-bn", action="store_true", help="let true anomalies update BN statistics")
+    p.add_argument("--paper-protocol", action="store_true",
+                   help="also score with test-batch BatchNorm statistics, as GANomaly's code does")
+    p.add_argument("--width", type=float, help="channel width factor (default 1 = the paper's nets)")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--data-dir", help="raw dataset files (or a TFDS data_dir); for folder: a root "
+                   "holding normal/, abnormal/ and optionally normal_test/")
+    p.add_argument("--source", choices=["auto", "raw", "tfds"], default="auto")
+    p.add_argument("--out", help="output directory (default results/<dataset>_<backbone>)")
+    p.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
+    p.add_argument("--devices", type=int, default=0, help="data-parallel devices (0 = all local)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
+    demo = args.dataset is None
+    dataset = args.dataset or DEMO["dataset"]
+    pick = lambda value, demo_value, default: value if value is not None else (demo_value if demo else default)
+    channels = CHANNELS.get(dataset)
+    if dataset == "folder":
+        from jaxad.data import load_dataset
+        channels = load_dataset("folder", args.data_dir, image_size=args.image_size).train_images.shape[-1]
+    base = ExperimentConfig(
+        model=ModelConfig(args.backbone, channels, args.image_size, pick(args.width, DEMO["width"], 1.0)),
+        loss=LossConfig(args.w_adv, args.w_con, args.w_adcon, args.w_lat,
+                        anomaly_recon_pair=args.anomaly_recon_pair),
+        train=TrainConfig(learning_rate=args.lr, batch_size=pick(args.batch_size, DEMO["batch_size"], 256),
+                          epochs=pick(args.epochs, DEMO["epochs"], 15), advprop=not args.no_advprop,
+                          freeze_bn=not args.no_freeze_bn),
+        data=DataConfig(dataset, anomaly_classes=tuple(args.anomaly_classes) if args.anomaly_classes else None,
+                        data_dir=args.data_dir, source=args.source, image_size=args.image_size),
+        paper_protocol=args.paper_protocol)
+    classes = tuple(args.classes) if args.classes else tuple(range(NUM_CLASSES[dataset]))
+    for gamma in args.gammas:
+        DataConfig(gamma=gamma)  # refuses gamma outside [0, 1) before any work
+    return BenchmarkSpec(base, classes, tuple(args.gammas),
+                         tuple(range(pick(args.seeds, DEMO["seeds"], 3))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = build_spec(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"results/{spec.base.data.dataset}_{spec.base.model.backbone}")
+    if args.dataset is None:
+        print("No --dataset: running the demo on sklearn's digits "
+              f"({len(spec.classes)} classes, width {spec.base.model.width}, "
+              f"{spec.base.train.epochs} epochs, batch {spec.base.train.batch_size}).")
+    print(f"devices: {device_summary()}; output: {out}")
+    command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        run_benchmark(spec, out, resume=args.resume, devices=args.devices, data_dir=args.data_dir,
+                      command=command.strip(), progress=not args.no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: {command} --resume", file=sys.stderr)
+        return 130
+    print((out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

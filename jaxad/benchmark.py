@@ -1,0 +1,187 @@
+"""The paper's one-class protocol: every (normal class, gamma, seed) of one dataset and backbone.
+
+    spec = BenchmarkSpec(base=ExperimentConfig(...), classes=range(10), gammas=(0.0,), seeds=(0, 1, 2))
+    rows = run_benchmark(spec, "results/mnist_naive", resume=True)
+
+The output directory holds ``benchmark.json`` (what is being run), ``runs/gamma*/class*/seed*/``
+(one run directory each, see ``jaxad.fit``), and after every run ``results.json``,
+``results.csv``, ``results.md`` and the plots. A finished run is never run again; an
+unfinished one restarts from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxad import report
+from jaxad.config import ExperimentConfig
+from jaxad.data import load_dataset, one_class_split
+from jaxad.files import read_json, write_json_atomic, write_text_atomic
+from jaxad.fit import fit, is_complete
+from jaxad.metrics import roc
+from jaxad.train import reconstruct
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkSpec:
+    """A grid of runs sharing one base configuration."""
+
+    base: ExperimentConfig
+    classes: tuple[int, ...]
+    gammas: tuple[float, ...] = (0.0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    def identity(self) -> dict[str, Any]:
+        base = self.base.to_dict()
+        for key in ("normal_class", "gamma"):
+            base["data"].pop(key)
+        base.pop("seed")
+        return {"base": base, "classes": list(self.classes), "gammas": list(self.gammas),
+                "seeds": list(self.seeds)}
+
+    def runs(self) -> list[ExperimentConfig]:
+        return [self.base.replace(seed=s, **{"data.normal_class": c, "data.gamma": g})
+                for g in self.gammas for c in self.classes for s in self.seeds]
+
+
+def run_dir_of(out_dir: Path, cfg: ExperimentConfig) -> Path:
+    return out_dir / "runs" / f"gamma{cfg.data.gamma:g}" / f"class{cfg.data.normal_class}" / f"seed{cfg.seed}"
+
+
+class BenchmarkMismatchError(ValueError):
+    """An output directory that holds a different benchmark."""
+
+
+def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> None:
+    marker = out_dir / "benchmark.json"
+    identity = json.loads(json.dumps(spec.identity()))
+    if marker.exists():
+        saved = read_json(marker)
+        if saved != identity:
+            differs = sorted(k for k in identity if saved.get(k) != identity[k])
+            raise BenchmarkMismatchError(
+                f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
+                f"choose another --out directory")
+        if not resume:
+            raise FileExistsError(f"{out_dir} already holds this benchmark: pass --resume to continue it "
+                                  f"(finished runs are kept) or choose another --out directory")
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(marker, identity)
+
+
+def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
+    result = read_json(run_dir / "result.json")
+    return {"dataset": cfg.data.dataset, "backbone": cfg.model.backbone,
+            "normal_class": cfg.data.normal_class, "gamma": cfg.data.gamma, "seed": cfg.seed,
+            "run_dir": str(run_dir.relative_to(out_dir)), **result}
+
+
+def _save_reconstructions(state, split, run_dir: Path, count: int = 8) -> None:
+    normal = split.test_images[split.test_labels == 0][:count]
+    anomalous = split.test_images[split.test_labels == 1][:count]
+    report.plot_reconstructions(normal, np.asarray(reconstruct(state, normal)), anomalous,
+                                np.asarray(reconstruct(state, anomalous)), run_dir / "reconstructions.png")
+
+
+class _Interrupted(KeyboardInterrupt):
+    pass
+
+
+def _raise_interrupt(signum, frame):
+    raise _Interrupted(f"signal {signum}")
+
+
+def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None,
+                  num_classes: int | None = None) -> list[dict[str, Any]]:
+    """Collect every finished run under ``out_dir`` into results.{json,csv,md} and the plots."""
+    rows, histories, boxes, curves = [], {}, {}, {}
+    for cfg in spec.runs():
+        run_dir = run_dir_of(out_dir, cfg)
+        if not is_complete(run_dir):
+            continue
+        row = _row(cfg, run_dir, out_dir)
+        rows.append(row)
+        if row["status"] != "complete":
+            continue
+        key = (cfg.data.gamma, cfg.data.normal_class)
+        histories.setdefault(key, []).append(read_json(run_dir / "history.json"))
+        if cfg.seed == spec.seeds[0] and cfg.data.gamma == spec.gammas[0]:
+            with np.load(run_dir / "scores.npz") as z:
+                boxes[cfg.data.normal_class] = (z["scores"], z["labels"])
+                fpr, tpr = roc(z["labels"], z["scores"])
+                curves[cfg.data.normal_class] = (fpr, tpr, row["final_auroc"])
+    base = spec.base
+    num_classes = num_classes or len(spec.classes)
+    summary = report.summarise(rows) if rows else {}
+    write_json_atomic(out_dir / "results.json", {
+        "benchmark": spec.identity(), "command": command, "runs": rows,
+        "summary": {f"{g:g}": s for g, s in summary.items()}})
+    write_text_atomic(out_dir / "results.csv", report.csv_text(rows))
+    if rows:
+        write_text_atomic(out_dir / "results.md", report.markdown_tables(
+            rows, base.data.dataset, base.model.backbone, num_classes, len(spec.seeds), command))
+    if histories:
+        report.plot_auroc_per_epoch(histories, out_dir / "auroc_per_epoch.png")
+    if boxes:
+        report.plot_score_boxes(boxes, out_dir / "score_boxes.png")
+        report.plot_roc_curves(curves, out_dir / "roc.png")
+    return rows
+
+
+def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = False, devices: int = 1,
+                  data_dir: str | None = None, command: str | None = None,
+                  progress: bool = True) -> list[dict[str, Any]]:
+    """Run every (class, gamma, seed) of ``spec`` not yet finished under ``out_dir``; return the rows.
+
+    A run whose loss turns NaN is stopped with a message (its last good checkpoint kept, its
+    result.json marked failed) and the benchmark goes on. SIGTERM and Ctrl-C stop cleanly:
+    checkpoints are flushed and ``resume=True`` continues where it stopped.
+    """
+    out_dir = Path(out_dir)
+    _prepare_out_dir(spec, out_dir, resume)
+    base = spec.base
+    dataset = load_dataset(base.data.dataset, data_dir or base.data.data_dir, base.data.source,
+                           base.data.image_size)
+    runs = spec.runs()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    bar = tqdm(runs, desc="runs", disable=not progress)
+    try:
+        for cfg in bar:
+            run_dir = run_dir_of(out_dir, cfg)
+            if is_complete(run_dir):
+                continue
+            bar.set_postfix(cls=cfg.data.normal_class, gamma=cfg.data.gamma, seed=cfg.seed)
+            split = one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma,
+                                    cfg.data.anomaly_classes, seed=cfg.seed)
+            try:
+                result = fit(cfg, split, run_dir=run_dir, devices=devices, progress=progress)
+            except FloatingPointError as err:
+                tqdm.write(f"run {run_dir} stopped: {err}; its last good checkpoint is kept")
+                write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})
+                continue
+            _save_reconstructions(result.state, split, run_dir)
+            tqdm.write(f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}: "
+                       f"AUROC {result.final_auroc:.2f} (final epoch), "
+                       f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch + 1})")
+            write_reports(spec, out_dir, command, dataset.num_classes)
+    except _Interrupted:
+        tqdm.write(f"interrupted: finished runs and checkpoints are saved; continue with --resume")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        bar.close()
+    return write_reports(spec, out_dir, command, dataset.num_classes)
+
+
+def device_summary() -> str:
+    devices = jax.local_devices()
+    return f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform})"

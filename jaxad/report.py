@@ -1,0 +1,250 @@
+"""Benchmark tables in the paper's format, with the paper's figures beside ours, and plots.
+
+Rows are one run each: (dataset, backbone, normal class, gamma, seed) with the final-epoch
+AUROC (the headline), the test-selected best epoch's AUROC (labelled as such) and the
+per-epoch history. Tables average seeds per class, then give the mean over classes and the
+standard deviation among classes (SD), as the paper's Tables 2 and 9 do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+# Paper, Table 9 (gamma = 0): per-class AUROC %, then (avg, SD among classes).
+PAPER_TABLE9: dict[str, dict[str, tuple[list[float], float, float]]] = {
+    "mnist": {
+        "naive": ([100., 100., 99.0, 98.6, 99.5, 97.2, 99.6, 99.8, 95.8, 99.2], 99.1, 0.86),
+        "unet": ([76.0, 58.6, 81.3, 93.3, 41.9, 46.8, 98.9, 45.2, 89.1, 42.8], 67.4, 21.6),
+        "unetpp": ([95.5, 100., 85.4, 78.5, 91.4, 92.5, 73.6, 90.2, 89.6, 89.4], 89.4, 7.46),
+    },
+    "fashion_mnist": {
+        "naive": ([98.2, 100., 99.1, 99.7, 99.0, 100., 97.7, 100., 99.1, 100.], 99.2, 0.75),
+        "unet": ([95.5, 99.8, 99.6, 97.1, 99.9, 99.9, 93.2, 100., 99.4, 99.0], 98.3, 2.21),
+        "unetpp": ([99.9, 100., 100., 99.4, 100., 100., 100., 100., 100., 100.], 99.9, 0.18),
+    },
+    "cifar10": {
+        "naive": ([79.9, 59.1, 64.9, 60.1, 68.9, 69.8, 88.2, 61.3, 83.0, 74.3], 71.0, 9.63),
+        "unet": ([99.9, 88.3, 89.8, 94.1, 99.3, 87.7, 99.8, 73.8, 99.9, 92.3], 92.5, 7.81),
+        "unetpp": ([99.9, 99.5, 98.8, 98.4, 99.7, 94.7, 100., 93.2, 99.9, 98.8], 98.3, 2.26),
+    },
+    "cifar100": {"naive": ([], 71.6, 8.87), "unet": ([], 92.8, 11.5), "unetpp": ([], 96.3, 8.88)},
+}
+
+# Paper, Table 2: (avg AUROC, SD among classes) by gamma, for the paper's main backbones
+# (naive on MNIST, UNet++ on the others).
+PAPER_TABLE2: dict[str, dict[float, tuple[float, float]]] = {
+    "mnist": {0.0: (99.1, 0.86), 0.01: (99.4, 0.85), 0.05: (99.9, 0.29), 0.10: (100., 0.04), 0.20: (100., 0.02)},
+    "fashion_mnist": {0.0: (99.9, 0.18), 0.01: (100., 0.0), 0.05: (100., 0.0), 0.10: (100., 0.0), 0.20: (100., 0.0)},
+    "cifar10": {0.0: (98.3, 2.26), 0.01: (98.6, 1.27), 0.05: (99.8, 0.25), 0.10: (99.9, 0.03), 0.20: (100., 0.0)},
+}
+PAPER_MAIN_BACKBONE = {"mnist": "naive", "fashion_mnist": "unetpp", "cifar10": "unetpp", "cifar100": "unetpp"}
+
+CSV_FIELDS = ("dataset", "backbone", "normal_class", "gamma", "seed", "status", "final_auroc",
+              "best_auroc", "best_epoch", "epochs", "d_resets", "final_auroc_batch_statistics",
+              "best_auroc_batch_statistics", "run_dir")
+
+
+def paper_class_auroc(dataset: str, backbone: str, gamma: float, normal_class: int) -> float | None:
+    """The paper's per-class AUROC for this setting, where it publishes one (Table 9, gamma 0)."""
+    if gamma != 0.0:
+        return None
+    per_class = PAPER_TABLE9.get(dataset, {}).get(backbone, ([], 0, 0))[0]
+    return per_class[normal_class] if normal_class < len(per_class) else None
+
+
+def paper_summary(dataset: str, backbone: str, gamma: float) -> tuple[float, float] | None:
+    """The paper's (avg, SD) for this setting: Table 9 at gamma 0, Table 2 for its main backbones."""
+    if gamma == 0.0 and backbone in PAPER_TABLE9.get(dataset, {}):
+        _, avg, sd = PAPER_TABLE9[dataset][backbone]
+        return avg, sd
+    if PAPER_MAIN_BACKBONE.get(dataset) == backbone:
+        return PAPER_TABLE2.get(dataset, {}).get(gamma)
+    return None
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[float, dict[str, Any]]:
+    """Per gamma: per-class means over seeds (final and test-selected best), avg and SD among classes."""
+    out: dict[float, dict[str, Any]] = {}
+    by_gamma: dict[float, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_gamma[float(row["gamma"])].append(row)
+    for gamma, group in sorted(by_gamma.items()):
+        per_class: dict[int, dict[str, Any]] = {}
+        classes = sorted({int(r["normal_class"]) for r in group})
+        for c in classes:
+            done = [r for r in group if int(r["normal_class"]) == c and r["status"] == "complete"]
+            per_class[c] = {
+                "final": float(np.mean([r["final_auroc"] for r in done])) if done else None,
+                "best": float(np.mean([r["best_auroc"] for r in done])) if done else None,
+                "seeds": len(done),
+                "failed": sum(1 for r in group if int(r["normal_class"]) == c and r["status"] == "failed"),
+            }
+        finals = [v["final"] for v in per_class.values() if v["final"] is not None]
+        bests = [v["best"] for v in per_class.values() if v["best"] is not None]
+        out[gamma] = {
+            "per_class": per_class,
+            "avg_final": float(np.mean(finals)) if finals else None,
+            "sd_final": float(np.std(finals)) if finals else None,
+            "avg_best": float(np.mean(bests)) if bests else None,
+            "sd_best": float(np.std(bests)) if bests else None,
+        }
+    return out
+
+
+def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str, num_classes: int,
+                    seeds_planned: int, command: str | None = None) -> str:
+    """``results.md``: one table per gamma (classes as columns) and a by-gamma table (Table 2)."""
+    summary = summarise(rows)
+    lines = [f"# AGAD on {dataset}, {backbone} generator", ""]
+    if command:
+        lines += ["Reproduce with:", "", f"    {command}", ""]
+    lines += ["AUROC (%). **ours (final)** is the final epoch's AUROC, the honest figure. "
+              "**ours (test-selected)** picks each run's best epoch on the test split, as GANomaly's "
+              "code reports: it is optimistic and shown only to compare with published figures.", ""]
+    for gamma, s in summary.items():
+        classes = sorted(s["per_class"])
+        seeds = sorted({v["seeds"] for v in s["per_class"].values()})
+        partial = []
+        if len(classes) < num_classes:
+            partial.append(f"{len(classes)} of {num_classes} classes")
+        if seeds != [seeds_planned]:
+            partial.append(f"seeds per class {'/'.join(map(str, seeds))} of {seeds_planned}")
+        lines.append(f"## gamma = {gamma:g}" + (f" (PARTIAL: {', '.join(partial)})" if partial else ""))
+        lines.append("")
+        lines.append("| | " + " | ".join(str(c) for c in classes) + " | avg | SD |")
+        lines.append("|---" * (len(classes) + 3) + "|")
+        lines.append("| ours (final) | " + " | ".join(_fmt(s["per_class"][c]["final"]) for c in classes)
+                     + f" | {_fmt(s['avg_final'])} | {_fmt(s['sd_final'], 2)} |")
+        lines.append("| ours (test-selected) | " + " | ".join(_fmt(s["per_class"][c]["best"]) for c in classes)
+                     + f" | {_fmt(s['avg_best'])} | {_fmt(s['sd_best'], 2)} |")
+        paper = paper_summary(dataset, backbone, gamma)
+        if paper is not None:
+            cells = [_fmt(paper_class_auroc(dataset, backbone, gamma, c)) for c in classes]
+            lines.append("| paper | " + " | ".join(cells) + f" | {_fmt(paper[0])} | {_fmt(paper[1], 2)} |")
+        failed = sum(v["failed"] for v in s["per_class"].values())
+        if failed:
+            lines.append("")
+            lines.append(f"{failed} run(s) failed (non-finite loss); see their result.json.")
+        lines.append("")
+    if len(summary) > 1 or any(paper_summary(dataset, backbone, g) for g in summary):
+        lines += ["## By gamma (avg +- SD among classes; paper Table 2)", "",
+                  "| gamma | ours (final) | ours (test-selected) | paper |", "|---|---|---|---|"]
+        for gamma, s in summary.items():
+            paper = paper_summary(dataset, backbone, gamma)
+            lines.append(f"| {gamma:g} | {_fmt(s['avg_final'])} +- {_fmt(s['sd_final'], 2)} | "
+                         f"{_fmt(s['avg_best'])} +- {_fmt(s['sd_best'], 2)} | "
+                         + (f"{_fmt(paper[0])} +- {_fmt(paper[1], 2)}" if paper else "—") + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """``results.csv``: one row per run."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k) for k in CSV_FIELDS})
+    return buffer.getvalue()
+
+
+# ---- plots -------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_auroc_per_epoch(histories: dict[tuple[float, int], list[list[dict]]], path: Path) -> None:
+    """AUROC per epoch per normal class, mean over seeds, one panel per gamma (paper Fig. 6)."""
+    plt = _pyplot()
+    gammas = sorted({g for g, _ in histories})
+    fig, axes = plt.subplots(1, len(gammas), figsize=(5 * len(gammas), 4), squeeze=False)
+    for ax, gamma in zip(axes[0], gammas):
+        for (g, c), runs in sorted(histories.items()):
+            if g != gamma or not runs:
+                continue
+            length = min(len(h) for h in runs)
+            curve = np.mean([[e["auroc"] for e in h[:length]] for h in runs], axis=0)
+            ax.plot(np.arange(1, length + 1), curve, marker=".", label=f"class {c}")
+        ax.set(title=f"gamma = {gamma:g}", xlabel="epoch", ylabel="test AUROC (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_score_boxes(scores: dict[int, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """Scores of normal vs anomalous test images per normal class (paper Fig. 4)."""
+    plt = _pyplot()
+    classes = sorted(scores)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes)), 4))
+    data, positions, colours = [], [], []
+    for i, c in enumerate(classes):
+        s, labels = scores[c]
+        data += [s[labels == 0], s[labels == 1]]
+        positions += [3 * i, 3 * i + 1]
+        colours += ["tab:blue", "tab:red"]
+    boxes = ax.boxplot(data, positions=positions, widths=0.8, patch_artist=True, showfliers=False)
+    for patch, colour in zip(boxes["boxes"], colours):
+        patch.set_facecolor(colour)
+        patch.set_alpha(0.5)
+    ax.set_xticks([3 * i + 0.5 for i in range(len(classes))], [str(c) for c in classes])
+    ax.set(xlabel="normal class", ylabel="anomaly score ||x - G(x)||_2",
+           title="test scores: normal (blue) vs anomalous (red)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_roc_curves(curves: dict[int, tuple[np.ndarray, np.ndarray, float]], path: Path) -> None:
+    """ROC curve per normal class (one seed)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for c, (fpr, tpr, area) in sorted(curves.items()):
+        ax.plot(fpr, tpr, label=f"class {c}: {area:.1f}")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (AUROC %)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reconstructions(normal: np.ndarray, normal_rec: np.ndarray, anomalous: np.ndarray,
+                         anomalous_rec: np.ndarray, path: Path) -> None:
+    """Inputs beside reconstructions, normal and anomalous test images (paper Fig. 2)."""
+    plt = _pyplot()
+    rows = [("normal", normal), ("G(normal)", normal_rec), ("anomalous", anomalous),
+            ("G(anomalous)", anomalous_rec)]
+    n = max(len(normal), len(anomalous))
+    fig, axes = plt.subplots(4, n, figsize=(1.1 * n, 4.6), squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for i in range(n):
+            ax = axes[r][i]
+            ax.axis("off")
+            if i < len(images):
+                show_image(ax, images[i])
+        axes[r][0].set_title(name, fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def show_image(ax, image: np.ndarray, cmap: str = "gray") -> None:
+    """Draw a [-1, 1] NHWC image (or a single-channel map) on a matplotlib axis."""
+    image = np.clip((np.asarray(image) + 1.0) / 2.0, 0.0, 1.0)
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap=cmap, vmin=0, vmax=1)

@@ -1,0 +1,155 @@
+"""End to end on sklearn's digits: the benchmark runner, its files, resume, scoring, bad input."""
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, load_run, score
+from jaxad.benchmark import BenchmarkMismatchError, BenchmarkSpec, run_benchmark
+from jaxad.checkpoint import CheckpointError
+from jaxad.data import load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import run as run_cli  # noqa: E402
+import score as score_cli  # noqa: E402
+
+TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2))
+
+
+@pytest.fixture(scope="module")
+def benchmark_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    code = run_cli.main(["--dataset", "digits", "--classes", "0", "3", "--seeds", "1", "--epochs", "2",
+                         "--batch-size", "32", "--width", "0.125", "--out", str(out), "--no-progress",
+                         "--paper-protocol"])
+    assert code == 0
+    return out
+
+
+def test_benchmark_writes_every_file(benchmark_dir):
+    for name in ("benchmark.json", "results.json", "results.csv", "results.md",
+                 "auroc_per_epoch.png", "score_boxes.png", "roc.png"):
+        assert (benchmark_dir / name).stat().st_size > 0, name
+    for c in (0, 3):
+        run_dir = benchmark_dir / "runs" / "gamma0" / f"class{c}" / "seed0"
+        for name in ("config.json", "history.json", "result.json", "scores.npz", "reconstructions.png"):
+            assert (run_dir / name).exists(), name
+        history = json.loads((run_dir / "history.json").read_text())
+        assert [h["epoch"] for h in history] == [0, 1]
+        assert {"auroc", "auroc_batch_statistics", "g_loss", "d_loss", "d_resets"} <= history[0].keys()
+        with np.load(run_dir / "scores.npz") as z:
+            assert len(z["scores"]) == len(z["labels"]) == 540  # every digits test image
+
+
+def test_tables_agree_with_results_json(benchmark_dir):
+    results = json.loads((benchmark_dir / "results.json").read_text())
+    runs = {r["normal_class"]: r for r in results["runs"]}
+    assert set(runs) == {0, 3} and all(r["status"] == "complete" for r in runs.values())
+    with open(benchmark_dir / "results.csv") as f:
+        rows = {int(r["normal_class"]): r for r in csv.DictReader(f)}
+    for c in (0, 3):
+        assert float(rows[c]["final_auroc"]) == pytest.approx(runs[c]["final_auroc"])
+    table = (benchmark_dir / "results.md").read_text()
+    final_row = re.search(r"\| ours \(final\) \| (.*) \|", table).group(1).split(" | ")
+    assert [float(x) for x in final_row[:2]] == [round(runs[0]["final_auroc"], 1), round(runs[3]["final_auroc"], 1)]
+    avg = results["summary"]["0"]["avg_final"]
+    assert float(final_row[2]) == round(avg, 1)
+    assert "PARTIAL: 2 of 10 classes" in table
+    assert "ours (test-selected)" in table
+
+
+def test_output_dir_of_another_benchmark_is_refused(benchmark_dir):
+    spec = BenchmarkSpec(TINY.replace(**{"train.epochs": 3}), classes=(0, 3), seeds=(0,))
+    with pytest.raises(BenchmarkMismatchError, match="different benchmark"):
+        run_benchmark(spec, benchmark_dir, resume=True, progress=False)
+    assert run_cli.main(["--dataset", "digits", "--classes", "0", "--out", str(benchmark_dir),
+                         "--no-progress"]) == 2
+
+
+def test_resume_after_interruption_equals_a_straight_run(tmp_path):
+    split = load_split(TINY.data)
+    straight = fit(TINY, split, run_dir=tmp_path / "straight", progress=False)
+
+    def interrupt(epoch, record):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(TINY, split, run_dir=tmp_path / "resumed", progress=False, on_epoch=interrupt)
+    assert not (tmp_path / "resumed" / "result.json").exists()  # not read as complete
+    resumed = fit(TINY, split, run_dir=tmp_path / "resumed", progress=False)
+    assert resumed.final_auroc == straight.final_auroc
+    np.testing.assert_array_equal(resumed.test_scores, straight.test_scores)
+
+
+def test_run_directory_of_another_config_is_refused(tmp_path):
+    split = load_split(TINY.data)
+    fit(TINY.replace(**{"train.epochs": 1}), split, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        fit(TINY.replace(**{"train.epochs": 1, "loss.w_adcon": 0.0}), split, run_dir=tmp_path, progress=False)
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+    fit(TINY.replace(**{"train.epochs": 1}), run_dir=tmp_path, progress=False)
+    for f in (tmp_path / "checkpoints").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "state" in f.parts:
+            f.write_bytes(b"\0garbage")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_run(tmp_path)
+
+
+def test_nan_loss_stops_that_run_and_the_benchmark_goes_on(tmp_path):
+    spec = BenchmarkSpec(TINY.replace(**{"loss.w_adv": float("nan"), "train.epochs": 1}), classes=(0, 1), seeds=(0,))
+    rows = run_benchmark(spec, tmp_path, progress=False)
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert "not finite" in rows[0]["error"]
+    assert "2 run(s) failed" in (tmp_path / "results.md").read_text()
+
+
+def test_score_command_reproduces_the_run_scores(benchmark_dir, tmp_path):
+    run_dir = benchmark_dir / "runs" / "gamma0" / "class3" / "seed0"
+    state, cfg = load_run(run_dir)
+    split = load_split(cfg.data)
+    # The benchmark ran with --paper-protocol (test-batch statistics): same batches, same scores.
+    np.save(tmp_path / "test.npy", split.test_images)
+    assert score_cli.main(["--run", str(run_dir), "--images", str(tmp_path / "test.npy"),
+                           "--out", str(tmp_path / "scored"), "--no-maps"]) == 0
+    with open(tmp_path / "scored" / "scores.csv") as f:
+        scored = [float(r["score"]) for r in csv.DictReader(f)]
+    with np.load(run_dir / "scores.npz") as z:
+        np.testing.assert_allclose(scored, z["scores"], rtol=1e-5)
+
+
+def test_score_command_reads_an_image_folder(benchmark_dir, tmp_path):
+    from PIL import Image
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((np.random.default_rng(i).random((28, 28)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    run_dir = benchmark_dir / "runs" / "gamma0" / "class0" / "seed0"
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert score_cli.main(["--run", str(run_dir), "--images", str(folder), "--out", str(tmp_path / "o")]) == 0
+    lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()
+    assert lines[0] == "file,score" and len(lines) == 4
+    assert sorted(p.name for p in (tmp_path / "o" / "error_maps").glob("*.png")) == ["0.png", "1.png", "2.png"]
+
+
+def test_cli_refuses_bad_input(tmp_path, capsys):
+    assert run_cli.main(["--dataset", "digits", "--gammas", "1.5", "--out", str(tmp_path / "a")]) == 2
+    assert "gamma" in capsys.readouterr().err
+    assert run_cli.main(["--dataset", "mnist", "--data-dir", str(tmp_path), "--source", "raw",
+                         "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli.parse_args(["--dataset", "imagenet"])
+    with pytest.raises(SystemExit):
+        run_cli.parse_args(["--no-such-option"])
+    assert score_cli.main(["--run", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
