@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="output directory (default results/<dataset>_<backbone>)")
     p.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
     p.add_argument("--devices", type=int, default=0, help="data-parallel devices (0 = all local)")
+    p.add_argument("--models-at-once", action="store_true",
+                   help="train the seeds of each (class, gamma) together, vmapped in one step")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices: {device_summary()}; output: {out}")
     command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     try:
-        run_benchmark(spec, out, resume=args.resume, devices=args.devices, data_dir=args.data_dir,
+        run_benchmark(spec, out, resume=args.resume, devices=args.devices,
+                      models_at_once=args.models_at_once, data_dir=args.data_dir,
                       command=command.strip(), progress=not args.no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

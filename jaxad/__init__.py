@@ -7,11 +7,11 @@
 """
 
 from jaxad.config import DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
-from jaxad.fit import RunResult, fit, load_run, score
+from jaxad.fit import RunResult, fit, fit_many, load_run, score
 from jaxad.train import AGADState, create_train_state, reconstruct, indexed_train_step, score_step, train_step
 
 __version__ = "0.1.0"
 
 __all__ = ["AGADState", "DataConfig", "ExperimentConfig", "LossConfig", "ModelConfig", "RunResult",
-           "TrainConfig", "create_train_state", "fit", "load_run", "reconstruct", "score",
+           "TrainConfig", "create_train_state", "fit", "fit_many", "load_run", "reconstruct", "score",
            "score_step", "indexed_train_step", "train_step"]

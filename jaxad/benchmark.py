@@ -25,7 +25,7 @@ from jaxad import report
 from jaxad.config import ExperimentConfig
 from jaxad.data import load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
-from jaxad.fit import fit, is_complete
+from jaxad.fit import fit, fit_many, is_complete
 from jaxad.metrics import roc
 from jaxad.train import reconstruct
 
@@ -137,44 +137,80 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
     return rows
 
 
+def _groups(spec: BenchmarkSpec, models_at_once: bool) -> list[list[ExperimentConfig]]:
+    """Runs to train together: the seeds of one (gamma, class) when ``models_at_once``."""
+    if not models_at_once:
+        return [[cfg] for cfg in spec.runs()]
+    groups: dict[tuple[float, int], list[ExperimentConfig]] = {}
+    for cfg in spec.runs():
+        groups.setdefault((cfg.data.gamma, cfg.data.normal_class), []).append(cfg)
+    return list(groups.values())
+
+
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = False, devices: int = 1,
-                  data_dir: str | None = None, command: str | None = None,
+                  models_at_once: bool = False, data_dir: str | None = None, command: str | None = None,
                   progress: bool = True) -> list[dict[str, Any]]:
     """Run every (class, gamma, seed) of ``spec`` not yet finished under ``out_dir``; return the rows.
 
-    A run whose loss turns NaN is stopped with a message (its last good checkpoint kept, its
-    result.json marked failed) and the benchmark goes on. SIGTERM and Ctrl-C stop cleanly:
-    checkpoints are flushed and ``resume=True`` continues where it stopped.
+    ``models_at_once`` trains the seeds of each (class, gamma) together, the step vmapped over
+    a model axis (``jaxad.fit.fit_many``); otherwise runs go one by one, data-parallel over
+    ``devices``. A run whose loss turns NaN is stopped with a message (its last good
+    checkpoint kept, its result.json marked failed) and the benchmark goes on. SIGTERM and
+    Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped.
     """
     out_dir = Path(out_dir)
     _prepare_out_dir(spec, out_dir, resume)
     base = spec.base
     dataset = load_dataset(base.data.dataset, data_dir or base.data.data_dir, base.data.source,
                            base.data.image_size)
-    runs = spec.runs()
+
+    def split_of(cfg: ExperimentConfig):
+        return one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma, cfg.data.anomaly_classes,
+                               seed=cfg.seed)
+
+    def finished(cfg: ExperimentConfig, result) -> None:
+        _save_reconstructions(result.state, split_of(cfg), run_dir_of(out_dir, cfg))
+        tqdm.write(f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}: "
+                   f"AUROC {result.final_auroc:.2f} (final epoch), "
+                   f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch + 1})")
+
+    def fit_one(cfg: ExperimentConfig) -> None:
+        run_dir = run_dir_of(out_dir, cfg)
+        try:
+            result = fit(cfg, split_of(cfg), run_dir=run_dir, devices=devices, progress=progress)
+        except FloatingPointError as err:
+            tqdm.write(f"run {run_dir} stopped: {err}; its last good checkpoint is kept")
+            write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})
+            return
+        finished(cfg, result)
+
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    bar = tqdm(runs, desc="runs", disable=not progress)
+    groups = _groups(spec, models_at_once)
+    bar = tqdm(groups, desc="runs", disable=not progress)
     try:
-        for cfg in bar:
-            run_dir = run_dir_of(out_dir, cfg)
-            if is_complete(run_dir):
+        for group in bar:
+            todo = [cfg for cfg in group if not is_complete(run_dir_of(out_dir, cfg))]
+            if not todo:
                 continue
-            bar.set_postfix(cls=cfg.data.normal_class, gamma=cfg.data.gamma, seed=cfg.seed)
-            split = one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma,
-                                    cfg.data.anomaly_classes, seed=cfg.seed)
-            try:
-                result = fit(cfg, split, run_dir=run_dir, devices=devices, progress=progress)
-            except FloatingPointError as err:
-                tqdm.write(f"run {run_dir} stopped: {err}; its last good checkpoint is kept")
-                write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})
-                continue
-            _save_reconstructions(result.state, split, run_dir)
-            tqdm.write(f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}: "
-                       f"AUROC {result.final_auroc:.2f} (final epoch), "
-                       f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch + 1})")
+            bar.set_postfix(cls=todo[0].data.normal_class, gamma=todo[0].data.gamma)
+            if len(todo) == 1:
+                fit_one(todo[0])
+            else:
+                try:
+                    results = fit_many(todo, [split_of(c) for c in todo],
+                                       run_dirs=[run_dir_of(out_dir, c) for c in todo], progress=progress)
+                except (FloatingPointError, ValueError) as err:
+                    # One model diverged, or the runs stopped at different epochs: go one by one.
+                    tqdm.write(f"training {len(todo)} models at once stopped ({err}); running them one by one")
+                    for cfg in todo:
+                        if not is_complete(run_dir_of(out_dir, cfg)):
+                            fit_one(cfg)
+                else:
+                    for cfg, result in zip(todo, results):
+                        finished(cfg, result)
             write_reports(spec, out_dir, command, dataset.num_classes)
     except _Interrupted:
-        tqdm.write(f"interrupted: finished runs and checkpoints are saved; continue with --resume")
+        tqdm.write("interrupted: finished runs and checkpoints are saved; continue with --resume")
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -18,7 +18,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,11 +85,6 @@ def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
     return scores[mask.reshape(-1)]
 
 
-def _unreplicated_arrays(state: AGADState, n_devices: int) -> dict[str, Any]:
-    arrays = state.arrays()
-    return parallel.unreplicate(arrays) if n_devices > 1 else arrays
-
-
 def _epoch_key(seed: int, epoch: int) -> jax.Array:
     # Keys per (seed, epoch), so a resumed run draws exactly what an uninterrupted one does.
     return jax.random.fold_in(jax.random.key(seed), 1_000_003 + epoch)
@@ -108,6 +103,65 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig) -> None:
         write_json_atomic(config_file, json.loads(cfg.to_json()))
 
 
+def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
+    check_images(split.train_normal, cfg.model)
+    check_images(split.test_images, cfg.model)
+    if len(split.train_anomaly):
+        check_images(split.train_anomaly, cfg.model)
+
+
+def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, state: AGADState):
+    """(manager, state, history, first epoch to run): restored from the run's last checkpoint."""
+    if run_dir is None:
+        return None, state, [], 0
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, cfg)
+    manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
+    if manager.latest_step() is None:
+        return manager, state, [], 0
+    arrays, saved, last = checkpoint.restore(manager, state.arrays())
+    return manager, state.replace(**arrays), saved["epochs"], last + 1
+
+
+def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneClassSplit,
+                  cfg: ExperimentConfig, epoch: int, started: float) -> dict[str, float]:
+    """One epoch's history entry: mean of every step metric, D resets, test AUROC."""
+    record = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
+    record["d_resets"] = float(np.sum(metrics["d_reset"]))
+    record["auroc"] = auroc(split.test_labels, score(state, split.test_images))
+    if cfg.paper_protocol:
+        batch_scores = score(state, split.test_images, use_batch_statistics=True)
+        record["auroc_batch_statistics"] = auroc(split.test_labels, batch_scores)
+    record["epoch"] = epoch
+    record["seconds"] = time.perf_counter() - started
+    return record
+
+
+def _anomaly_images(split: OneClassSplit) -> np.ndarray:
+    return split.train_anomaly if len(split.train_anomaly) else split.train_normal[:0]
+
+
+def _stack_metrics(step_metrics: list) -> dict[str, np.ndarray]:
+    return jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(step_metrics))
+
+
+def _finish(manager, run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState,
+            history: list[dict[str, float]]) -> RunResult:
+    final_scores = score(state, split.test_images, use_batch_statistics=cfg.paper_protocol)
+    result = RunResult(cfg, history, final_scores, np.asarray(split.test_labels),
+                       np.asarray(split.test_classes), state)
+    if run_dir is not None:
+        _write_run(Path(run_dir), result)
+    return result
+
+
+def _close(managers) -> None:
+    for manager in managers:
+        if manager is not None:
+            manager.wait_until_finished()
+            manager.close()
+
+
 def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: str | Path | None = None,
         devices: int = 1, progress: bool = True,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
@@ -120,31 +174,15 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     checkpoint is kept).
     """
     split = split if split is not None else load_split(cfg.data, seed=cfg.seed)
-    check_images(split.train_normal, cfg.model)
-    check_images(split.test_images, cfg.model)
-    if len(split.train_anomaly):
-        check_images(split.train_anomaly, cfg.model)
+    _check_split(cfg, split)
     n_devices = parallel.check_device_count(devices)
     axis_name = parallel.AXIS if n_devices > 1 else None
     state = create_train_state(cfg, jax.random.key(cfg.seed), axis_name=axis_name)
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-
-    manager = None
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        _check_run_dir(run_dir, cfg)
-        manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
-        if manager.latest_step() is not None:
-            arrays, saved, last = checkpoint.restore(manager, state.arrays())
-            state = state.replace(**arrays)
-            history, start_epoch = saved["epochs"], last + 1
+    manager, state, history, start_epoch = _open_run(run_dir, cfg, state)
 
     t = cfg.train
-    gamma = cfg.data.gamma
     normal_images = jnp.asarray(split.train_normal)
-    anomaly_images = jnp.asarray(split.train_anomaly if len(split.train_anomaly)
-                                 else split.train_normal[:0])
+    anomaly_images = jnp.asarray(_anomaly_images(split))
     run_step = _train_step
     if n_devices > 1:
         run_step = parallel.pmap_train_step()
@@ -152,13 +190,13 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
 
     bar = tqdm(range(start_epoch, t.epochs), initial=start_epoch, total=t.epochs, disable=not progress,
                desc=f"{cfg.data.dataset}/{cfg.model.backbone} class {cfg.data.normal_class} "
-                    f"gamma {gamma} seed {cfg.seed}", leave=False)
+                    f"gamma {cfg.data.gamma} seed {cfg.seed}", leave=False)
     try:
         for epoch in bar:
             started = time.perf_counter()
             normal_index, anomaly_index = epoch_indices(
-                len(split.train_normal), len(split.train_anomaly), t.batch_size, gamma, cfg.seed, epoch,
-                t.min_anomalies_per_batch)
+                len(split.train_normal), len(split.train_anomaly), t.batch_size, cfg.data.gamma, cfg.seed,
+                epoch, t.min_anomalies_per_batch)
             if n_devices > 1:
                 normal_index = parallel.shard_batch_indices(normal_index, n_devices)
                 anomaly_index = parallel.shard_batch_indices(anomaly_index, n_devices)
@@ -169,43 +207,98 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
                 new_state, m = run_step(new_state, normal_images, anomaly_images, normal_index[i],
                                         anomaly_index[i], keys[i])
                 step_metrics.append(m)
-            metrics = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(step_metrics))
+            metrics = _stack_metrics(step_metrics)
             if n_devices > 1:
                 metrics = jax.tree.map(lambda x: x[:, 0], metrics)
             check_finite(metrics, f"epoch {epoch}: loss ")
             state = new_state
-            record = {name: float(np.mean(v)) for name, v in metrics.items()}
-            record["d_resets"] = float(np.sum(metrics["d_reset"]))
-            del record["d_reset"]
             single = parallel.unreplicate(state) if n_devices > 1 else state
-            scores = score(single, split.test_images)
-            record["auroc"] = auroc(split.test_labels, scores)
-            if cfg.paper_protocol:
-                batch_scores = score(single, split.test_images, use_batch_statistics=True)
-                record["auroc_batch_statistics"] = auroc(split.test_labels, batch_scores)
-            record["epoch"] = epoch
-            record["seconds"] = time.perf_counter() - started
+            record = _epoch_record(metrics, single, split, cfg, epoch, started)
             history.append(record)
             bar.set_postfix(auroc=f"{record['auroc']:.1f}", g=f"{record['g_loss']:.3g}",
                             d=f"{record['d_loss']:.3g}")
             if manager is not None:
-                checkpoint.save(manager, epoch, _unreplicated_arrays(state, n_devices), {"epochs": history})
-                write_json_atomic(run_dir / "history.json", history)
+                checkpoint.save(manager, epoch, single.arrays(), {"epochs": history})
+                write_json_atomic(Path(run_dir) / "history.json", history)
             if on_epoch is not None:
                 on_epoch(epoch, record)
     finally:
-        if manager is not None:
-            manager.wait_until_finished()
-            manager.close()
+        _close([manager])
         bar.close()
-
     state = parallel.unreplicate(state) if n_devices > 1 else state
-    final_scores = score(state, split.test_images, use_batch_statistics=cfg.paper_protocol)
-    result = RunResult(cfg, history, final_scores, np.asarray(split.test_labels),
-                       np.asarray(split.test_classes), state)
-    if run_dir is not None:
-        _write_run(run_dir, result)
-    return result
+    return _finish(manager, run_dir, cfg, split, state, history)
+
+
+def _model(tree: Any, k: int) -> Any:
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], *,
+             run_dirs: Sequence[str | Path | None] | None = None, progress: bool = True) -> list[RunResult]:
+    """Train K models at once: ``train_step`` vmapped over a leading model axis.
+
+    The configurations may differ only in their seed (e.g. the 3 seeds of one normal class and
+    gamma); their splits must share the normal training images (the same class). Each model
+    gets exactly the batches, keys and checkpoints ``fit`` would give it, so results agree
+    with K separate ``fit`` calls to float tolerance. Small nets leave most of a GPU idle:
+    this fills it.
+    """
+    cfgs, splits = list(cfgs), list(splits)
+    run_dirs = list(run_dirs) if run_dirs is not None else [None] * len(cfgs)
+    if not (len(cfgs) == len(splits) == len(run_dirs)) or not cfgs:
+        raise ValueError("fit_many needs one split and one run_dir per config")
+    if any(c.replace(seed=0) != cfgs[0].replace(seed=0) for c in cfgs):
+        raise ValueError("fit_many trains configurations that differ only in their seed")
+    if any(not np.array_equal(s.train_normal, splits[0].train_normal) or
+           s.train_anomaly.shape != splits[0].train_anomaly.shape for s in splits):
+        raise ValueError("fit_many needs splits of the same normal images and anomaly count")
+    for cfg, split in zip(cfgs, splits):
+        _check_split(cfg, split)
+    opened = [_open_run(d, c, create_train_state(c, jax.random.key(c.seed))) for c, d in zip(cfgs, run_dirs)]
+    managers = [o[0] for o in opened]
+    histories = [o[2] for o in opened]
+    if len({o[3] for o in opened}) != 1:
+        _close(managers)
+        raise ValueError("fit_many resumes only runs stopped at the same epoch; use fit for each")
+    start_epoch = opened[0][3]
+    states = [o[1] for o in opened]
+    stacked = states[0].replace(**jax.tree.map(lambda *xs: jnp.stack(xs), *[s.arrays() for s in states]))
+    cfg, t = cfgs[0], cfgs[0].train
+    normal_images = jnp.asarray(splits[0].train_normal)
+    anomaly_images = jnp.stack([jnp.asarray(_anomaly_images(s)) for s in splits])
+    step = jax.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
+
+    bar = tqdm(range(start_epoch, t.epochs), initial=start_epoch, total=t.epochs, disable=not progress,
+               desc=f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", leave=False)
+    try:
+        for epoch in bar:
+            started = time.perf_counter()
+            indices = [epoch_indices(len(s.train_normal), len(s.train_anomaly), t.batch_size, c.data.gamma,
+                                     c.seed, epoch, t.min_anomalies_per_batch) for c, s in zip(cfgs, splits)]
+            normal_index = np.stack([n for n, _ in indices], axis=1)    # (steps, K, Bn)
+            anomaly_index = np.stack([a for _, a in indices], axis=1)
+            keys = jnp.stack([jax.random.split(_epoch_key(c.seed, epoch), len(normal_index)) for c in cfgs], 1)
+            new_state, step_metrics = stacked, []
+            for i in range(len(normal_index)):
+                new_state, m = step(new_state, normal_images, anomaly_images, normal_index[i],
+                                    anomaly_index[i], keys[i])
+                step_metrics.append(m)
+            metrics = _stack_metrics(step_metrics)                     # (steps, K)
+            check_finite(metrics, f"epoch {epoch}: loss ")
+            stacked = new_state
+            for k, (c, split) in enumerate(zip(cfgs, splits)):
+                single = stacked.replace(**_model(stacked.arrays(), k))
+                record = _epoch_record(jax.tree.map(lambda x: x[:, k], metrics), single, split, c, epoch, started)
+                histories[k].append(record)
+                if managers[k] is not None:
+                    checkpoint.save(managers[k], epoch, single.arrays(), {"epochs": histories[k]})
+                    write_json_atomic(Path(run_dirs[k]) / "history.json", histories[k])
+            bar.set_postfix(auroc="/".join(f"{h[-1]['auroc']:.1f}" for h in histories))
+    finally:
+        _close(managers)
+        bar.close()
+    return [_finish(managers[k], run_dirs[k], c, split, stacked.replace(**_model(stacked.arrays(), k)), histories[k])
+            for k, (c, split) in enumerate(zip(cfgs, splits))]
 
 
 def _write_run(run_dir: Path, result: RunResult) -> None:

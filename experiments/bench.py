@@ -1,0 +1,680 @@
+"""Performance benchmark: jaxad against a PyTorch reference of the same networks and step.
+
+One run measures, for each backbone and channel count at 32x32:
+
+* the jaxad train step (images/s at ``--batch-size``), scoring throughput (images/s at the
+  same batch) and the latency of scoring one image (ms; the paper's Table 8 gives 2.67 /
+  5.41 / 16.73 ms per image for naive / unet / unetpp on an NVIDIA A40);
+* the same figures for a PyTorch reference written here (the networks of SPEC section 1
+  with the AdvProp auxiliary BatchNorm, and the same G-then-D step); torch is optional;
+* the ratio jaxad / PyTorch (throughputs; for latency PyTorch ms / jaxad ms, so > 1 always
+  means jaxad is faster);
+* the train step's FLOP/s against the single-precision matmul peak measured in the same run.
+  FLOPs are counted analytically ("model FLOPs": 2 x multiply-adds of every convolution the
+  algorithm needs, forward and the backward products it really needs, zero taps of
+  transposed convolutions not counted); XLA's own ``cost_analysis()['flops']`` of the compiled
+  step is printed beside it (it counts the formulation XLA runs, zeros included);
+
+and, for the naive net, the train step with each transposed-conv formulation; and the
+images/s of K models trained at once by ``jax.vmap(train_step)`` against K sequential steps.
+
+Warm-up (and compilation) is excluded; each figure is the median of ``--reps`` timed runs.
+The machine is often shared: the load average and the process's CPU-time/wall-time ratio
+are recorded beside each figure, since a contended CPU inflates wall time.
+
+    python experiments/bench.py --out bench.json            # full run (~15 min, 2-core CPU)
+    python experiments/bench.py --quick --out /tmp/b.json   # smoke run, tiny nets
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxad.config import ExperimentConfig, ModelConfig
+from jaxad.models import build_discriminator, build_generator, count_params
+from jaxad.models.layers import ConvTranspose
+from jaxad.train import create_train_state, score_step, train_step
+
+PAPER_LATENCY_MS = {"naive": 2.67, "unet": 5.41, "unetpp": 16.73}  # Table 8, one image, A40
+UPSAMPLE_IMPLS = ("subpixel", "zero_insert", "lhs_dilation")
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def load() -> float:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover
+        return float("nan")
+
+
+# --------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------
+
+def timed(fn: Callable[[], Any], reps: int, warmup: int = 1) -> dict[str, Any]:
+    """Run ``fn`` (which must block until its result is ready) warmup + reps times.
+
+    Returns the median, min and all wall times (s), the median CPU-time/wall ratio of this
+    process (about the core count when the step runs alone and parallel; lower when another
+    process competes for the cores) and the load average around the measurement.
+    """
+    for _ in range(warmup):
+        fn()
+    load_before = load()
+    walls, ratios = [], []
+    for _ in range(reps):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+        walls.append(wall)
+        ratios.append((time.process_time() - c0) / wall if wall > 0 else float("nan"))
+    return {"median_s": statistics.median(walls), "min_s": min(walls), "times_s": walls,
+            "cpu_per_wall": round(statistics.median(ratios), 2), "load": [load_before, load()]}
+
+
+def matmul_peak(sizes=(1024, 2048, 4096), reps: int = 5) -> dict[str, Any]:
+    """Single-precision matmul FLOP/s of ``jnp.dot`` (the best size's median)."""
+    out = {}
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        dot = jax.jit(jnp.dot)
+        t = timed(lambda: dot(a, b).block_until_ready(), reps)
+        out[n] = 2 * n ** 3 / t["median_s"]
+    best = max(out, key=out.get)
+    return {"flops_per_s": out[best], "size": best, "by_size": {str(k): v for k, v in out.items()}}
+
+
+def torch_matmul_peak(torch, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = timed(lambda: a @ b, reps)
+    return 2 * n ** 3 / t["median_s"]
+
+
+# --------------------------------------------------------------------------------------
+# Analytic FLOPs
+# --------------------------------------------------------------------------------------
+
+def forward_conv_flops(module: nn.Module, variables, x: jax.Array, **kwargs) -> list[float]:
+    """FLOPs per image of each convolution of one forward pass, in call order.
+
+    Counts 2 x multiply-adds: nn.Conv as out_pixels x k*k x cin x cout (taps on padding
+    included, as usual), a transposed conv as in_pixels x k*k x cin x cout (the zeros its XLA
+    formulations multiply are not counted).
+    """
+    records: list[float] = []
+
+    def interceptor(next_fun, args, kw, context):
+        out = next_fun(*args, **kw)
+        mod = context.module
+        if context.method_name == "__call__" and isinstance(mod, (nn.Conv, ConvTranspose)):
+            inp = args[0]
+            if isinstance(mod, ConvTranspose):
+                k, cin = mod.kernel_size, inp.shape[-1]
+                records.append(2.0 * math.prod(inp.shape[1:3]) * k * k * cin * mod.features)
+            else:
+                cin = inp.shape[-1] // mod.feature_group_count
+                records.append(2.0 * math.prod(out.shape[1:3]) * math.prod(mod.kernel_size) * cin
+                               * mod.features)
+        return out
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(lambda v, x: module.apply(v, x, **kwargs), variables, x)
+    return records
+
+
+def step_model_flops(cfg: ExperimentConfig) -> dict[str, float]:
+    """Model FLOPs of one train step (gamma = 0) per image.
+
+    The step (``jaxad.train.train_step``; the PyTorch reference does the same work):
+    G loss: G(x) forward, weight grads, input grads of all layers but the first (x is data);
+            G(x_hat) forward, weight and input grads (it backpropagates into x_hat = G(x));
+            D(x) forward to the features only, no gradient; D(x_hat) forward and input grads.
+    D loss: D(x) and D(x_hat) forward, weight grads, input grads but the first layer's.
+    A backward pass costs one forward for the input grads plus one for the weight grads.
+    Elementwise work (BatchNorm, activations, losses, Adam) is not counted.
+    """
+    m = cfg.model
+    x = jnp.zeros((1, m.image_size, m.image_size, m.channels), jnp.float32)
+    G, D = build_generator(m, advprop=cfg.train.advprop), build_discriminator(m)
+    g_vars = jax.eval_shape(lambda: G.init(jax.random.key(0), x, train=False))
+    d_vars = jax.eval_shape(lambda: D.init(jax.random.key(0), x, train=False))
+    g = forward_conv_flops(G, g_vars, x, train=False)
+    d = forward_conv_flops(D, d_vars, x, train=False)
+    fg, fg1, fd, fd1 = sum(g), g[0], sum(d), d[0]
+    fd_features = fd - d[-1]  # without the logit conv
+    g_loss = (3 * fg - fg1) + 3 * fg + fd_features + 2 * fd
+    d_loss = 2 * (3 * fd - fd1)
+    return {"generator_forward": fg, "discriminator_forward": fd, "step": g_loss + d_loss}
+
+
+# --------------------------------------------------------------------------------------
+# jaxad measurements
+# --------------------------------------------------------------------------------------
+
+def make_config(backbone: str, channels: int, width: float, batch: int) -> ExperimentConfig:
+    return ExperimentConfig(model=ModelConfig(backbone=backbone, channels=channels, width=width)) \
+        .replace(**{"train.batch_size": batch})
+
+
+def images(key: int, shape) -> jax.Array:
+    return jax.random.uniform(jax.random.key(key), shape, jnp.float32, -1.0, 1.0)
+
+
+def compiled_step(cfg: ExperimentConfig, upsample_impl: str = "subpixel"):
+    """A state, a batch and the compiled (donating) train step; plus compile time and XLA flops."""
+    m = cfg.model
+    state = create_train_state(cfg, jax.random.key(0), upsample_impl=upsample_impl)
+    batch = {"normal": images(1, (cfg.train.batch_size, m.image_size, m.image_size, m.channels))}
+    key = jax.random.key(2)
+    t0 = time.perf_counter()
+    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    xla_flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    return state, batch, key, compiled, compile_s, xla_flops
+
+
+def jax_train(cfg: ExperimentConfig, reps: int, upsample_impl: str = "subpixel") -> dict[str, Any]:
+    state, batch, key, compiled, compile_s, xla_flops = compiled_step(cfg, upsample_impl)
+    box = [state]
+
+    def run():
+        box[0], metrics = compiled(box[0], batch, key)
+        jax.block_until_ready((box[0], metrics))
+        return metrics
+
+    t = timed(run, reps)
+    metrics = run()
+    finite = all(bool(np.isfinite(np.asarray(v))) for v in metrics.values())
+    return {**t, "images_per_s": cfg.train.batch_size / t["median_s"], "compile_s": compile_s,
+            "xla_flops": xla_flops, "finite": finite, "state": box[0]}
+
+
+def jax_score(cfg: ExperimentConfig, state, reps: int, latency_reps: int) -> dict[str, Any]:
+    m = cfg.model
+    score = jax.jit(score_step)
+    x = images(3, (cfg.train.batch_size, m.image_size, m.image_size, m.channels))
+    one = x[:1]
+    t = timed(lambda: score(state, x).block_until_ready(), reps)
+    lat = timed(lambda: score(state, one).block_until_ready(), latency_reps, warmup=2)
+    return {"images_per_s": cfg.train.batch_size / t["median_s"], "batch": t,
+            "latency_ms": 1e3 * lat["median_s"], "latency": lat}
+
+
+def stack_states(states):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def vmap_models(cfg: ExperimentConfig, ks, reps: int) -> list[dict[str, Any]]:
+    """images/s of K models in one vmapped step against K sequential single-model steps."""
+    m, b = cfg.model, cfg.train.batch_size
+    single = jax.jit(train_step, donate_argnums=0)
+    vstep = jax.jit(jax.vmap(train_step), donate_argnums=0)
+    rows = []
+    for k in ks:
+        keys = jax.random.split(jax.random.key(10), k)
+        states = [create_train_state(cfg, keys[i]) for i in range(k)]
+        stacked = stack_states(states)
+        batches = images(4, (k, b, m.image_size, m.image_size, m.channels))
+        step_keys = jax.random.split(jax.random.key(11), k)
+        vbox, sbox = [stacked], list(states)
+
+        def run_vmap():
+            vbox[0], metrics = vstep(vbox[0], {"normal": batches}, step_keys)
+            jax.block_until_ready((vbox[0], metrics))
+
+        def run_seq():
+            out = []
+            for i in range(k):
+                sbox[i], metrics = single(sbox[i], {"normal": batches[i]}, step_keys[i])
+                out.append(metrics)
+            jax.block_until_ready((sbox, out))
+
+        tv, ts = timed(run_vmap, reps), timed(run_seq, reps)
+        rows.append({"k": k, "vmap_images_per_s": k * b / tv["median_s"],
+                     "sequential_images_per_s": k * b / ts["median_s"],
+                     "speedup": ts["median_s"] / tv["median_s"], "vmap": tv, "sequential": ts})
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# PyTorch reference
+# --------------------------------------------------------------------------------------
+
+def torch_reference():
+    """Build the PyTorch reference classes (only when torch imports)."""
+    import torch
+    import torch.nn as tnn
+    import torch.nn.functional as F
+
+    def scaled(c, width):
+        return max(1, int(round(c * width)))
+
+    class DualBN(tnn.Module):
+        """BatchNorm with an AdvProp auxiliary copy; ``aux`` is switched by ``set_aux``."""
+
+        def __init__(self, c, advprop):
+            super().__init__()
+            self.main = tnn.BatchNorm2d(c)
+            self.aux_bn = tnn.BatchNorm2d(c) if advprop else None
+            self.aux = False
+
+        def forward(self, x):
+            return self.aux_bn(x) if self.aux else self.main(x)
+
+    def set_aux(module, flag: bool):
+        for mod in module.modules():
+            if isinstance(mod, DualBN):
+                mod.aux = flag
+
+    def encoder(nc, width, latent, advprop):
+        ch = scaled(64, width)
+        layers = [tnn.Conv2d(nc, ch, 4, 2, 1, bias=False), tnn.LeakyReLU(0.2, inplace=True)]
+        for _ in range(2):
+            layers += [tnn.Conv2d(ch, 2 * ch, 4, 2, 1, bias=False), DualBN(2 * ch, advprop),
+                       tnn.LeakyReLU(0.2, inplace=True)]
+            ch *= 2
+        if latent:
+            layers.append(tnn.Conv2d(ch, latent, 4, 1, 0, bias=False))
+        return tnn.Sequential(*layers), ch
+
+    class NaiveG(tnn.Module):
+        def __init__(self, nc, width, advprop):
+            super().__init__()
+            self.encoder, ch = encoder(nc, width, 100, advprop)
+            layers = [tnn.ConvTranspose2d(100, ch, 4, 1, 0, bias=False), DualBN(ch, advprop), tnn.ReLU(True)]
+            for _ in range(2):
+                layers += [tnn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), DualBN(ch // 2, advprop),
+                           tnn.ReLU(True)]
+                ch //= 2
+            layers += [tnn.ConvTranspose2d(ch, nc, 4, 2, 1, bias=False), tnn.Tanh()]
+            self.decoder = tnn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.decoder(self.encoder(x))
+
+    class Node(tnn.Module):
+        def __init__(self, cin, c, advprop):
+            super().__init__()
+            self.net = tnn.Sequential(tnn.Conv2d(cin, c, 3, 1, 1, bias=False), DualBN(c, advprop), tnn.ReLU(True),
+                                      tnn.Conv2d(c, c, 3, 1, 1, bias=False), DualBN(c, advprop), tnn.ReLU(True))
+
+        def forward(self, x):
+            return self.net(x)
+
+    class NestedUNet(tnn.Module):
+        def __init__(self, nc, width, nested, advprop):
+            super().__init__()
+            f = [scaled(c, width) for c in (32, 64, 128, 256, 512)]
+            self.f, self.nested, L = f, nested, 5
+            self.nodes, self.ups = tnn.ModuleDict(), tnn.ModuleDict()
+            for i in range(L):
+                self.nodes[f"{i}_0"] = Node(nc if i == 0 else f[i - 1], f[i], advprop)
+            if nested:
+                for j in range(1, L):
+                    for i in range(L - j):
+                        self.ups[f"{i}_{j}"] = tnn.ConvTranspose2d(f[i + 1], f[i], 2, 2)
+                        self.nodes[f"{i}_{j}"] = Node(f[i] * (j + 1), f[i], advprop)
+            else:
+                for i in reversed(range(L - 1)):
+                    j = L - 1 - i
+                    self.ups[f"{i}_{j}"] = tnn.ConvTranspose2d(f[i + 1], f[i], 2, 2)
+                    self.nodes[f"{i}_{j}"] = Node(2 * f[i], f[i], advprop)
+            self.out = tnn.Conv2d(f[0], nc, 1)
+
+        def forward(self, x):
+            L, grid = 5, {}
+            h = x
+            for i in range(L):
+                h = self.nodes[f"{i}_0"](h if i == 0 else F.max_pool2d(h, 2))
+                grid[i, 0] = h
+            if self.nested:
+                for j in range(1, L):
+                    for i in range(L - j):
+                        up = self.ups[f"{i}_{j}"](grid[i + 1, j - 1])
+                        grid[i, j] = self.nodes[f"{i}_{j}"](torch.cat([grid[i, k] for k in range(j)] + [up], 1))
+                out = grid[0, L - 1]
+            else:
+                h = grid[L - 1, 0]
+                for i in reversed(range(L - 1)):
+                    j = L - 1 - i
+                    h = self.nodes[f"{i}_{j}"](torch.cat([grid[i, 0], self.ups[f"{i}_{j}"](h)], 1))
+                out = h
+            return torch.tanh(self.out(out))
+
+    class Disc(tnn.Module):
+        def __init__(self, nc, width):
+            super().__init__()
+            self.features, ch = encoder(nc, width, 0, False)
+            self.classifier = tnn.Conv2d(ch, 1, 4, 1, 0, bias=False)
+
+        def forward(self, x):
+            feat = self.features(x)
+            return self.classifier(feat).view(-1), feat
+
+    def init_weights(module):
+        # GANomaly's init: conv weights N(0, 0.02), BN scale N(1, 0.02), biases 0.
+        for mod in module.modules():
+            if isinstance(mod, (tnn.Conv2d, tnn.ConvTranspose2d)):
+                tnn.init.normal_(mod.weight, 0.0, 0.02)
+                if mod.bias is not None:
+                    tnn.init.zeros_(mod.bias)
+            elif isinstance(mod, tnn.BatchNorm2d):
+                tnn.init.normal_(mod.weight, 1.0, 0.02)
+                tnn.init.zeros_(mod.bias)
+
+    class Reference:
+        """AGAD's step (gamma = 0) as a PyTorch user would write it, GANomaly-style.
+
+        G: x_hat = G(x); x_hat2 = G(x_hat) through the auxiliary BN (AdvProp);
+        L_G = w_adv bce(D(x_hat), 1) + w_con L1(x, x_hat) - w_adcon L1(x_hat, x_hat2)
+              + w_lat L2(f(x), f(x_hat)); Adam step on G (D's parameters frozen meanwhile,
+        so no D weight gradients are computed). D: bce(D(x), 1) + bce(D(x_hat.detach()), 0);
+        Adam step on D; GANomaly's reset of D when its loss falls below 1e-5.
+        """
+
+        def __init__(self, backbone, nc, width, advprop=True, lr=2e-4, betas=(0.5, 0.999)):
+            torch.manual_seed(0)
+            if backbone == "naive":
+                self.G = NaiveG(nc, width, advprop)
+            else:
+                self.G = NestedUNet(nc, width, backbone == "unetpp", advprop)
+            self.D = Disc(nc, width)
+            init_weights(self.G)
+            init_weights(self.D)
+            self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
+            self.opt_d = torch.optim.Adam(self.D.parameters(), lr=lr, betas=betas)
+            self.advprop = advprop
+            self.w = (1.0, 50.0, 15.0, 5.0)
+
+        def _d_requires_grad(self, flag):
+            for p in self.D.parameters():
+                p.requires_grad_(flag)
+
+        def step(self, x):
+            w_adv, w_con, w_adcon, w_lat = self.w
+            self.G.train()
+            self.D.train()
+            x_hat = self.G(x)
+            set_aux(self.G, self.advprop)
+            x_hat2 = self.G(x_hat)
+            set_aux(self.G, False)
+            self._d_requires_grad(False)
+            with torch.no_grad():
+                _, feat_real = self.D(x)
+            logit_fake, feat_fake = self.D(x_hat)
+            loss_g = (w_adv * F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
+                      + w_con * F.l1_loss(x_hat, x) - w_adcon * F.l1_loss(x_hat2, x_hat)
+                      + w_lat * F.mse_loss(feat_fake, feat_real))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+            self._d_requires_grad(True)
+            logit_real, _ = self.D(x)
+            logit_fake, _ = self.D(x_hat.detach())
+            loss_d = (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
+                      + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            if loss_d.item() < 1e-5:
+                init_weights(self.D)
+            return float(loss_g.detach()), float(loss_d.detach())
+
+        @torch.inference_mode()
+        def score(self, x):
+            self.G.eval()
+            diff = (x - self.G(x)).flatten(1)
+            return diff.square().sum(1).sqrt()
+
+    def n_params(module):
+        return sum(p.numel() for p in module.parameters())
+
+    return torch, Reference, n_params
+
+
+def torch_measure(torch, Reference, n_params, backbone, nc, width, batch, reps, latency_reps,
+                  count_flops=False) -> dict[str, Any]:
+    ref = Reference(backbone, nc, width)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(batch, nc, 32, 32, generator=g) * 2 - 1
+    out: dict[str, Any] = {"g_params": n_params(ref.G), "d_params": n_params(ref.D)}
+    if count_flops:
+        try:
+            from torch.utils.flop_counter import FlopCounterMode
+            with FlopCounterMode(display=False) as counter:
+                ref.step(x)
+            out["flop_counter_per_image"] = counter.get_total_flops() / batch
+        except Exception as err:  # pragma: no cover - counter missing in old torch
+            out["flop_counter_error"] = repr(err)
+    losses = []
+    t = timed(lambda: losses.append(ref.step(x)), reps)
+    out["train"] = {**t, "images_per_s": batch / t["median_s"],
+                    "finite": all(math.isfinite(v) for pair in losses for v in pair)}
+    xs = torch.rand(batch, nc, 32, 32, generator=g) * 2 - 1
+    ts = timed(lambda: ref.score(xs), reps)
+    one = xs[:1]
+    tl = timed(lambda: ref.score(one), latency_reps, warmup=2)
+    out["score"] = {"images_per_s": batch / ts["median_s"], "batch": ts,
+                    "latency_ms": 1e3 * tl["median_s"], "latency": tl}
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbones", default="naive,unet,unetpp")
+    p.add_argument("--channels", default="1,3")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions (median quoted)")
+    p.add_argument("--heavy-reps", type=int, default=2,
+                   help="timed repetitions for the unet/unetpp train steps (seconds each on CPU)")
+    p.add_argument("--latency-reps", type=int, default=20)
+    p.add_argument("--width", type=float, default=1.0, help="network width factor (1 = the paper's nets)")
+    p.add_argument("--vmap-ks", default="1,2,4", help="model counts K for the vmapped step")
+    p.add_argument("--vmap-width", type=float, default=0.25)
+    p.add_argument("--vmap-batch", type=int, default=64)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--no-impls", action="store_true", help="skip the transposed-conv comparison")
+    p.add_argument("--no-vmap", action="store_true", help="skip the many-models measurement")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny nets (width 1/16), batch 8, 1 repetition: proves the script runs")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.width, args.batch_size, args.reps, args.heavy_reps = 0.0625, 8, 1, 1
+        args.latency_reps, args.vmap_ks, args.vmap_width, args.vmap_batch = 1, "1,2", 0.0625, 4
+    return args
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:  # pragma: no cover
+        pass
+    return {"devices": [str(d) for d in jax.devices()], "platform": jax.default_backend(),
+            "cpu": cpu, "cores": cores(), "python": platform.python_version(),
+            "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "host": platform.node(), "load_start": load()}
+
+
+def fmt(v, spec=".1f", none="-"):
+    return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    backbones = [b for b in args.backbones.split(",") if b]
+    channels = [int(c) for c in args.channels.split(",") if c]
+    info = machine_info()
+    print(f"devices: {info['devices']}  cpu: {info['cpu']}  cores: {info['cores']}  "
+          f"jax {info['jax']}  load: {info['load_start']}", flush=True)
+
+    torch_mod = Reference = n_params = None
+    if not args.no_torch:
+        try:
+            torch_mod, Reference, n_params = torch_reference()
+            torch_mod.set_num_threads(cores())
+            info["torch"] = torch_mod.__version__
+            info["torch_threads"] = torch_mod.get_num_threads()
+        except ImportError as err:
+            print(f"torch not importable ({err}); skipping the PyTorch reference", flush=True)
+    peak = matmul_peak((256, 512) if args.quick else (1024, 2048, 4096), reps=args.reps)
+    info["matmul_peak_flops"] = peak
+    msg = f"matmul peak (jnp.dot f32, {peak['size']}^2): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s"
+    if torch_mod is not None:
+        info["torch_matmul_flops"] = torch_matmul_peak(torch_mod, 512 if args.quick else 2048, args.reps)
+        msg += f"; torch.mm 2048^2: {info['torch_matmul_flops'] / 1e9:.1f} GFLOP/s"
+    print(msg, flush=True)
+
+    rows = []
+    for backbone in backbones:
+        for nc in channels:
+            cfg = make_config(backbone, nc, args.width, args.batch_size)
+            reps = args.reps if backbone == "naive" else args.heavy_reps
+            row: dict[str, Any] = {"backbone": backbone, "channels": nc, "width": args.width,
+                                   "batch": args.batch_size}
+            flops = step_model_flops(cfg)
+            row["model_flops_per_image"] = flops
+            tr = jax_train(cfg, reps)
+            state = tr.pop("state")
+            row["g_params"] = count_params(state.g_params)
+            row["jax_train"] = tr
+            row["jax_score"] = jax_score(cfg, state, reps, args.latency_reps)
+            del state
+            step_flops = flops["step"] * args.batch_size
+            row["step_flops"] = step_flops
+            row["jax_flops_per_s"] = step_flops / tr["median_s"]
+            row["fraction_of_peak"] = row["jax_flops_per_s"] / peak["flops_per_s"]
+            row["xla_flops_per_s"] = tr["xla_flops"] / tr["median_s"]
+            if torch_mod is not None:
+                tt = torch_measure(torch_mod, Reference, n_params, backbone, nc, args.width,
+                                   args.batch_size, reps, args.latency_reps, count_flops=True)
+                row["torch"] = tt
+                row["torch_flops_per_s"] = step_flops / tt["train"]["median_s"]
+                row["ratio_train"] = tr["images_per_s"] / tt["train"]["images_per_s"]
+                row["ratio_score"] = row["jax_score"]["images_per_s"] / tt["score"]["images_per_s"]
+                row["ratio_latency"] = tt["score"]["latency_ms"] / row["jax_score"]["latency_ms"]
+            rows.append(row)
+            print(f"  {backbone:6s} nc={nc}: jaxad train {tr['median_s']:.3f} s/step "
+                  f"({tr['images_per_s']:.0f} img/s, compile {tr['compile_s']:.0f} s, cpu/wall "
+                  f"{tr['cpu_per_wall']}, load {tr['load']})"
+                  + (f"; torch {row['torch']['train']['median_s']:.3f} s/step "
+                     f"(cpu/wall {row['torch']['train']['cpu_per_wall']})" if "torch" in row else ""),
+                  flush=True)
+
+    impls = []
+    if not args.no_impls and "naive" in backbones:
+        cfg = make_config("naive", channels[0], args.width, args.batch_size)
+        flops = step_model_flops(cfg)["step"] * args.batch_size
+        for impl in UPSAMPLE_IMPLS:
+            r = jax_train(cfg, max(1, min(args.reps, 3)), impl)
+            r.pop("state")
+            impls.append({"impl": impl, "channels": channels[0], **r,
+                          "model_flops_per_s": flops / r["median_s"]})
+            print(f"  naive nc={channels[0]} upsample={impl}: {r['median_s']:.3f} s/step", flush=True)
+
+    vm = []
+    if not args.no_vmap:
+        vcfg = make_config("naive", 1, args.vmap_width, args.vmap_batch)
+        ks = [int(k) for k in args.vmap_ks.split(",") if k]
+        vm = vmap_models(vcfg, ks, args.reps)
+
+    info["load_end"] = load()
+    info["total_s"] = time.perf_counter() - t_start
+    result = {"machine": info, "args": vars(args), "rows": rows, "upsample_impls": impls,
+              "vmap": {"backbone": "naive", "channels": 1, "width": args.vmap_width,
+                       "batch_per_model": args.vmap_batch, "rows": vm}}
+    print_tables(result)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2, default=str)
+        print(f"wrote {args.out}")
+    return result
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    info = result["machine"]
+    peak = info["matmul_peak_flops"]["flops_per_s"]
+    print()
+    print(f"device {info['devices']} | {info['cpu']} | {info['cores']} cores | jax {info['jax']}"
+          + (f" | torch {info['torch']} ({info['torch_threads']} threads)" if "torch" in info else "")
+          + f" | matmul peak {peak / 1e9:.1f} GFLOP/s | load {info['load_start']} -> {info['load_end']}"
+          + f" | {info['total_s']:.0f} s")
+    a = result["args"]
+    print(f"batch {a['batch_size']}, width {a['width']}, 32x32; ratio = jaxad/PyTorch throughput "
+          "(latency: PyTorch ms / jaxad ms); > 1: jaxad faster")
+    head = ("backbone nc | train img/s jax  torch  ratio | score img/s jax  torch  ratio | "
+            "latency ms jax torch ratio paper | step GFLOP  GFLOP/s  %peak  (XLA-counted GFLOP) | torch GFLOP/s")
+    print(head)
+    print("-" * len(head))
+    for r in result["rows"]:
+        t = r.get("torch")
+        print(f"{r['backbone']:8s} {r['channels']:2d} | "
+              f"{r['jax_train']['images_per_s']:10.1f} {fmt(t and t['train']['images_per_s']):>6s} "
+              f"{fmt(r.get('ratio_train'), '.2f'):>5s} | "
+              f"{r['jax_score']['images_per_s']:10.0f} {fmt(t and t['score']['images_per_s'], '.0f'):>6s} "
+              f"{fmt(r.get('ratio_score'), '.2f'):>5s} | "
+              f"{r['jax_score']['latency_ms']:9.2f} {fmt(t and t['score']['latency_ms'], '.2f'):>5s} "
+              f"{fmt(r.get('ratio_latency'), '.2f'):>5s} {PAPER_LATENCY_MS[r['backbone']]:5.2f} | "
+              f"{r['step_flops'] / 1e9:10.1f} {r['jax_flops_per_s'] / 1e9:8.1f} "
+              f"{100 * r['fraction_of_peak']:5.1f}%  ({r['jax_train']['xla_flops'] / 1e9:.1f}) | "
+              f"{fmt(r.get('torch_flops_per_s') and r['torch_flops_per_s'] / 1e9)}")
+    if result["upsample_impls"]:
+        print("\nnaive train step by transposed-conv formulation:")
+        for r in result["upsample_impls"]:
+            print(f"  {r['impl']:13s} nc={r['channels']}: {r['median_s']:.3f} s/step, "
+                  f"{r['images_per_s']:.1f} img/s, {r['model_flops_per_s'] / 1e9:.1f} model GFLOP/s")
+    if result["vmap"]["rows"]:
+        v = result["vmap"]
+        print(f"\nK models at once (naive nc=1 width {v['width']}, batch {v['batch_per_model']} per model):")
+        print("   K | vmap img/s | sequential img/s | vmap speedup")
+        for r in v["rows"]:
+            print(f"  {r['k']:2d} | {r['vmap_images_per_s']:10.1f} | {r['sequential_images_per_s']:16.1f} | "
+                  f"{r['speedup']:.2f}x")
+    for r in result["rows"]:
+        t = r.get("torch")
+        if t is None:
+            continue
+        ok = r["g_params"] == t["g_params"]
+        fc = t.get("flop_counter_per_image")
+        print(f"check {r['backbone']} nc={r['channels']}: G params jaxad {r['g_params']:,} torch "
+              f"{t['g_params']:,} ({'equal' if ok else 'DIFFER'}); step FLOPs/image analytic "
+              f"{r['model_flops_per_image']['step'] / 1e6:.1f} M, torch FlopCounter "
+              f"{fmt(fc and fc / 1e6)} M")
+
+
+if __name__ == "__main__":
+    main()
