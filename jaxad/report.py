@@ -43,6 +43,7 @@ PAPER_TABLE2: dict[str, dict[float, tuple[float, float]]] = {
     "fashion_mnist": {0.0: (99.9, 0.18), 0.01: (100., 0.0), 0.05: (100., 0.0), 0.10: (100., 0.0), 0.20: (100., 0.0)},
     "cifar10": {0.0: (98.3, 2.26), 0.01: (98.6, 1.27), 0.05: (99.8, 0.25), 0.10: (99.9, 0.03), 0.20: (100., 0.0)},
 }
+PAPER_SEEDS = 3
 PAPER_MAIN_BACKBONE = {"mnist": "naive", "fashion_mnist": "unetpp", "cifar10": "unetpp", "cifar100": "unetpp"}
 
 CSV_FIELDS = ("dataset", "backbone", "normal_class", "gamma", "seed", "status", "final_auroc",
@@ -119,6 +120,8 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
             partial.append(f"{len(classes)} of {num_classes} classes")
         if seeds != [seeds_planned]:
             partial.append(f"seeds per class {'/'.join(map(str, seeds))} of {seeds_planned}")
+        if seeds_planned < PAPER_SEEDS:
+            partial.append(f"{seeds_planned} seed(s) per class, the paper averages {PAPER_SEEDS}")
         lines.append(f"## gamma = {gamma:g}" + (f" (PARTIAL: {', '.join(partial)})" if partial else ""))
         lines.append("")
         lines.append("| | " + " | ".join(str(c) for c in classes) + " | avg | SD |")
