@@ -112,6 +112,7 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
     lines += ["AUROC (%). **ours (final)** is the final epoch's AUROC, the honest figure. "
               "**ours (test-selected)** picks each run's best epoch on the test split, as GANomaly's "
               "code reports: it is optimistic and shown only to compare with published figures.", ""]
+    partial_gammas = set()
     for gamma, s in summary.items():
         classes = sorted(s["per_class"])
         seeds = sorted({v["seeds"] for v in s["per_class"].values()})
@@ -122,6 +123,8 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
             partial.append(f"seeds per class {'/'.join(map(str, seeds))} of {seeds_planned}")
         if seeds_planned < PAPER_SEEDS:
             partial.append(f"{seeds_planned} seed(s) per class, the paper averages {PAPER_SEEDS}")
+        if partial:
+            partial_gammas.add(gamma)
         lines.append(f"## gamma = {gamma:g}" + (f" (PARTIAL: {', '.join(partial)})" if partial else ""))
         lines.append("")
         lines.append("| | " + " | ".join(str(c) for c in classes) + " | avg | SD |")
@@ -144,7 +147,8 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
                   "| gamma | ours (final) | ours (test-selected) | paper |", "|---|---|---|---|"]
         for gamma, s in summary.items():
             paper = paper_summary(dataset, backbone, gamma)
-            lines.append(f"| {gamma:g} | {_fmt(s['avg_final'])} +- {_fmt(s['sd_final'], 2)} | "
+            label = f"{gamma:g}" + (" (PARTIAL)" if gamma in partial_gammas else "")
+            lines.append(f"| {label} | {_fmt(s['avg_final'])} +- {_fmt(s['sd_final'], 2)} | "
                          f"{_fmt(s['avg_best'])} +- {_fmt(s['sd_best'], 2)} | "
                          + (f"{_fmt(paper[0])} +- {_fmt(paper[1], 2)}" if paper else "—") + " |")
         lines.append("")
