@@ -29,14 +29,14 @@ are recorded beside each figure, since a contended CPU inflates wall time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import inspect
 import json
 import math
 import os
 import platform
 import statistics
-import sys
 import time
+import types
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -47,10 +47,56 @@ import numpy as np
 from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.models import build_discriminator, build_generator, count_params
 from jaxad.models.layers import ConvTranspose
+from jaxad.models import unet as unet_module
+from jaxad.models.layers import conv_general_dilated as fast_conv_general_dilated
+from jaxad.models.layers import max_pool_2x2
 from jaxad.train import create_train_state, score_step, train_step
 
 PAPER_LATENCY_MS = {"naive": 2.67, "unet": 5.41, "unetpp": 16.73}  # Table 8, one image, A40
-UPSAMPLE_IMPLS = ("subpixel", "zero_insert", "lhs_dilation")
+UPSAMPLE_IMPLS = ("subpixel", "zero_insert", "lhs_dilation", "matmul")
+LIBRARY_UPSAMPLE_IMPL = inspect.signature(create_train_state).parameters["upsample_impl"].default
+
+# Per-jit XLA:CPU option (not a global flag): leave convolutions to XLA's own (Eigen) kernels
+# and give only dots to YNNPACK. YNNPACK's convolution kernels run these nets' weight
+# gradients (a convolution whose window is the whole map) at 3-25 GFLOP/s; measured here
+# 12% faster on the naive step and 24% on the U-Net step. Same as the environment flag
+# XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def compiler_options(enabled: bool) -> dict[str, str] | None:
+    return dict(CPU_COMPILER_OPTIONS) if enabled and jax.default_backend() == "cpu" else None
+
+
+class _LaxWithFastConv(types.ModuleType):
+    """jax.lax, except conv_general_dilated is jaxad.models.layers.conv_general_dilated."""
+
+    def __init__(self):
+        super().__init__("jax.lax (conv_general_dilated -> jaxad.models.layers)")
+        self.conv_general_dilated = fast_conv_general_dilated
+
+    def __getattr__(self, name):
+        return getattr(jax.lax, name)
+
+
+_PLAIN_POOL = unet_module._pool
+
+
+def route_flax_convs_through_layers(enable: bool) -> bool:
+    """Benchmark-only switch for the network edits proposed in BUILD_NOTES_bench.md.
+
+    (1) Every ``flax.linen.Conv`` computes through ``layers.conv_general_dilated`` (impl auto),
+    as if ``conv_general_dilated=layers.conv_general_dilated`` were passed to the nn.Conv
+    layers of ``unet.ConvNode`` and ``dcgan``: parameters, names and results unchanged (tests
+    compare the formulations); only convolutions on maps with h*w <= kh*kw (the U-Nets' 2x2
+    bottom level, the 4x4 latent and logit convs) become one matmul.
+    (2) The U-Nets pool with ``layers.max_pool_2x2`` instead of ``nn.max_pool``.
+    Undone by ``route_flax_convs_through_layers(False)``; returns whether it is on.
+    """
+    import flax.linen.linear as flax_linear
+    flax_linear.lax = _LaxWithFastConv() if enable else jax.lax
+    unet_module._pool = max_pool_2x2 if enable else _PLAIN_POOL
+    return enable
 
 
 def cores() -> int:
@@ -181,14 +227,15 @@ def images(key: int, shape) -> jax.Array:
     return jax.random.uniform(jax.random.key(key), shape, jnp.float32, -1.0, 1.0)
 
 
-def compiled_step(cfg: ExperimentConfig, upsample_impl: str = "subpixel"):
+def compiled_step(cfg: ExperimentConfig, upsample_impl: str, options: dict | None):
     """A state, a batch and the compiled (donating) train step; plus compile time and XLA flops."""
     m = cfg.model
     state = create_train_state(cfg, jax.random.key(0), upsample_impl=upsample_impl)
     batch = {"normal": images(1, (cfg.train.batch_size, m.image_size, m.image_size, m.channels))}
     key = jax.random.key(2)
     t0 = time.perf_counter()
-    compiled = jax.jit(train_step, donate_argnums=0).lower(state, batch, key).compile()
+    compiled = jax.jit(train_step, donate_argnums=0, compiler_options=options).lower(
+        state, batch, key).compile()
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -196,8 +243,8 @@ def compiled_step(cfg: ExperimentConfig, upsample_impl: str = "subpixel"):
     return state, batch, key, compiled, compile_s, xla_flops
 
 
-def jax_train(cfg: ExperimentConfig, reps: int, upsample_impl: str = "subpixel") -> dict[str, Any]:
-    state, batch, key, compiled, compile_s, xla_flops = compiled_step(cfg, upsample_impl)
+def jax_train(cfg: ExperimentConfig, reps: int, upsample_impl: str, options: dict | None) -> dict[str, Any]:
+    state, batch, key, compiled, compile_s, xla_flops = compiled_step(cfg, upsample_impl, options)
     box = [state]
 
     def run():
@@ -212,9 +259,10 @@ def jax_train(cfg: ExperimentConfig, reps: int, upsample_impl: str = "subpixel")
             "xla_flops": xla_flops, "finite": finite, "state": box[0]}
 
 
-def jax_score(cfg: ExperimentConfig, state, reps: int, latency_reps: int) -> dict[str, Any]:
+def jax_score(cfg: ExperimentConfig, state, reps: int, latency_reps: int,
+              options: dict | None) -> dict[str, Any]:
     m = cfg.model
-    score = jax.jit(score_step)
+    score = jax.jit(score_step, compiler_options=options)
     x = images(3, (cfg.train.batch_size, m.image_size, m.image_size, m.channels))
     one = x[:1]
     t = timed(lambda: score(state, x).block_until_ready(), reps)
@@ -227,15 +275,16 @@ def stack_states(states):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
 
-def vmap_models(cfg: ExperimentConfig, ks, reps: int) -> list[dict[str, Any]]:
+def vmap_models(cfg: ExperimentConfig, ks, reps: int, upsample_impl: str,
+                options: dict | None) -> list[dict[str, Any]]:
     """images/s of K models in one vmapped step against K sequential single-model steps."""
     m, b = cfg.model, cfg.train.batch_size
-    single = jax.jit(train_step, donate_argnums=0)
-    vstep = jax.jit(jax.vmap(train_step), donate_argnums=0)
+    single = jax.jit(train_step, donate_argnums=0, compiler_options=options)
+    vstep = jax.jit(jax.vmap(train_step), donate_argnums=0, compiler_options=options)
     rows = []
     for k in ks:
         keys = jax.random.split(jax.random.key(10), k)
-        states = [create_train_state(cfg, keys[i]) for i in range(k)]
+        states = [create_train_state(cfg, keys[i], upsample_impl=upsample_impl) for i in range(k)]
         stacked = stack_states(states)
         batches = images(4, (k, b, m.image_size, m.image_size, m.channels))
         step_keys = jax.random.split(jax.random.key(11), k)
@@ -455,6 +504,28 @@ def torch_reference():
     return torch, Reference, n_params
 
 
+def choose_torch_threads(torch, Reference, args) -> tuple[int, dict[int, float]]:
+    """PyTorch's thread count: the available cores, unless a probe says 1 thread is faster.
+
+    On a CPU shared with other processes PyTorch's OpenMP threads wait for each other at every
+    operator (2 threads on a 2-core machine with one busy core: 2-3x slower than 1 thread).
+    The probe times the naive train step with ``cores`` and with 1 thread and keeps the
+    faster, so that contention never handicaps the reference. ``--torch-threads`` forces it.
+    """
+    if args.torch_threads:
+        return args.torch_threads, {}
+    n = cores()
+    if n == 1:
+        return 1, {}
+    ref = Reference("naive", 1, args.width)
+    x = torch.rand(args.batch_size, 1, 32, 32) * 2 - 1
+    probe = {}
+    for threads in (n, 1):
+        torch.set_num_threads(threads)
+        probe[threads] = timed(lambda: ref.step(x), 2)["median_s"]
+    return min(probe, key=probe.get), probe
+
+
 def torch_measure(torch, Reference, n_params, backbone, nc, width, batch, reps, latency_reps,
                   count_flops=False) -> dict[str, Any]:
     ref = Reference(backbone, nc, width)
@@ -463,10 +534,12 @@ def torch_measure(torch, Reference, n_params, backbone, nc, width, batch, reps, 
     out: dict[str, Any] = {"g_params": n_params(ref.G), "d_params": n_params(ref.D)}
     if count_flops:
         try:
+            # FLOPs scale with the batch: count one step of a separate model on 4 images.
             from torch.utils.flop_counter import FlopCounterMode
+            counted = Reference(backbone, nc, width)
             with FlopCounterMode(display=False) as counter:
-                ref.step(x)
-            out["flop_counter_per_image"] = counter.get_total_flops() / batch
+                counted.step(x[:4])
+            out["flop_counter_per_image"] = counter.get_total_flops() / 4
         except Exception as err:  # pragma: no cover - counter missing in old torch
             out["flop_counter_error"] = repr(err)
     losses = []
@@ -494,13 +567,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (median quoted)")
     p.add_argument("--heavy-reps", type=int, default=2,
-                   help="timed repetitions for the unet/unetpp train steps (seconds each on CPU)")
+                   help="timed repetitions for the unet/unetpp train and scoring steps (seconds each on CPU)")
     p.add_argument("--latency-reps", type=int, default=20)
     p.add_argument("--width", type=float, default=1.0, help="network width factor (1 = the paper's nets)")
     p.add_argument("--vmap-ks", default="1,2,4", help="model counts K for the vmapped step")
     p.add_argument("--vmap-width", type=float, default=0.25)
     p.add_argument("--vmap-batch", type=int, default=64)
+    p.add_argument("--upsample-impl", default="matmul", choices=UPSAMPLE_IMPLS,
+                   help="transposed-conv formulation of the main rows (default matmul, the fastest "
+                        f"measured here; the library's default is {LIBRARY_UPSAMPLE_IMPL})")
+    p.add_argument("--no-cpu-compiler-options", action="store_true",
+                   help="jit without the per-jit XLA:CPU option CPU_COMPILER_OPTIONS")
+    p.add_argument("--plain-networks", action="store_true",
+                   help="measure unet.py/dcgan.py exactly as they are, without the proposed edits "
+                        "(see route_flax_convs_through_layers); the U-Nets' 2x2 convolutions then "
+                        "run at about 1 GFLOP/s and their train step takes minutes")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="PyTorch threads (default: the cores, or 1 when a probe finds 1 faster)")
     p.add_argument("--no-impls", action="store_true", help="skip the transposed-conv comparison")
     p.add_argument("--no-vmap", action="store_true", help="skip the many-models measurement")
     p.add_argument("--quick", action="store_true",
@@ -509,7 +593,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.width, args.batch_size, args.reps, args.heavy_reps = 0.0625, 8, 1, 1
-        args.latency_reps, args.vmap_ks, args.vmap_width, args.vmap_batch = 1, "1,2", 0.0625, 4
+        args.latency_reps, args.vmap_ks, args.vmap_width, args.vmap_batch = 1, "2", 0.0625, 4
     return args
 
 
@@ -535,6 +619,13 @@ def fmt(v, spec=".1f", none="-"):
 
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
+    try:
+        return run(args)
+    finally:
+        route_flax_convs_through_layers(False)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     backbones = [b for b in args.backbones.split(",") if b]
     channels = [int(c) for c in args.channels.split(",") if c]
@@ -546,18 +637,31 @@ def main(argv=None) -> dict[str, Any]:
     if not args.no_torch:
         try:
             torch_mod, Reference, n_params = torch_reference()
-            torch_mod.set_num_threads(cores())
-            info["torch"] = torch_mod.__version__
-            info["torch_threads"] = torch_mod.get_num_threads()
         except ImportError as err:
             print(f"torch not importable ({err}); skipping the PyTorch reference", flush=True)
+    if torch_mod is not None:
+        info["torch"] = torch_mod.__version__
+        threads, probe = choose_torch_threads(torch_mod, Reference, args)
+        torch_mod.set_num_threads(threads)
+        info["torch_threads"] = torch_mod.get_num_threads()
+        info["torch_thread_probe_s"] = probe
+        print(f"torch threads: {info['torch_threads']} (naive train step probe, s/step by threads: "
+              f"{ {k: round(v, 3) for k, v in probe.items()} })", flush=True)
     peak = matmul_peak((256, 512) if args.quick else (1024, 2048, 4096), reps=args.reps)
     info["matmul_peak_flops"] = peak
     msg = f"matmul peak (jnp.dot f32, {peak['size']}^2): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s"
     if torch_mod is not None:
-        info["torch_matmul_flops"] = torch_matmul_peak(torch_mod, 512 if args.quick else 2048, args.reps)
-        msg += f"; torch.mm 2048^2: {info['torch_matmul_flops'] / 1e9:.1f} GFLOP/s"
+        size = 512 if args.quick else 2048
+        info["torch_matmul_flops"] = torch_matmul_peak(torch_mod, size, args.reps)
+        msg += f"; torch.mm {size}^2: {info['torch_matmul_flops'] / 1e9:.1f} GFLOP/s"
     print(msg, flush=True)
+
+    options = compiler_options(not args.no_cpu_compiler_options)
+    dense = route_flax_convs_through_layers(not args.plain_networks)
+    info["jaxad_config"] = {"upsample_impl": args.upsample_impl, "compiler_options": options,
+                            "proposed_network_edits": dense}
+    print(f"jaxad: upsample_impl={args.upsample_impl}, compiler_options={options}, "
+          f"proposed network edits (dense small convs, max_pool_2x2): {dense}", flush=True)
 
     rows = []
     for backbone in backbones:
@@ -568,11 +672,11 @@ def main(argv=None) -> dict[str, Any]:
                                    "batch": args.batch_size}
             flops = step_model_flops(cfg)
             row["model_flops_per_image"] = flops
-            tr = jax_train(cfg, reps)
+            tr = jax_train(cfg, reps, args.upsample_impl, options)
             state = tr.pop("state")
             row["g_params"] = count_params(state.g_params)
             row["jax_train"] = tr
-            row["jax_score"] = jax_score(cfg, state, reps, args.latency_reps)
+            row["jax_score"] = jax_score(cfg, state, reps, args.latency_reps, options)
             del state
             step_flops = flops["step"] * args.batch_size
             row["step_flops"] = step_flops
@@ -599,18 +703,23 @@ def main(argv=None) -> dict[str, Any]:
     if not args.no_impls and "naive" in backbones:
         cfg = make_config("naive", channels[0], args.width, args.batch_size)
         flops = step_model_flops(cfg)["step"] * args.batch_size
-        for impl in UPSAMPLE_IMPLS:
-            r = jax_train(cfg, max(1, min(args.reps, 3)), impl)
+        impls_compared = UPSAMPLE_IMPLS if not args.quick else (LIBRARY_UPSAMPLE_IMPL, args.upsample_impl)
+        variants = [(impl, options) for impl in dict.fromkeys(impls_compared)]
+        if options:  # and the main formulation without the compiler option
+            variants.append((args.upsample_impl, None))
+        for impl, opts in variants:
+            r = jax_train(cfg, max(1, min(args.reps, 2)), impl, opts)
             r.pop("state")
-            impls.append({"impl": impl, "channels": channels[0], **r,
+            impls.append({"impl": impl, "compiler_options": opts, "channels": channels[0], **r,
                           "model_flops_per_s": flops / r["median_s"]})
-            print(f"  naive nc={channels[0]} upsample={impl}: {r['median_s']:.3f} s/step", flush=True)
+            print(f"  naive nc={channels[0]} upsample={impl} options={bool(opts)}: "
+                  f"{r['median_s']:.3f} s/step", flush=True)
 
     vm = []
     if not args.no_vmap:
         vcfg = make_config("naive", 1, args.vmap_width, args.vmap_batch)
         ks = [int(k) for k in args.vmap_ks.split(",") if k]
-        vm = vmap_models(vcfg, ks, args.reps)
+        vm = vmap_models(vcfg, ks, args.reps, args.upsample_impl, options)
 
     info["load_end"] = load()
     info["total_s"] = time.perf_counter() - t_start
@@ -634,8 +743,9 @@ def print_tables(result: dict[str, Any]) -> None:
           + f" | matmul peak {peak / 1e9:.1f} GFLOP/s | load {info['load_start']} -> {info['load_end']}"
           + f" | {info['total_s']:.0f} s")
     a = result["args"]
-    print(f"batch {a['batch_size']}, width {a['width']}, 32x32; ratio = jaxad/PyTorch throughput "
-          "(latency: PyTorch ms / jaxad ms); > 1: jaxad faster")
+    print(f"batch {a['batch_size']}, width {a['width']}, 32x32; jaxad {info['jaxad_config']}")
+    print("ratio = jaxad/PyTorch throughput (latency: PyTorch ms / jaxad ms); > 1: jaxad faster; "
+          "FLOPs: analytic model FLOPs (XLA cost_analysis of the compiled step in brackets)")
     head = ("backbone nc | train img/s jax  torch  ratio | score img/s jax  torch  ratio | "
             "latency ms jax torch ratio paper | step GFLOP  GFLOP/s  %peak  (XLA-counted GFLOP) | torch GFLOP/s")
     print(head)
@@ -653,10 +763,12 @@ def print_tables(result: dict[str, Any]) -> None:
               f"{100 * r['fraction_of_peak']:5.1f}%  ({r['jax_train']['xla_flops'] / 1e9:.1f}) | "
               f"{fmt(r.get('torch_flops_per_s') and r['torch_flops_per_s'] / 1e9)}")
     if result["upsample_impls"]:
-        print("\nnaive train step by transposed-conv formulation:")
+        print("\nnaive train step by transposed-conv formulation (and without the compiler option):")
         for r in result["upsample_impls"]:
-            print(f"  {r['impl']:13s} nc={r['channels']}: {r['median_s']:.3f} s/step, "
-                  f"{r['images_per_s']:.1f} img/s, {r['model_flops_per_s'] / 1e9:.1f} model GFLOP/s")
+            print(f"  {r['impl']:13s} nc={r['channels']} compiler options "
+                  f"{'on ' if r['compiler_options'] else 'off'}: {r['median_s']:.3f} s/step, "
+                  f"{r['images_per_s']:.1f} img/s, {r['model_flops_per_s'] / 1e9:.1f} model GFLOP/s, "
+                  f"compile {r['compile_s']:.0f} s")
     if result["vmap"]["rows"]:
         v = result["vmap"]
         print(f"\nK models at once (naive nc=1 width {v['width']}, batch {v['batch_per_model']} per model):")
