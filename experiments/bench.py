@@ -29,14 +29,12 @@ are recorded beside each figure, since a contended CPU inflates wall time.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
 import platform
 import statistics
 import time
-import types
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -44,59 +42,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxad import xla
 from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.models import build_discriminator, build_generator, count_params
-from jaxad.models.layers import ConvTranspose
-from jaxad.models import unet as unet_module
-from jaxad.models.layers import conv_general_dilated as fast_conv_general_dilated
-from jaxad.models.layers import max_pool_2x2
+from jaxad.models.layers import DEFAULT_UPSAMPLE, ConvTranspose
 from jaxad.train import create_train_state, score_step, train_step
 
 PAPER_LATENCY_MS = {"naive": 2.67, "unet": 5.41, "unetpp": 16.73}  # Table 8, one image, A40
 UPSAMPLE_IMPLS = ("subpixel", "zero_insert", "lhs_dilation", "matmul")
-LIBRARY_UPSAMPLE_IMPL = inspect.signature(create_train_state).parameters["upsample_impl"].default
-
-# Per-jit XLA:CPU option (not a global flag): leave convolutions to XLA's own (Eigen) kernels
-# and give only dots to YNNPACK. YNNPACK's convolution kernels run these nets' weight
-# gradients (a convolution whose window is the whole map) at 3-25 GFLOP/s; measured here
-# 12% faster on the naive step and 24% on the U-Net step. Same as the environment flag
-# XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
-
 
 def compiler_options(enabled: bool) -> dict[str, str] | None:
-    return dict(CPU_COMPILER_OPTIONS) if enabled and jax.default_backend() == "cpu" else None
-
-
-class _LaxWithFastConv(types.ModuleType):
-    """jax.lax, except conv_general_dilated is jaxad.models.layers.conv_general_dilated."""
-
-    def __init__(self):
-        super().__init__("jax.lax (conv_general_dilated -> jaxad.models.layers)")
-        self.conv_general_dilated = fast_conv_general_dilated
-
-    def __getattr__(self, name):
-        return getattr(jax.lax, name)
-
-
-_PLAIN_POOL = unet_module._pool
-
-
-def route_flax_convs_through_layers(enable: bool) -> bool:
-    """Benchmark-only switch for the network edits proposed in BUILD_NOTES_bench.md.
-
-    (1) Every ``flax.linen.Conv`` computes through ``layers.conv_general_dilated`` (impl auto),
-    as if ``conv_general_dilated=layers.conv_general_dilated`` were passed to the nn.Conv
-    layers of ``unet.ConvNode`` and ``dcgan``: parameters, names and results unchanged (tests
-    compare the formulations); only convolutions on maps with h*w <= kh*kw (the U-Nets' 2x2
-    bottom level, the 4x4 latent and logit convs) become one matmul.
-    (2) The U-Nets pool with ``layers.max_pool_2x2`` instead of ``nn.max_pool``.
-    Undone by ``route_flax_convs_through_layers(False)``; returns whether it is on.
-    """
-    import flax.linen.linear as flax_linear
-    flax_linear.lax = _LaxWithFastConv() if enable else jax.lax
-    unet_module._pool = max_pool_2x2 if enable else _PLAIN_POOL
-    return enable
+    """The library's per-jit XLA options (``jaxad.xla``), or none."""
+    return xla.compiler_options() if enabled else None
 
 
 def cores() -> int:
@@ -573,15 +530,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vmap-ks", default="1,2,4", help="model counts K for the vmapped step")
     p.add_argument("--vmap-width", type=float, default=0.25)
     p.add_argument("--vmap-batch", type=int, default=64)
-    p.add_argument("--upsample-impl", default="matmul", choices=UPSAMPLE_IMPLS,
-                   help="transposed-conv formulation of the main rows (default matmul, the fastest "
-                        f"measured here; the library's default is {LIBRARY_UPSAMPLE_IMPL})")
+    p.add_argument("--upsample-impl", default=DEFAULT_UPSAMPLE, choices=UPSAMPLE_IMPLS,
+                   help="transposed-conv formulation of the main rows (default: the library's)")
     p.add_argument("--no-cpu-compiler-options", action="store_true",
-                   help="jit without the per-jit XLA:CPU option CPU_COMPILER_OPTIONS")
-    p.add_argument("--plain-networks", action="store_true",
-                   help="measure unet.py/dcgan.py exactly as they are, without the proposed edits "
-                        "(see route_flax_convs_through_layers); the U-Nets' 2x2 convolutions then "
-                        "run at about 1 GFLOP/s and their train step takes minutes")
+                   help="jit without the library's per-jit XLA:CPU options (jaxad.xla)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--torch-threads", type=int, default=0,
                    help="PyTorch threads (default: the cores, or 1 when a probe finds 1 faster)")
@@ -618,11 +570,7 @@ def fmt(v, spec=".1f", none="-"):
 
 
 def main(argv=None) -> dict[str, Any]:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    finally:
-        route_flax_convs_through_layers(False)
+    return run(parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -657,11 +605,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(msg, flush=True)
 
     options = compiler_options(not args.no_cpu_compiler_options)
-    dense = route_flax_convs_through_layers(not args.plain_networks)
-    info["jaxad_config"] = {"upsample_impl": args.upsample_impl, "compiler_options": options,
-                            "proposed_network_edits": dense}
-    print(f"jaxad: upsample_impl={args.upsample_impl}, compiler_options={options}, "
-          f"proposed network edits (dense small convs, max_pool_2x2): {dense}", flush=True)
+    info["jaxad_config"] = {"upsample_impl": args.upsample_impl, "compiler_options": options}
+    print(f"jaxad: upsample_impl={args.upsample_impl}, compiler_options={options}", flush=True)
 
     rows = []
     for backbone in backbones:
@@ -703,7 +648,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_impls and "naive" in backbones:
         cfg = make_config("naive", channels[0], args.width, args.batch_size)
         flops = step_model_flops(cfg)["step"] * args.batch_size
-        impls_compared = UPSAMPLE_IMPLS if not args.quick else (LIBRARY_UPSAMPLE_IMPL, args.upsample_impl)
+        impls_compared = UPSAMPLE_IMPLS if not args.quick else (DEFAULT_UPSAMPLE, args.upsample_impl)
         variants = [(impl, options) for impl in dict.fromkeys(impls_compared)]
         if options:  # and the main formulation without the compiler option
             variants.append((args.upsample_impl, None))

@@ -25,15 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import checkpoint, parallel
+from jaxad import checkpoint, parallel, xla
 from jaxad.config import ExperimentConfig
 from jaxad.data import OneClassSplit, epoch_indices, load_split, padded_batches
 from jaxad.files import read_json, write_json_atomic
 from jaxad.metrics import auroc
 from jaxad.train import AGADState, check_finite, check_images, create_train_state, indexed_train_step, score_step
 
-_train_step = jax.jit(indexed_train_step, donate_argnums=(0,))
-_score_step = jax.jit(score_step, static_argnames="use_batch_statistics")
+_train_step = xla.jit(indexed_train_step, donate_argnums=(0,))
+_score_step = xla.jit(score_step, static_argnames="use_batch_statistics")
 SCORE_BATCH = 256
 
 
@@ -266,7 +266,7 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
     cfg, t = cfgs[0], cfgs[0].train
     normal_images = jnp.asarray(splits[0].train_normal)
     anomaly_images = jnp.stack([jnp.asarray(_anomaly_images(s)) for s in splits])
-    step = jax.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
+    step = xla.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
 
     bar = tqdm(range(start_epoch, t.epochs), initial=start_epoch, total=t.epochs, disable=not progress,
                desc=f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", leave=False)

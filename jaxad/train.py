@@ -25,6 +25,7 @@ from jaxad.losses import (AnomalyTerms, NormalTerms, adversarial_loss, bce, cont
                           contextual_loss, discriminator_loss, generator_anomaly_loss,
                           generator_normal_loss, l1, latent_loss, reconstruction_error)
 from jaxad.models import build_discriminator, build_generator
+from jaxad.models.layers import DEFAULT_UPSAMPLE, UpsampleImpl
 
 Batch = dict[str, jax.Array]  # {"normal": (Bn, H, W, C), "anomaly": (Ba, H, W, C), Ba may be 0}
 Metrics = dict[str, jax.Array]
@@ -77,7 +78,7 @@ def _adam(learning_rate: float, beta1: float, beta2: float) -> optax.GradientTra
 
 
 def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | None = None,
-                       upsample_impl: str = "subpixel") -> AGADState:
+                       upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE) -> AGADState:
     """Initialise G, D and their Adam states for ``cfg``.
 
     ``axis_name`` names the device axis when the step runs under pmap/shard_map, so that

@@ -8,12 +8,12 @@ import numpy as np
 
 from jaxad.config import ModelConfig
 from jaxad.models.dcgan import Discriminator, Encoder, NaiveGenerator
-from jaxad.models.layers import ConvTranspose, DualBatchNorm, conv_transpose
+from jaxad.models.layers import DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, UpsampleImpl, conv_transpose
 from jaxad.models.unet import NestedUNet
 
 
 def build_generator(cfg: ModelConfig, advprop: bool = False, axis_name: str | None = None,
-                    upsample_impl: str = "subpixel") -> nn.Module:
+                    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE) -> nn.Module:
     """The generator ``cfg.backbone`` names; called as ``G.apply(vars, x, train, aux)``."""
     if cfg.backbone == "naive":
         return NaiveGenerator(cfg.channels, cfg.image_size, cfg.width, cfg.latent_dim, advprop,

@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxad.models.layers import (ConvTranspose, DualBatchNorm, UpsampleImpl, conv_init,
-                                 down_conv, leaky_relu, scaled)
+from jaxad.models.layers import (DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, UpsampleImpl,
+                                 conv_general_dilated, conv_init, down_conv, leaky_relu, scaled)
 
 
 def _extra_stages(image_size: int) -> int:
@@ -43,8 +43,9 @@ class Encoder(nn.Module):
             x = DualBatchNorm(self.advprop, self.axis_name)(x, train, aux)
             x = leaky_relu(x)
         if self.latent_dim:
+            # A 4x4 kernel over the 4x4 map: one matmul (conv_general_dilated picks it).
             x = nn.Conv(self.latent_dim, (4, 4), padding="VALID", use_bias=False,
-                        kernel_init=conv_init)(x)
+                        kernel_init=conv_init, conv_general_dilated=conv_general_dilated)(x)
         return x
 
 
@@ -60,7 +61,7 @@ class NaiveGenerator(nn.Module):
     latent_dim: int = 100
     advprop: bool = False
     axis_name: str | None = None
-    upsample_impl: UpsampleImpl = "subpixel"
+    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, aux: bool = False) -> jax.Array:
@@ -92,5 +93,6 @@ class Discriminator(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
         features = Encoder(self.image_size, self.width, 0, False, self.axis_name)(x, train)
-        logits = nn.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init)(features)
+        logits = nn.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init,
+                         conv_general_dilated=conv_general_dilated)(features)
         return logits.reshape(x.shape[0]), features

@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxad.models.layers import ConvTranspose, DualBatchNorm, UpsampleImpl, conv_init, scaled
+from jaxad.models.layers import (DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, UpsampleImpl,
+                                 conv_general_dilated, conv_init, max_pool_2x2, scaled)
 
 LEVEL_FILTERS = (32, 64, 128, 256, 512)
 
@@ -27,14 +28,11 @@ class ConvNode(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, aux: bool = False) -> jax.Array:
         for _ in range(2):
+            # conv_general_dilated: the bottom level's 3x3 convs on 2x2 maps run as one matmul.
             x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                        kernel_init=conv_init)(x)
+                        kernel_init=conv_init, conv_general_dilated=conv_general_dilated)(x)
             x = nn.relu(DualBatchNorm(self.advprop, self.axis_name)(x, train, aux))
         return x
-
-
-def _pool(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
 class NestedUNet(nn.Module):
@@ -51,7 +49,7 @@ class NestedUNet(nn.Module):
     nested: bool = True
     advprop: bool = False
     axis_name: str | None = None
-    upsample_impl: UpsampleImpl = "subpixel"
+    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, aux: bool = False) -> jax.Array:
@@ -69,7 +67,7 @@ class NestedUNet(nn.Module):
         grid: dict[tuple[int, int], jax.Array] = {}
         h = x
         for i in range(levels):
-            h = node(i, 0, h if i == 0 else _pool(h))
+            h = node(i, 0, h if i == 0 else max_pool_2x2(h))
             grid[i, 0] = h
         if self.nested:
             for j in range(1, levels):

@@ -1,0 +1,103 @@
+"""The fast formulations the networks run compute what the plain ones do, values and gradients.
+
+Each rewrites a layer XLA:CPU runs slowly (BUILD_NOTES, issue 6): transposed convolutions,
+convolutions on tiny maps, the max-pool gradient. Random inputs and weights throughout.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxad.config import ModelConfig
+from jaxad.models import build_discriminator, build_generator, dcgan, unet
+from jaxad.models.layers import conv_dense, conv_general_dilated, conv_transpose, max_pool_2x2
+
+DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def assert_same_value_and_grads(fast, plain, *args, rtol=1e-5, atol=1e-4):
+    """fast(*args) == plain(*args), and so are the gradients of a non-linear loss of them."""
+    np.testing.assert_allclose(fast(*args), plain(*args), atol=1e-5)
+    argnums = tuple(range(len(args)))
+    got = jax.grad(lambda *a: jnp.sum(jnp.sin(fast(*a))), argnums)(*args)
+    want = jax.grad(lambda *a: jnp.sum(jnp.sin(plain(*a))), argnums)(*args)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("impl", ["matmul", "subpixel", "zero_insert"])
+@pytest.mark.parametrize("kernel,stride,padding,side", [
+    (4, 2, 1, 4), (4, 2, 1, 8), (2, 2, 0, 5), (4, 1, 0, 1), (4, 1, 0, 3), (4, 2, 1, 1), (3, 2, 1, 3)])
+def test_transposed_conv_formulations_equal_xla_transposed_conv(impl, kernel, stride, padding, side):
+    x = jax.random.normal(jax.random.key(0), (2, side, side, 3))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
+    out = conv_transpose(x, w, stride, padding, impl)
+    assert out.shape[1] == stride * (side - 1) + kernel - 2 * padding  # PyTorch's output side
+    assert_same_value_and_grads(lambda x_, w_: conv_transpose(x_, w_, stride, padding, impl),
+                                lambda x_, w_: conv_transpose(x_, w_, stride, padding, "lhs_dilation"), x, w)
+
+
+@pytest.mark.parametrize("kernel,stride,pad,side", [
+    (3, 1, 1, 2), (3, 1, 1, 1), (3, 1, 1, 4), (4, 1, 0, 4), (4, 2, 1, 4), (1, 1, 0, 2), (3, 2, 1, 3)])
+def test_dense_conv_equals_xla_conv(kernel, stride, pad, side):
+    x = jax.random.normal(jax.random.key(0), (2, side, side, 3))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
+    pads = [(pad, pad), (pad, pad)]
+
+    def xla(x_, w_):
+        return lax.conv_general_dilated(x_, w_, (stride, stride), pads, dimension_numbers=DIMS)
+
+    assert_same_value_and_grads(
+        lambda x_, w_: conv_general_dilated(x_, w_, (stride, stride), pads, dimension_numbers=DIMS, impl="dense"),
+        xla, x, w)
+    np.testing.assert_allclose(conv_dense(x, w, (stride, stride), pads), xla(x, w), atol=1e-5)
+
+
+def test_fast_conv_in_nn_conv_keeps_parameters_and_outputs():
+    x = jax.random.normal(jax.random.key(0), (2, 2, 2, 3))
+    plain = nn.Conv(5, (3, 3), padding=((1, 1), (1, 1)), use_bias=True)
+    fast = plain.clone(conv_general_dilated=conv_general_dilated)
+    variables = plain.init(jax.random.key(1), x)
+    assert jax.tree.structure(variables) == jax.tree.structure(fast.init(jax.random.key(1), x))
+    np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), atol=1e-5)
+
+
+def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient_after_relu():
+    pre = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    x = jax.nn.relu(pre)
+    np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+    dy = jax.random.normal(jax.random.key(1), (2, 4, 4, 3))
+    grads = [jax.grad(lambda p: jnp.sum(pool(jax.nn.relu(p)) * dy))(pre)
+             for pool in (max_pool_2x2, lambda h: nn.max_pool(h, (2, 2), strides=(2, 2)))]
+    np.testing.assert_array_equal(grads[0], grads[1])
+    odd = jax.random.normal(jax.random.key(2), (1, 5, 5, 2))
+    np.testing.assert_array_equal(max_pool_2x2(odd), nn.max_pool(odd, (2, 2), strides=(2, 2)))
+
+
+def _loss_and_grads(backbone: str, upsample_impl: str):
+    cfg = ModelConfig(backbone=backbone, channels=3, width=0.125)
+    x = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3), minval=-1, maxval=1)
+    G, D = build_generator(cfg, advprop=True, upsample_impl=upsample_impl), build_discriminator(cfg)
+    g_vars, d_vars = G.init(jax.random.key(0), x, train=False), D.init(jax.random.key(2), x, train=False)
+
+    def loss(g_params, d_params):
+        y, _ = G.apply({**g_vars, "params": g_params}, x, train=True, mutable=["batch_stats"])
+        logits, features = D.apply({**d_vars, "params": d_params}, y, train=False)
+        return jnp.sum(y ** 2) + jnp.sum(logits) + jnp.sum(features)
+
+    return jax.jit(jax.value_and_grad(loss, (0, 1)))(g_vars["params"], d_vars["params"])
+
+
+@pytest.mark.parametrize("backbone", ["naive", "unet", "unetpp"])
+def test_networks_equal_their_plain_formulation(backbone, monkeypatch):
+    fast = _loss_and_grads(backbone, "matmul")
+    # The same networks written plainly: XLA's convolutions, transposed conv and max-pool.
+    for module in (dcgan, unet):
+        monkeypatch.setattr(module, "conv_general_dilated", lax.conv_general_dilated)
+    monkeypatch.setattr(unet, "max_pool_2x2", lambda h: nn.max_pool(h, (2, 2), strides=(2, 2)))
+    plain = _loss_and_grads(backbone, "lhs_dilation")
+    for got, want in zip(jax.tree.leaves(fast), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
