@@ -20,7 +20,7 @@ import numpy as np
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_images
 from jaxad.fit import load_run, score
-from jaxad.report import _pyplot, show_image
+from jaxad.report import pyplot, show_image
 from jaxad.train import check_images, reconstruct
 
 
@@ -33,7 +33,7 @@ def read_inputs(path: Path, image_size: int, channels: int) -> tuple[list[str], 
 
 
 def save_error_map(path: Path, image: np.ndarray, reconstruction: np.ndarray, value: float) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(6, 2.3))
     error = np.abs(image - reconstruction).mean(axis=-1)
     show_image(axes[0], image)

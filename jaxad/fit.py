@@ -1,4 +1,4 @@
-"""Train one AGAD model, score images, save and load runs: the API for research code.
+"""Train AGAD models, score images, save and load runs: the API for research code.
 
     from jaxad import ExperimentConfig, fit, score, load_run
     result = fit(ExperimentConfig(), run_dir="runs/digits-0")   # digits, normal class 0
@@ -9,7 +9,9 @@
 One run = (dataset, backbone, normal class, gamma, seed) in its own directory:
 ``config.json``, ``checkpoints/`` (orbax, every epoch), ``history.json`` (per-epoch losses
 and AUROC), ``scores.npz`` (raw test scores, labels and classes) and ``result.json``,
-written last, which marks the run complete.
+written last, which marks the run complete. ``fit_many`` trains the seeds of one class and
+gamma at once, each into its own run directory. Both run one epoch loop; a layout says how it
+holds its models: one under jit, one replicated over devices under pmap, or K stacked under vmap.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -33,6 +36,7 @@ from jaxad.metrics import auroc
 from jaxad.train import AGADState, check_finite, check_images, create_train_state, indexed_train_step, score_step
 
 _train_step = xla.jit(indexed_train_step, donate_argnums=(0,))
+_train_step_many = xla.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
 _score_step = xla.jit(score_step, static_argnames="use_batch_statistics")
 SCORE_BATCH = 256
 
@@ -83,11 +87,6 @@ def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
     batches, mask = padded_batches(images, batch_size)
     scores = np.concatenate([np.asarray(_score_step(state, b)) for b in batches])
     return scores[mask.reshape(-1)]
-
-
-def _epoch_key(seed: int, epoch: int) -> jax.Array:
-    # Keys per (seed, epoch), so a resumed run draws exactly what an uninterrupted one does.
-    return jax.random.fold_in(jax.random.key(seed), 1_000_003 + epoch)
 
 
 def _check_run_dir(run_dir: Path, cfg: ExperimentConfig) -> None:
@@ -141,11 +140,7 @@ def _anomaly_images(split: OneClassSplit) -> np.ndarray:
     return split.train_anomaly if len(split.train_anomaly) else split.train_normal[:0]
 
 
-def _stack_metrics(step_metrics: list) -> dict[str, np.ndarray]:
-    return jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(step_metrics))
-
-
-def _finish(manager, run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState,
+def _finish(run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState,
             history: list[dict[str, float]]) -> RunResult:
     final_scores = score(state, split.test_images, use_batch_statistics=cfg.paper_protocol)
     result = RunResult(cfg, history, final_scores, np.asarray(split.test_labels),
@@ -160,6 +155,114 @@ def _close(managers) -> None:
         if manager is not None:
             manager.wait_until_finished()
             manager.close()
+
+
+_EpochInputs = tuple[np.ndarray, np.ndarray, jax.Array]  # per step: normal indices, anomaly indices, key
+
+
+def _epoch_inputs(cfg: ExperimentConfig, split: OneClassSplit, epoch: int) -> _EpochInputs:
+    """One model's epoch: (steps, Bn) normal and (steps, Ba) anomaly indices, (steps,) keys."""
+    t = cfg.train
+    normal_index, anomaly_index = epoch_indices(len(split.train_normal), len(split.train_anomaly), t.batch_size,
+                                                cfg.data.gamma, cfg.seed, epoch, t.min_anomalies_per_batch)
+    # Keys per (seed, epoch), so a resumed run draws exactly what an uninterrupted one does.
+    epoch_key = jax.random.fold_in(jax.random.key(cfg.seed), 1_000_003 + epoch)
+    return normal_index, anomaly_index, jax.random.split(epoch_key, len(normal_index))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """How the epoch loop holds its models."""
+
+    step: Callable                                             # the jitted train step
+    place: Callable[[list[AGADState]], AGADState]              # the models' states, as the step takes them
+    step_inputs: Callable[[list[_EpochInputs]], _EpochInputs]  # their epoch inputs, likewise
+    model: Callable[[Any, int], Any]                           # model k's part of the state or of step metrics
+
+
+def _one_model_layout(n_devices: int) -> _Layout:
+    """One model: under jit, or replicated over ``n_devices`` under pmap with each batch split."""
+    if n_devices == 1:
+        return _Layout(_train_step, itemgetter(0), itemgetter(0), lambda tree, k: tree)
+
+    def shard(inputs: list[_EpochInputs]) -> _EpochInputs:
+        normal_index, anomaly_index, keys = inputs[0]
+        return (parallel.shard_batch_indices(normal_index, n_devices),
+                parallel.shard_batch_indices(anomaly_index, n_devices), keys)
+
+    # The devices hold identical copies of the model and of the (cross-device mean) metrics.
+    return _Layout(parallel.pmap_train_step(), lambda states: parallel.replicate(states[0], n_devices),
+                   shard, lambda tree, k: parallel.unreplicate(tree))
+
+
+def _stack_states(states: list[AGADState]) -> AGADState:
+    return states[0].replace(**jax.tree.map(lambda *xs: jnp.stack(xs), *[s.arrays() for s in states]))
+
+
+def _stack_inputs(inputs: list[_EpochInputs]) -> _EpochInputs:
+    normal_index, anomaly_index, keys = zip(*inputs)
+    return np.stack(normal_index, 1), np.stack(anomaly_index, 1), jnp.stack(keys, 1)  # (steps, K, ...)
+
+
+def _model(tree: Any, k: int) -> Any:
+    return jax.tree.map(lambda x: x[k], tree)
+
+
+# K models on a leading axis of the state, the anomaly images, the indices and the keys.
+_MODELS_AT_ONCE = _Layout(_train_step_many, _stack_states, _stack_inputs, _model)
+
+
+def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneClassSplit],
+                fresh_states: list[AGADState], run_dirs: list[str | Path | None],
+                anomaly_images: np.ndarray, desc: str, progress: bool,
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[RunResult]:
+    """The epoch loop of ``fit`` and ``fit_many``: resume each run, train the models ``layout``
+    holds, and after every epoch check the losses, then score, checkpoint and record each model.
+    ``anomaly_images`` come as ``layout.step`` takes them. Returns one result per model."""
+    managers, states, histories, start_epochs = zip(*[_open_run(d, c, s)
+                                                      for c, s, d in zip(cfgs, fresh_states, run_dirs)])
+    if len(set(start_epochs)) != 1:
+        _close(managers)
+        raise ValueError("fit_many resumes only runs stopped at the same epoch; use fit for each")
+    start_epoch, epochs = start_epochs[0], cfgs[0].train.epochs
+    state = layout.place(states)
+    normal_images, anomaly_images = jnp.asarray(splits[0].train_normal), jnp.asarray(anomaly_images)
+    bar = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, disable=not progress,
+               desc=desc, leave=False)
+    try:
+        for epoch in bar:
+            started = time.perf_counter()
+            normal_index, anomaly_index, keys = layout.step_inputs(
+                [_epoch_inputs(c, s, epoch) for c, s in zip(cfgs, splits)])
+            new_state, step_metrics = state, []
+            for i in range(len(normal_index)):
+                # Dispatch is asynchronous: the host queues steps while the device works.
+                new_state, m = layout.step(new_state, normal_images, anomaly_images, normal_index[i],
+                                           anomaly_index[i], keys[i])
+                step_metrics.append(m)
+            step_metrics = jax.device_get(step_metrics)
+            metrics = [jax.tree.map(lambda *xs: np.stack(xs), *[layout.model(m, k) for m in step_metrics])
+                       for k in range(len(cfgs))]  # per model: each metric over the steps
+            for model_metrics in metrics:
+                check_finite(model_metrics, f"epoch {epoch}: loss ")
+            state = new_state
+            for k, (cfg, split, manager, history) in enumerate(zip(cfgs, splits, managers, histories)):
+                model_state = layout.model(state, k)
+                record = _epoch_record(metrics[k], model_state, split, cfg, epoch, started)
+                history.append(record)
+                if manager is not None:
+                    checkpoint.save(manager, epoch, model_state.arrays(), {"epochs": history})
+                    write_json_atomic(Path(run_dirs[k]) / "history.json", history)
+                if on_epoch is not None:
+                    on_epoch(epoch, record)
+            last = [h[-1] for h in histories]
+            losses = {"g": f"{last[0]['g_loss']:.3g}", "d": f"{last[0]['d_loss']:.3g}"} if len(last) == 1 else {}
+            bar.set_postfix(auroc="/".join(f"{r['auroc']:.1f}" for r in last), **losses)
+    finally:
+        _close(managers)
+        bar.close()
+    return [_finish(d, c, s, layout.model(state, k), h)
+            for k, (c, s, d, h) in enumerate(zip(cfgs, splits, run_dirs, histories))]
 
 
 def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: str | Path | None = None,
@@ -178,59 +281,10 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     n_devices = parallel.check_device_count(devices)
     axis_name = parallel.AXIS if n_devices > 1 else None
     state = create_train_state(cfg, jax.random.key(cfg.seed), axis_name=axis_name)
-    manager, state, history, start_epoch = _open_run(run_dir, cfg, state)
-
-    t = cfg.train
-    normal_images = jnp.asarray(split.train_normal)
-    anomaly_images = jnp.asarray(_anomaly_images(split))
-    run_step = _train_step
-    if n_devices > 1:
-        run_step = parallel.pmap_train_step()
-        state = parallel.replicate(state, n_devices)
-
-    bar = tqdm(range(start_epoch, t.epochs), initial=start_epoch, total=t.epochs, disable=not progress,
-               desc=f"{cfg.data.dataset}/{cfg.model.backbone} class {cfg.data.normal_class} "
-                    f"gamma {cfg.data.gamma} seed {cfg.seed}", leave=False)
-    try:
-        for epoch in bar:
-            started = time.perf_counter()
-            normal_index, anomaly_index = epoch_indices(
-                len(split.train_normal), len(split.train_anomaly), t.batch_size, cfg.data.gamma, cfg.seed,
-                epoch, t.min_anomalies_per_batch)
-            if n_devices > 1:
-                normal_index = parallel.shard_batch_indices(normal_index, n_devices)
-                anomaly_index = parallel.shard_batch_indices(anomaly_index, n_devices)
-            keys = jax.random.split(_epoch_key(cfg.seed, epoch), len(normal_index))
-            new_state, step_metrics = state, []
-            for i in range(len(normal_index)):
-                # Dispatch is asynchronous: the host queues steps while the device works.
-                new_state, m = run_step(new_state, normal_images, anomaly_images, normal_index[i],
-                                        anomaly_index[i], keys[i])
-                step_metrics.append(m)
-            metrics = _stack_metrics(step_metrics)
-            if n_devices > 1:
-                metrics = jax.tree.map(lambda x: x[:, 0], metrics)
-            check_finite(metrics, f"epoch {epoch}: loss ")
-            state = new_state
-            single = parallel.unreplicate(state) if n_devices > 1 else state
-            record = _epoch_record(metrics, single, split, cfg, epoch, started)
-            history.append(record)
-            bar.set_postfix(auroc=f"{record['auroc']:.1f}", g=f"{record['g_loss']:.3g}",
-                            d=f"{record['d_loss']:.3g}")
-            if manager is not None:
-                checkpoint.save(manager, epoch, single.arrays(), {"epochs": history})
-                write_json_atomic(Path(run_dir) / "history.json", history)
-            if on_epoch is not None:
-                on_epoch(epoch, record)
-    finally:
-        _close([manager])
-        bar.close()
-    state = parallel.unreplicate(state) if n_devices > 1 else state
-    return _finish(manager, run_dir, cfg, split, state, history)
-
-
-def _model(tree: Any, k: int) -> Any:
-    return jax.tree.map(lambda x: x[k], tree)
+    desc = (f"{cfg.data.dataset}/{cfg.model.backbone} class {cfg.data.normal_class} "
+            f"gamma {cfg.data.gamma} seed {cfg.seed}")
+    return _fit_models(_one_model_layout(n_devices), [cfg], [split], [state], [run_dir],
+                       _anomaly_images(split), desc, progress, on_epoch)[0]
 
 
 def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], *,
@@ -254,51 +308,11 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
         raise ValueError("fit_many needs splits of the same normal images and anomaly count")
     for cfg, split in zip(cfgs, splits):
         _check_split(cfg, split)
-    opened = [_open_run(d, c, create_train_state(c, jax.random.key(c.seed))) for c, d in zip(cfgs, run_dirs)]
-    managers = [o[0] for o in opened]
-    histories = [o[2] for o in opened]
-    if len({o[3] for o in opened}) != 1:
-        _close(managers)
-        raise ValueError("fit_many resumes only runs stopped at the same epoch; use fit for each")
-    start_epoch = opened[0][3]
-    states = [o[1] for o in opened]
-    stacked = states[0].replace(**jax.tree.map(lambda *xs: jnp.stack(xs), *[s.arrays() for s in states]))
-    cfg, t = cfgs[0], cfgs[0].train
-    normal_images = jnp.asarray(splits[0].train_normal)
-    anomaly_images = jnp.stack([jnp.asarray(_anomaly_images(s)) for s in splits])
-    step = xla.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
-
-    bar = tqdm(range(start_epoch, t.epochs), initial=start_epoch, total=t.epochs, disable=not progress,
-               desc=f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", leave=False)
-    try:
-        for epoch in bar:
-            started = time.perf_counter()
-            indices = [epoch_indices(len(s.train_normal), len(s.train_anomaly), t.batch_size, c.data.gamma,
-                                     c.seed, epoch, t.min_anomalies_per_batch) for c, s in zip(cfgs, splits)]
-            normal_index = np.stack([n for n, _ in indices], axis=1)    # (steps, K, Bn)
-            anomaly_index = np.stack([a for _, a in indices], axis=1)
-            keys = jnp.stack([jax.random.split(_epoch_key(c.seed, epoch), len(normal_index)) for c in cfgs], 1)
-            new_state, step_metrics = stacked, []
-            for i in range(len(normal_index)):
-                new_state, m = step(new_state, normal_images, anomaly_images, normal_index[i],
-                                    anomaly_index[i], keys[i])
-                step_metrics.append(m)
-            metrics = _stack_metrics(step_metrics)                     # (steps, K)
-            check_finite(metrics, f"epoch {epoch}: loss ")
-            stacked = new_state
-            for k, (c, split) in enumerate(zip(cfgs, splits)):
-                single = stacked.replace(**_model(stacked.arrays(), k))
-                record = _epoch_record(jax.tree.map(lambda x: x[:, k], metrics), single, split, c, epoch, started)
-                histories[k].append(record)
-                if managers[k] is not None:
-                    checkpoint.save(managers[k], epoch, single.arrays(), {"epochs": histories[k]})
-                    write_json_atomic(Path(run_dirs[k]) / "history.json", histories[k])
-            bar.set_postfix(auroc="/".join(f"{h[-1]['auroc']:.1f}" for h in histories))
-    finally:
-        _close(managers)
-        bar.close()
-    return [_finish(managers[k], run_dirs[k], c, split, stacked.replace(**_model(stacked.arrays(), k)), histories[k])
-            for k, (c, split) in enumerate(zip(cfgs, splits))]
+    states = [create_train_state(c, jax.random.key(c.seed)) for c in cfgs]
+    anomaly_images = np.stack([_anomaly_images(s) for s in splits])
+    cfg = cfgs[0]
+    return _fit_models(_MODELS_AT_ONCE, cfgs, splits, states, run_dirs, anomaly_images,
+                       f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", progress)
 
 
 def _write_run(run_dir: Path, result: RunResult) -> None:

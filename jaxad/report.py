@@ -12,6 +12,7 @@ import csv
 import io
 from collections import defaultdict
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Sequence
 
 import numpy as np
@@ -167,7 +168,8 @@ def csv_text(rows: Sequence[dict[str, Any]]) -> str:
 
 # ---- plots -------------------------------------------------------------------------------------
 
-def _pyplot():
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the non-interactive Agg backend (plots go to files; no display needed)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -176,7 +178,7 @@ def _pyplot():
 
 def plot_auroc_per_epoch(histories: dict[tuple[float, int], list[list[dict]]], path: Path) -> None:
     """AUROC per epoch per normal class, mean over seeds, one panel per gamma (paper Fig. 6)."""
-    plt = _pyplot()
+    plt = pyplot()
     gammas = sorted({g for g, _ in histories})
     fig, axes = plt.subplots(1, len(gammas), figsize=(5 * len(gammas), 4), squeeze=False)
     for ax, gamma in zip(axes[0], gammas):
@@ -196,7 +198,7 @@ def plot_auroc_per_epoch(histories: dict[tuple[float, int], list[list[dict]]], p
 
 def plot_score_boxes(scores: dict[int, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     """Scores of normal vs anomalous test images per normal class (paper Fig. 4)."""
-    plt = _pyplot()
+    plt = pyplot()
     classes = sorted(scores)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(classes)), 4))
     data, positions, colours = [], [], []
@@ -219,7 +221,7 @@ def plot_score_boxes(scores: dict[int, tuple[np.ndarray, np.ndarray]], path: Pat
 
 def plot_roc_curves(curves: dict[int, tuple[np.ndarray, np.ndarray, float]], path: Path) -> None:
     """ROC curve per normal class (one seed)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for c, (fpr, tpr, area) in sorted(curves.items()):
         ax.plot(fpr, tpr, label=f"class {c}: {area:.1f}")
@@ -234,7 +236,7 @@ def plot_roc_curves(curves: dict[int, tuple[np.ndarray, np.ndarray, float]], pat
 def plot_reconstructions(normal: np.ndarray, normal_rec: np.ndarray, anomalous: np.ndarray,
                          anomalous_rec: np.ndarray, path: Path) -> None:
     """Inputs beside reconstructions, normal and anomalous test images (paper Fig. 2)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [("normal", normal), ("G(normal)", normal_rec), ("anomalous", anomalous),
             ("G(anomalous)", anomalous_rec)]
     n = max(len(normal), len(anomalous))

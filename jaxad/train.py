@@ -21,6 +21,7 @@ from flax import struct
 from jax import lax
 
 from jaxad.config import ExperimentConfig, LossConfig
+from jaxad.data import gather_batch
 from jaxad.losses import (AnomalyTerms, NormalTerms, adversarial_loss, bce, contextual_adversarial_loss,
                           contextual_loss, discriminator_loss, generator_anomaly_loss,
                           generator_normal_loss, l1, latent_loss, reconstruction_error)
@@ -224,8 +225,8 @@ def indexed_train_step(state: AGADState, normal_images: jax.Array, anomaly_image
     ``anomaly_images``, so only indices cross from the host each step. (An epoch as one
     ``lax.scan`` of this was measured 12x slower per step on XLA:CPU; see BUILD_NOTES.md.)
     """
-    batch = {"normal": normal_images[normal_index], "anomaly": anomaly_images[anomaly_index]}
-    return train_step(state, batch, key)
+    normal, anomaly = gather_batch(normal_images, anomaly_images, normal_index, anomaly_index)
+    return train_step(state, {"normal": normal, "anomaly": anomaly}, key)
 
 
 def reconstruct(state: AGADState, images: jax.Array, use_batch_statistics: bool = False) -> jax.Array:

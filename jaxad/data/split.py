@@ -12,10 +12,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jaxad.data.sources import Dataset, load_dataset
+
+if TYPE_CHECKING:
+    import jax
 
 MIN_ANOMALIES_PER_BATCH = 32
 
@@ -112,14 +116,15 @@ def epoch_indices(n_normal: int, n_anomaly: int, batch_size: int, gamma: float, 
     return normal.astype(np.int32), anomaly.astype(np.int32)
 
 
-def gather_batch(train_normal, train_anomaly, normal_idx, anomaly_idx):
+def gather_batch(train_normal: jax.Array, train_anomaly: jax.Array, normal_idx: jax.Array,
+                 anomaly_idx: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(normal batch, anomaly batch) from device-resident arrays and one row of ``epoch_indices``.
 
-    Pure ``jnp``: call it inside the jitted step so only indices cross from the host.
+    Call it inside the jitted step, as ``jaxad.train.indexed_train_step`` does, so only indices
+    cross from the host. Indexing, not ``jnp.take``: the sampler's indices are in range, and
+    indexing compiles to a gather without ``take``'s out-of-range fill.
     """
-    import jax.numpy as jnp
-
-    return jnp.take(train_normal, normal_idx, axis=0), jnp.take(train_anomaly, anomaly_idx, axis=0)
+    return train_normal[normal_idx], train_anomaly[anomaly_idx]
 
 
 def padded_batches(images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
