@@ -169,7 +169,10 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
                                seed=cfg.seed)
 
     def finished(cfg: ExperimentConfig, result) -> None:
-        _save_reconstructions(result.state, split_of(cfg), run_dir_of(out_dir, cfg))
+        split, run_dir = split_of(cfg), run_dir_of(out_dir, cfg)
+        _save_reconstructions(result.state, split, run_dir)
+        report.plot_score_extremes(split.test_images, result.test_scores, result.test_labels,
+                                   run_dir / "score_extremes.png")
         tqdm.write(f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}: "
                    f"AUROC {result.final_auroc:.2f} (final epoch), "
                    f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch + 1})")

@@ -253,6 +253,38 @@ def plot_reconstructions(normal: np.ndarray, normal_rec: np.ndarray, anomalous: 
     plt.close(fig)
 
 
+def score_extremes(scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``count`` highest scores (most anomalous first) and the ``count`` lowest
+    (most normal first). Ties keep the data order, so the choice is reproducible."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    count = min(count, len(order))
+    least = np.argsort(np.asarray(scores), kind="stable")[:count]
+    return order[:count], least
+
+
+def plot_score_extremes(images: np.ndarray, scores: np.ndarray, labels: np.ndarray, path: Path,
+                        count: int = 8) -> None:
+    """The most and the least anomalous test images by score, each titled with its score and
+    marked A (a true anomaly) or N (normal): where the detector is sure, and where it errs."""
+    plt = pyplot()
+    most, least = score_extremes(scores, count)
+    fig, axes = plt.subplots(2, count, figsize=(1.1 * count, 2.8), squeeze=False)
+    for r, (name, chosen) in enumerate([("most anomalous", most), ("least anomalous", least)]):
+        for i in range(count):
+            ax = axes[r][i]
+            ax.axis("off")
+            if i < len(chosen):
+                j = chosen[i]
+                show_image(ax, images[j])
+                ax.set_title(f"{'A' if labels[j] else 'N'} {scores[j]:.3g}", fontsize=7,
+                             color="tab:red" if labels[j] else "tab:blue")
+        axes[r][0].annotate(name, xy=(0, 0.5), xycoords="axes fraction", xytext=(-4, 0),
+                            textcoords="offset points", ha="right", va="center", rotation=90, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def show_image(ax, image: np.ndarray, cmap: str = "gray") -> None:
     """Draw a [-1, 1] NHWC image (or a single-channel map) on a matplotlib axis."""
     image = np.clip((np.asarray(image) + 1.0) / 2.0, 0.0, 1.0)

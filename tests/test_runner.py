@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, load_run, score
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, load_run, report, score
 from jaxad.benchmark import BenchmarkMismatchError, BenchmarkSpec, run_benchmark
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_split
@@ -39,7 +39,8 @@ def test_benchmark_writes_every_file(benchmark_dir):
         assert (benchmark_dir / name).stat().st_size > 0, name
     for c in (0, 3):
         run_dir = benchmark_dir / "runs" / "gamma0" / f"class{c}" / "seed0"
-        for name in ("config.json", "history.json", "result.json", "scores.npz", "reconstructions.png"):
+        for name in ("config.json", "history.json", "result.json", "scores.npz", "reconstructions.png",
+                     "score_extremes.png"):
             assert (run_dir / name).exists(), name
         history = json.loads((run_dir / "history.json").read_text())
         assert [h["epoch"] for h in history] == [0, 1]
@@ -153,3 +154,12 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli.parse_args(["--no-such-option"])
     assert score_cli.main(["--run", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
+
+
+def test_score_extremes_picks_the_highest_and_lowest_scores_in_a_stable_order():
+    scores = np.array([0.5, 3.0, 0.1, 3.0, 0.1, 2.0])
+    most, least = report.score_extremes(scores, 3)
+    assert most.tolist() == [1, 3, 5]     # ties (3.0) in data order
+    assert least.tolist() == [2, 4, 0]
+    most, least = report.score_extremes(scores[:2], 8)  # fewer images than asked for
+    assert most.tolist() == [1, 0] and least.tolist() == [0, 1]
