@@ -86,6 +86,11 @@ def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
                          tuple(range(pick(args.seeds, DEMO["seeds"], 3))))
 
 
+def resume_command(command: str, args: argparse.Namespace) -> str:
+    """The command that continues an interrupted benchmark: the same one, with ``--resume``."""
+    return command if args.resume else f"{command} --resume"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted; continue with: {command} --resume", file=sys.stderr)
+        print(f"interrupted; continue with: {resume_command(command, args)}", file=sys.stderr)
         return 130
     print((out / "results.md").read_text())
     return 0

@@ -163,3 +163,10 @@ def test_score_extremes_picks_the_highest_and_lowest_scores_in_a_stable_order():
     assert least.tolist() == [2, 4, 0]
     most, least = report.score_extremes(scores[:2], 8)  # fewer images than asked for
     assert most.tolist() == [1, 0] and least.tolist() == [0, 1]
+
+
+def test_the_resume_hint_adds_resume_once():
+    for argv in (["--dataset", "mnist"], ["--dataset", "mnist", "--resume"]):
+        command = "python experiments/run.py " + " ".join(argv)
+        hint = run_cli.resume_command(command, run_cli.parse_args(argv))
+        assert hint.split().count("--resume") == 1 and hint.startswith(command)
