@@ -264,12 +264,19 @@ def score_extremes(scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarr
 
 def plot_score_extremes(images: np.ndarray, scores: np.ndarray, labels: np.ndarray, path: Path,
                         count: int = 8) -> None:
-    """The most and the least anomalous test images by score, each titled with its score and
-    marked A (a true anomaly) or N (normal): where the detector is sure, and where it errs."""
+    """Test images at the ends of the score ranking, each titled with its score and marked A
+    (a true anomaly) or N (normal). Rows: the most and the least anomalous overall, then the
+    worst errors: the normals scored highest (false alarms) and the anomalies scored lowest
+    (misses)."""
     plt = pyplot()
+    scores, labels = np.asarray(scores), np.asarray(labels)
     most, least = score_extremes(scores, count)
-    fig, axes = plt.subplots(2, count, figsize=(1.1 * count, 2.8), squeeze=False)
-    for r, (name, chosen) in enumerate([("most anomalous", most), ("least anomalous", least)]):
+    normal, anomalous = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    rows = [("most anomalous", most), ("least anomalous", least),
+            ("normals, highest", normal[score_extremes(scores[normal], count)[0]]),
+            ("anomalies, lowest", anomalous[score_extremes(scores[anomalous], count)[1]])]
+    fig, axes = plt.subplots(len(rows), count, figsize=(1.1 * count, 1.45 * len(rows)), squeeze=False)
+    for r, (name, chosen) in enumerate(rows):
         for i in range(count):
             ax = axes[r][i]
             ax.axis("off")
@@ -279,7 +286,7 @@ def plot_score_extremes(images: np.ndarray, scores: np.ndarray, labels: np.ndarr
                 ax.set_title(f"{'A' if labels[j] else 'N'} {scores[j]:.3g}", fontsize=7,
                              color="tab:red" if labels[j] else "tab:blue")
         axes[r][0].annotate(name, xy=(0, 0.5), xycoords="axes fraction", xytext=(-4, 0),
-                            textcoords="offset points", ha="right", va="center", rotation=90, fontsize=7)
+                            textcoords="offset points", ha="right", va="center", rotation=90, fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
