@@ -168,8 +168,8 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
         return one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma, cfg.data.anomaly_classes,
                                seed=cfg.seed)
 
-    def finished(cfg: ExperimentConfig, result) -> None:
-        split, run_dir = split_of(cfg), run_dir_of(out_dir, cfg)
+    def finished(cfg: ExperimentConfig, split, result) -> None:
+        run_dir = run_dir_of(out_dir, cfg)
         _save_reconstructions(result.state, split, run_dir)
         report.plot_score_extremes(split.test_images, result.test_scores, result.test_labels,
                                    run_dir / "score_extremes.png")
@@ -178,14 +178,14 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
                    f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch + 1})")
 
     def fit_one(cfg: ExperimentConfig) -> None:
-        run_dir = run_dir_of(out_dir, cfg)
+        run_dir, split = run_dir_of(out_dir, cfg), split_of(cfg)
         try:
-            result = fit(cfg, split_of(cfg), run_dir=run_dir, devices=devices, progress=progress)
+            result = fit(cfg, split, run_dir=run_dir, devices=devices, progress=progress)
         except FloatingPointError as err:
             tqdm.write(f"run {run_dir} stopped: {err}; its last good checkpoint is kept")
             write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})
             return
-        finished(cfg, result)
+        finished(cfg, split, result)
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     groups = _groups(spec, models_at_once)
@@ -199,8 +199,9 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
             if len(todo) == 1:
                 fit_one(todo[0])
             else:
+                splits = [split_of(c) for c in todo]
                 try:
-                    results = fit_many(todo, [split_of(c) for c in todo],
+                    results = fit_many(todo, splits,
                                        run_dirs=[run_dir_of(out_dir, c) for c in todo], progress=progress)
                 except (FloatingPointError, ValueError) as err:
                     # One model diverged, or the runs stopped at different epochs: go one by one.
@@ -209,8 +210,8 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
                         if not is_complete(run_dir_of(out_dir, cfg)):
                             fit_one(cfg)
                 else:
-                    for cfg, result in zip(todo, results):
-                        finished(cfg, result)
+                    for cfg, split, result in zip(todo, splits, results):
+                        finished(cfg, split, result)
             write_reports(spec, out_dir, command, dataset.num_classes)
     except _Interrupted:
         tqdm.write("interrupted: finished runs and checkpoints are saved; continue with --resume")
