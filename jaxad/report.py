@@ -256,10 +256,8 @@ def plot_reconstructions(normal: np.ndarray, normal_rec: np.ndarray, anomalous: 
 def score_extremes(scores: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the ``count`` highest scores (most anomalous first) and the ``count`` lowest
     (most normal first). Ties keep the data order, so the choice is reproducible."""
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    count = min(count, len(order))
-    least = np.argsort(np.asarray(scores), kind="stable")[:count]
-    return order[:count], least
+    scores = np.asarray(scores)
+    return np.argsort(-scores, kind="stable")[:count], np.argsort(scores, kind="stable")[:count]
 
 
 def plot_score_extremes(images: np.ndarray, scores: np.ndarray, labels: np.ndarray, path: Path,
