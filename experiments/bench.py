@@ -51,6 +51,7 @@ from jaxad.train import create_train_state, score_step, train_step
 PAPER_LATENCY_MS = {"naive": 2.67, "unet": 5.41, "unetpp": 16.73}  # Table 8, one image, A40
 UPSAMPLE_IMPLS = ("subpixel", "zero_insert", "lhs_dilation", "matmul")
 
+
 def compiler_options(enabled: bool) -> dict[str, str] | None:
     """The library's per-jit XLA options (``jaxad.xla``), or none."""
     return xla.compiler_options() if enabled else None
