@@ -12,8 +12,8 @@ import pytest
 from jax import lax
 
 from jaxad.config import ModelConfig
-from jaxad.models import build_discriminator, build_generator, dcgan, unet
-from jaxad.models.layers import conv_dense, conv_general_dilated, conv_transpose, max_pool_2x2
+from jaxad.models import build_discriminator, build_generator, dcgan, layers, unet
+from jaxad.models.layers import conv_dense, conv_general_dilated, conv_transpose, max_pool_2x2, strided_conv
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -56,6 +56,32 @@ def test_dense_conv_equals_xla_conv(kernel, stride, pad, side):
     np.testing.assert_allclose(conv_dense(x, w, (stride, stride), pads), xla(x, w), atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["matmul", "subpixel", "zero_insert", "lhs_dilation"])
+@pytest.mark.parametrize("kernel,stride,pad,side", [(4, 2, 1, 8), (4, 2, 1, 2), (3, 2, 1, 5), (2, 2, 0, 4)])
+def test_strided_conv_input_gradient_as_transposed_conv_equals_xla(impl, kernel, stride, pad, side):
+    x = jax.random.normal(jax.random.key(0), (2, side, side, 3))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
+    assert_same_value_and_grads(
+        lambda x_, w_: strided_conv(x_, w_, stride, pad, impl),
+        lambda x_, w_: lax.conv_general_dilated(x_, w_, (stride, stride), [(pad, pad)] * 2, dimension_numbers=DIMS),
+        x, w)
+
+
+@pytest.mark.parametrize("side,fast", [(8, True), (7, False)])
+def test_conv_general_dilated_takes_strided_conv_only_where_it_is_exact(side, fast):
+    # 4x4, stride 2, pad 1 on a side-7 map: the transposed conv would miss the last row.
+    x = jax.random.normal(jax.random.key(0), (2, side, side, 3))
+    w = jax.random.normal(jax.random.key(1), (4, 4, 3, 5))
+
+    def auto(x_, w_):
+        return conv_general_dilated(x_, w_, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS)
+
+    assert ("custom_vjp" in str(jax.make_jaxpr(auto)(x, w))) == fast
+    assert_same_value_and_grads(
+        auto, lambda x_, w_: lax.conv_general_dilated(x_, w_, (2, 2), ((1, 1), (1, 1)), dimension_numbers=DIMS),
+        x, w)
+
+
 def test_fast_conv_in_nn_conv_keeps_parameters_and_outputs():
     x = jax.random.normal(jax.random.key(0), (2, 2, 2, 3))
     plain = nn.Conv(5, (3, 3), padding=((1, 1), (1, 1)), use_bias=True)
@@ -95,7 +121,7 @@ def _loss_and_grads(backbone: str, upsample_impl: str):
 def test_networks_equal_their_plain_formulation(backbone, monkeypatch):
     fast = _loss_and_grads(backbone, "matmul")
     # The same networks written plainly: XLA's convolutions, transposed conv and max-pool.
-    for module in (dcgan, unet):
+    for module in (layers, dcgan, unet):
         monkeypatch.setattr(module, "conv_general_dilated", lax.conv_general_dilated)
     monkeypatch.setattr(unet, "max_pool_2x2", lambda h: nn.max_pool(h, (2, 2), strides=(2, 2)))
     plain = _loss_and_grads(backbone, "lhs_dilation")

@@ -202,16 +202,63 @@ def _dense_pays(x_shape, k_shape) -> bool:
     return x_shape[1] * x_shape[2] <= k_shape[0] * k_shape[1]
 
 
+def _strided_conv_fits(x_shape, k_shape, strides, pads) -> bool:
+    """Whether the input gradient is exactly ``conv_transpose`` of the output gradient:
+    a square stride s > 1 and kernel, equal padding p on every side, and (h + 2p - k)
+    divisible by s (else the transposed conv's output misses the input's last rows)."""
+    (sh, sw), ((plh, phh), (plw, phw)) = strides, pads
+    kh, kw = k_shape[0], k_shape[1]
+    return (sh == sw > 1 and kh == kw and plh == phh == plw == phw
+            and (x_shape[1] + 2 * plh - kh) % sh == 0 and (x_shape[2] + 2 * plw - kw) % sw == 0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
+                 input_grad_impl: UpsampleImpl = DEFAULT_UPSAMPLE) -> jax.Array:
+    """``lax.conv_general_dilated`` (NHWC, HWIO, square stride and padding) whose input
+    gradient runs as ``conv_transpose(..., impl=input_grad_impl)``.
+
+    The input gradient of a strided convolution is a transposed convolution. XLA's autodiff
+    writes it as an ``lhs_dilation`` convolution, which XLA:CPU runs 2-4x slower than the
+    forward (BUILD_NOTES, issue 6). Same forward and same gradients as XLA's convolution
+    (tests compare them); the kernel gradient stays XLA's. Requires ``_strided_conv_fits``.
+    """
+    return _xla_conv(x, kernel, stride, padding)
+
+
+def _xla_conv(x, kernel, stride, padding):
+    return lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _strided_conv_fwd(x, kernel, stride, padding, input_grad_impl):
+    return _xla_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _strided_conv_bwd(stride, padding, input_grad_impl, residuals, g):
+    x, kernel = residuals
+    # conv(x, w) maps input pixel s*o - p + t to output o through tap t; its transpose is
+    # PyTorch's ConvTranspose2d(w), i.e. conv_transpose with the flipped, in/out-swapped kernel.
+    dx = conv_transpose(g, kernel[::-1, ::-1].swapaxes(2, 3), stride, padding, input_grad_impl)
+    _, kernel_vjp = jax.vjp(lambda k: _xla_conv(x, k, stride, padding), kernel)
+    return dx, kernel_vjp(g)[0]
+
+
+strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+
+
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision=None, preferred_element_type=None,
                          impl: ConvImpl = "auto") -> jax.Array:
-    """``lax.conv_general_dilated`` with the dense formulation for tiny maps.
+    """``lax.conv_general_dilated`` with the formulations XLA:CPU runs faster.
 
     A drop-in for ``flax.linen.Conv(..., conv_general_dilated=conv_general_dilated)``: the
-    module, its parameters and their names stay those of ``nn.Conv``. ``impl="auto"`` takes
-    ``conv_dense`` for plain 2-D NHWC convolutions on maps with h*w <= kh*kw, else XLA's conv;
-    ``"xla"`` always XLA's, ``"dense"`` dense whenever the layer is plain 2-D NHWC.
+    module, its parameters and their names stay those of ``nn.Conv``. ``impl="auto"`` takes,
+    for plain 2-D NHWC convolutions, ``conv_dense`` on maps with h*w <= kh*kw, and
+    ``strided_conv`` (XLA's forward, the input gradient as ``conv_transpose``) for strided
+    convolutions whose stride divides the kernel; else XLA's conv. ``"xla"`` is always XLA's,
+    ``"dense"`` dense whenever the layer is plain 2-D NHWC.
     """
     plain = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
              and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
@@ -220,10 +267,15 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
              == lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
     if impl not in ("xla", "dense", "auto"):
         raise ValueError(f"unknown conv impl {impl!r}")
+    pads = None
+    if plain:
+        pads = tuple(map(tuple, lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+                         if isinstance(padding, str) else padding))
     if plain and (impl == "dense" or (impl == "auto" and _dense_pays(lhs.shape, rhs.shape))):
-        pads = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding) \
-            if isinstance(padding, str) else padding
         return conv_dense(lhs, rhs, window_strides, pads, precision)
+    if (plain and impl == "auto" and precision is None
+            and _strided_conv_fits(lhs.shape, rhs.shape, tuple(window_strides), pads)):
+        return strided_conv(lhs, rhs, window_strides[0], pads[0][0])
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, batch_group_count,
                                     precision=precision, preferred_element_type=preferred_element_type)
@@ -266,9 +318,10 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 
 def down_conv(features: int, name: str | None = None) -> nn.Conv:
-    """DCGAN's Conv(k=4, s=2, p=1) without bias: halves the side."""
+    """DCGAN's Conv(k=4, s=2, p=1) without bias: halves the side (input gradient through
+    ``strided_conv``, see ``conv_general_dilated``)."""
     return nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
-                   kernel_init=conv_init, name=name)
+                   kernel_init=conv_init, conv_general_dilated=conv_general_dilated, name=name)
 
 
 leaky_relu = functools.partial(nn.leaky_relu, negative_slope=0.2)
