@@ -20,7 +20,9 @@ images/s of K models trained at once by ``jax.vmap(train_step)`` against K seque
 
 Warm-up (and compilation) is excluded; each figure is the median of ``--reps`` timed runs.
 The machine is often shared: the load average and the process's CPU-time/wall-time ratio
-are recorded beside each figure, since a contended CPU inflates wall time.
+are recorded beside each figure, since a contended CPU inflates wall time. Both frameworks run
+in one process under the malloc settings of ``jaxad.allocator`` (the script restarts itself
+with them; ``JAXAD_DEFAULT_MALLOC=1`` measures under glibc's defaults).
 
     python experiments/bench.py --out bench.json            # full run (~15 min, 2-core CPU)
     python experiments/bench.py --quick --out /tmp/b.json   # smoke run, tiny nets
@@ -43,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxad import xla
+from jaxad.allocator import restart_with_fast_malloc
 from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.models import build_discriminator, build_generator, count_params
 from jaxad.models.layers import DEFAULT_UPSAMPLE, ConvTranspose
@@ -563,6 +566,7 @@ def machine_info() -> dict[str, Any]:
     return {"devices": [str(d) for d in jax.devices()], "platform": jax.default_backend(),
             "cpu": cpu, "cores": cores(), "python": platform.python_version(),
             "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
             "host": platform.node(), "load_start": load()}
 
 
@@ -581,6 +585,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = machine_info()
     print(f"devices: {info['devices']}  cpu: {info['cpu']}  cores: {info['cores']}  "
           f"jax {info['jax']}  load: {info['load_start']}", flush=True)
+    print(f"GLIBC_TUNABLES: {info['glibc_tunables'] or '(unset: glibc defaults)'}", flush=True)
 
     torch_mod = Reference = n_params = None
     if not args.no_torch:
@@ -687,7 +692,8 @@ def print_tables(result: dict[str, Any]) -> None:
     print(f"device {info['devices']} | {info['cpu']} | {info['cores']} cores | jax {info['jax']}"
           + (f" | torch {info['torch']} ({info['torch_threads']} threads)" if "torch" in info else "")
           + f" | matmul peak {peak / 1e9:.1f} GFLOP/s | load {info['load_start']} -> {info['load_end']}"
-          + f" | {info['total_s']:.0f} s")
+          + f" | {info['total_s']:.0f} s"
+          + f" | malloc: {'jaxad.allocator tunables' if info.get('glibc_tunables') else 'glibc defaults'}")
     a = result["args"]
     print(f"batch {a['batch_size']}, width {a['width']}, 32x32; jaxad {info['jaxad_config']}")
     print("ratio = jaxad/PyTorch throughput (latency: PyTorch ms / jaxad ms); > 1: jaxad faster; "
@@ -735,4 +741,5 @@ def print_tables(result: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    restart_with_fast_malloc()  # for jaxad and the PyTorch reference alike (JAXAD_DEFAULT_MALLOC=1: off)
     main()

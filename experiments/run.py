@@ -15,6 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from jaxad.allocator import restart_with_fast_malloc
 from jaxad.benchmark import BenchmarkSpec, device_summary, run_benchmark
 from jaxad.config import DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
 from jaxad.data import DATASETS
@@ -120,4 +121,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
     sys.exit(main())

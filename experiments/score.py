@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxad.allocator import restart_with_fast_malloc
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_images
 from jaxad.fit import load_run, score
@@ -81,4 +82,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
     sys.exit(main())

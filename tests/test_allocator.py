@@ -1,0 +1,48 @@
+"""The runner scripts restart themselves under the glibc malloc settings of jaxad.allocator."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from jaxad.allocator import FAST_MALLOC_TUNABLES, OPT_OUT_VARIABLE, tuned_environ
+
+ALL = ":".join(f"{k}={v}" for k, v in FAST_MALLOC_TUNABLES.items())
+PRINT_TUNABLES = ("import os, sys; from jaxad.allocator import restart_with_fast_malloc; "
+                  "print('started', flush=True); restart_with_fast_malloc(); "
+                  "print(os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:])")
+
+
+def test_tunables_are_added_to_an_empty_environment():
+    assert tuned_environ({"HOME": "/root"}) == {"HOME": "/root", "GLIBC_TUNABLES": ALL}
+
+
+def test_the_users_own_tunables_are_kept_and_win():
+    env = tuned_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4:glibc.cpu.x86_rep_movsb_threshold=1"})
+    items = env["GLIBC_TUNABLES"].split(":")
+    assert items[:2] == ["glibc.malloc.arena_max=4", "glibc.cpu.x86_rep_movsb_threshold=1"]
+    assert [i for i in items if i.startswith("glibc.malloc.arena_max")] == ["glibc.malloc.arena_max=4"]
+    assert set(items[2:]) == {f"{k}={v}" for k, v in FAST_MALLOC_TUNABLES.items() if k != "glibc.malloc.arena_max"}
+
+
+def test_nothing_to_add_means_no_restart():
+    assert tuned_environ({"GLIBC_TUNABLES": ALL}) is None
+
+
+def run_child(extra_env):
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT_VARIABLE)}
+    return subprocess.run([sys.executable, "-c", PRINT_TUNABLES, "arg1"], env={**env, **extra_env},
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_a_script_restarts_once_with_the_tunables_and_its_arguments():
+    lines = run_child({})
+    # Started twice (before and after the exec), then runs on with the tunables set.
+    assert lines == ["started", "started", f"{ALL} ['arg1']"]
+
+
+def test_opting_out_keeps_the_defaults():
+    assert run_child({OPT_OUT_VARIABLE: "1"}) == ["started", " ['arg1']"]
