@@ -4,9 +4,9 @@ XLA:CPU allocates every execution's output and temporary buffers afresh. glibc s
 above 32 MiB with ``mmap`` and unmaps them when they are freed, so each train step faults
 all of its buffer pages in again, 4 KiB at a time (measured: 16,385 page faults per call of
 a jitted ``x * 2`` on 64 MiB, which then ran at 7 GB/s against 54 GB/s in place). Keeping
-freed memory in the process (one arena, no mmap, no trimming) and backing the heap with
-transparent huge pages removes that: the naive train step at batch 256 went from 0.96 to
-0.75 s on a 2-core CPU (BUILD_NOTES, issue 6).
+freed memory in the process (one arena, no mmap, no trimming) removes that: after the first
+steps nothing is faulted in again. The naive train step at batch 256 went from 1.01 to
+0.79-0.82 s on a 2-core CPU, batch scoring 1.4x faster (BUILD_NOTES, issue 6).
 
 These are ``GLIBC_TUNABLES``, read once when a process starts, so a running program cannot
 take them up: ``restart_with_fast_malloc()`` re-executes the running script with them set.
@@ -24,7 +24,6 @@ import sys
 from collections.abc import Mapping
 
 FAST_MALLOC_TUNABLES: dict[str, str] = {
-    "glibc.malloc.hugetlb": "1",            # madvise(MADV_HUGEPAGE) on the heap (glibc >= 2.35)
     "glibc.malloc.arena_max": "1",          # XLA's threads share the main (brk) heap ...
     "glibc.malloc.mmap_max": "0",           # ... which serves large blocks too
     "glibc.malloc.trim_threshold": str(2 ** 40),  # and freed memory is not handed back
