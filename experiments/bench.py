@@ -18,7 +18,8 @@ One run measures, for each backbone and channel count at 32x32:
 and, for the naive net, the train step with each transposed-conv formulation; and the
 images/s of K models trained at once by ``jax.vmap(train_step)`` against K sequential steps.
 
-Warm-up (and compilation) is excluded; each figure is the median of ``--reps`` timed runs.
+Warm-up is excluded (two untimed runs: compilation, and the heap growing to the step's peak);
+each figure is the median of ``--reps`` timed runs.
 The machine is often shared: the load average and the process's CPU-time/wall-time ratio
 are recorded beside each figure, since a contended CPU inflates wall time. Both frameworks run
 in one process under the malloc settings of ``jaxad.allocator`` (the script restarts itself
@@ -78,7 +79,7 @@ def load() -> float:
 # Timing
 # --------------------------------------------------------------------------------------
 
-def timed(fn: Callable[[], Any], reps: int, warmup: int = 1) -> dict[str, Any]:
+def timed(fn: Callable[[], Any], reps: int, warmup: int = 2) -> dict[str, Any]:
     """Run ``fn`` (which must block until its result is ready) warmup + reps times.
 
     Returns the median, min and all wall times (s), the median CPU-time/wall ratio of this
@@ -527,7 +528,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels", default="1,3")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (median quoted)")
-    p.add_argument("--heavy-reps", type=int, default=2,
+    p.add_argument("--heavy-reps", type=int, default=3,
                    help="timed repetitions for the unet/unetpp train and scoring steps (seconds each on CPU)")
     p.add_argument("--latency-reps", type=int, default=20)
     p.add_argument("--width", type=float, default=1.0, help="network width factor (1 = the paper's nets)")
