@@ -257,7 +257,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
     module, its parameters and their names stay those of ``nn.Conv``. ``impl="auto"`` takes,
     for plain 2-D NHWC convolutions, ``conv_dense`` on maps with h*w <= kh*kw, and
     ``strided_conv`` (XLA's forward, the input gradient as ``conv_transpose``) for strided
-    convolutions whose stride divides the kernel; else XLA's conv. ``"xla"`` is always XLA's,
+    convolutions where that gradient is exact (``_strided_conv_fits``); else XLA's conv.
+    ``"xla"`` is always XLA's,
     ``"dense"`` dense whenever the layer is plain 2-D NHWC.
     """
     plain = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
