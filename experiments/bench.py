@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxad import xla
-from jaxad.allocator import restart_with_fast_malloc
+from jaxad.allocator import restart_with_fast_malloc, tuned_environ
 from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.models import build_discriminator, build_generator, count_params
 from jaxad.models.layers import DEFAULT_UPSAMPLE, ConvTranspose
@@ -571,6 +571,14 @@ def machine_info() -> dict[str, Any]:
             "host": platform.node(), "load_start": load()}
 
 
+def malloc_settings(glibc_tunables: str) -> str:
+    """How the process's GLIBC_TUNABLES stand against jaxad.allocator's settings."""
+    if not glibc_tunables:
+        return "glibc defaults"
+    return "jaxad.allocator tunables" if tuned_environ({"GLIBC_TUNABLES": glibc_tunables}) is None \
+        else f"GLIBC_TUNABLES={glibc_tunables} (not all of jaxad.allocator's)"
+
+
 def fmt(v, spec=".1f", none="-"):
     return none if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
@@ -694,7 +702,7 @@ def print_tables(result: dict[str, Any]) -> None:
           + (f" | torch {info['torch']} ({info['torch_threads']} threads)" if "torch" in info else "")
           + f" | matmul peak {peak / 1e9:.1f} GFLOP/s | load {info['load_start']} -> {info['load_end']}"
           + f" | {info['total_s']:.0f} s"
-          + f" | malloc: {'jaxad.allocator tunables' if info.get('glibc_tunables') else 'glibc defaults'}")
+          + f" | malloc: {malloc_settings(info.get('glibc_tunables', ''))}")
     a = result["args"]
     print(f"batch {a['batch_size']}, width {a['width']}, 32x32; jaxad {info['jaxad_config']}")
     print("ratio = jaxad/PyTorch throughput (latency: PyTorch ms / jaxad ms); > 1: jaxad faster; "

@@ -220,8 +220,10 @@ def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
 
     The input gradient of a strided convolution is a transposed convolution. XLA's autodiff
     writes it as an ``lhs_dilation`` convolution, which XLA:CPU runs 2-4x slower than the
-    forward (BUILD_NOTES, issue 6). Same forward and same gradients as XLA's convolution
-    (tests compare them); the kernel gradient stays XLA's. Requires ``_strided_conv_fits``.
+    forward (BUILD_NOTES, issue 6). The default formulation is the up-convolutions' one
+    (``subpixel`` measured no faster on the naive and U-Net steps). Same forward and same
+    gradients as XLA's convolution (tests compare them); the kernel gradient stays XLA's.
+    Requires ``_strided_conv_fits``.
     """
     return _xla_conv(x, kernel, stride, padding)
 
@@ -258,8 +260,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
     for plain 2-D NHWC convolutions, ``conv_dense`` on maps with h*w <= kh*kw, and
     ``strided_conv`` (XLA's forward, the input gradient as ``conv_transpose``) for strided
     convolutions where that gradient is exact (``_strided_conv_fits``); else XLA's conv.
-    ``"xla"`` is always XLA's,
-    ``"dense"`` dense whenever the layer is plain 2-D NHWC.
+    ``"xla"`` is always XLA's, ``"dense"`` dense whenever the layer is plain 2-D NHWC.
     """
     plain = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
              and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
@@ -276,8 +277,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides, padding
         return conv_dense(lhs, rhs, window_strides, pads, precision)
     if (plain and impl == "auto" and precision is None
             and _strided_conv_fits(lhs.shape, rhs.shape, tuple(window_strides), pads)):
-        # The input gradient as the up-convolutions run (subpixel measured no faster, naive and U-Net).
-        return strided_conv(lhs, rhs, window_strides[0], pads[0][0], DEFAULT_UPSAMPLE)
+        return strided_conv(lhs, rhs, window_strides[0], pads[0][0])
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, batch_group_count,
                                     precision=precision, preferred_element_type=preferred_element_type)
