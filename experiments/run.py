@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.benchmark import BenchmarkSpec, device_summary, run_benchmark
-from jaxad.config import DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
+from jaxad.config import PSEUDO_ANOMALY_BN, DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
 from jaxad.data import DATASETS
 
 # With no --dataset: a small, fast setting on the embedded digits (a demo, not the paper's).
@@ -44,7 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "adversarial information")
     p.add_argument("--w-lat", type=float, default=5.0)
     p.add_argument("--anomaly-recon-pair", choices=["input", "pseudo"], default="input")
-    p.add_argument("--no-advprop", action="store_true", help="no auxiliary BatchNorm for G(G(x))")
+    p.add_argument("--pseudo-anomaly-bn", choices=list(PSEUDO_ANOMALY_BN), default=TrainConfig.pseudo_anomaly_bn,
+                   help="how G(G(x)) is batch-normalised: auxiliary = AdvProp; shared = the same BN, "
+                   "its own statistics; shared_no_update = that without updating running statistics; "
+                   "normal_batch = with the normal batch's statistics (default: %(default)s)")
+    p.add_argument("--detach-pseudo", action="store_true", help="no gradient into G(x) through G(G(x))")
+    p.add_argument("--ema-decay", type=float, default=TrainConfig.ema_decay,
+                   help="score with an EMA of G's weights at this decay (0 = off; default %(default)s)")
     p.add_argument("--no-freeze-bn", action="store_true", help="let true anomalies update BN statistics")
     p.add_argument("--paper-protocol", action="store_true",
                    help="also score with test-batch BatchNorm statistics, as GANomaly's code does")
@@ -75,8 +81,9 @@ def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
         loss=LossConfig(args.w_adv, args.w_con, args.w_adcon, args.w_lat,
                         anomaly_recon_pair=args.anomaly_recon_pair),
         train=TrainConfig(learning_rate=args.lr, batch_size=pick(args.batch_size, DEMO["batch_size"], 256),
-                          epochs=pick(args.epochs, DEMO["epochs"], 15), advprop=not args.no_advprop,
-                          freeze_bn=not args.no_freeze_bn),
+                          epochs=pick(args.epochs, DEMO["epochs"], 15),
+                          pseudo_anomaly_bn=args.pseudo_anomaly_bn, freeze_bn=not args.no_freeze_bn,
+                          detach_pseudo=args.detach_pseudo, ema_decay=args.ema_decay),
         data=DataConfig(dataset, anomaly_classes=tuple(args.anomaly_classes) if args.anomaly_classes else None,
                         data_dir=args.data_dir, source=args.source, image_size=args.image_size),
         paper_protocol=args.paper_protocol)

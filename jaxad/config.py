@@ -11,6 +11,8 @@ import json
 from typing import Any, Literal
 
 BACKBONES = ("naive", "unet", "unetpp")
+# How the generator's pseudo-anomaly pass G(x_hat) is batch-normalised (see TrainConfig).
+PSEUDO_ANOMALY_BN = ("auxiliary", "shared", "shared_no_update", "normal_batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +69,20 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and the BatchNorm switches of the paper's section 6.2."""
+    """Optimisation, the BatchNorm switches of the paper's section 6.2, and stabilisers.
+
+    ``pseudo_anomaly_bn``: how the pass G(x_hat) is batch-normalised.
+    ``"auxiliary"`` is the paper's AdvProp (own scale, bias and running statistics);
+    ``"shared"`` the paper's base configuration (the same BatchNorm layers, the pass's own
+    batch statistics, which also enter the running statistics); ``"shared_no_update"`` the
+    same without touching the running statistics; ``"normal_batch"`` normalises x_hat with
+    the statistics of the normal batch it was made from and updates nothing, so G can tell
+    a pseudo-anomaly from a normal image only by its content, never by batch statistics.
+    ``freeze_bn``: true anomalies are normalised with running statistics and never update them.
+    ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
+    ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
+    (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it.
+    """
 
     learning_rate: float = 2e-4
     beta1: float = 0.5
@@ -77,10 +92,21 @@ class TrainConfig:
     d_reset_threshold: float = 1e-5
     # Every batch with gamma > 0 holds at least this many anomalies (the paper: 32 of 256).
     min_anomalies_per_batch: int = 32
-    advprop: bool = True
+    pseudo_anomaly_bn: Literal["auxiliary", "shared", "shared_no_update", "normal_batch"] = "auxiliary"
     freeze_bn: bool = True
+    detach_pseudo: bool = False
+    ema_decay: float = 0.0
+
+    @property
+    def advprop(self) -> bool:
+        """Whether G carries AdvProp's auxiliary BatchNorm layers."""
+        return self.pseudo_anomaly_bn == "auxiliary"
 
     def __post_init__(self) -> None:
+        if self.pseudo_anomaly_bn not in PSEUDO_ANOMALY_BN:
+            raise ValueError(f"pseudo_anomaly_bn must be one of {PSEUDO_ANOMALY_BN}, got {self.pseudo_anomaly_bn!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
         if self.epochs < 1:
@@ -137,10 +163,13 @@ class ExperimentConfig:
         data = dict(d["data"])
         if data.get("anomaly_classes") is not None:
             data["anomaly_classes"] = tuple(data["anomaly_classes"])
+        train = dict(d["train"])
+        if "advprop" in train:  # run directories written before pseudo_anomaly_bn existed
+            train["pseudo_anomaly_bn"] = "auxiliary" if train.pop("advprop") else "shared"
         return cls(
             model=ModelConfig(**d["model"]),
             loss=LossConfig(**d["loss"]),
-            train=TrainConfig(**d["train"]),
+            train=TrainConfig(**train),
             data=DataConfig(**data),
             seed=d["seed"],
             paper_protocol=d["paper_protocol"],

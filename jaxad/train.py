@@ -26,7 +26,7 @@ from jaxad.losses import (AnomalyTerms, NormalTerms, adversarial_loss, bce, cont
                           contextual_loss, discriminator_loss, generator_anomaly_loss,
                           generator_normal_loss, l1, latent_loss, reconstruction_error)
 from jaxad.models import build_discriminator, build_generator
-from jaxad.models.layers import DEFAULT_UPSAMPLE, UpsampleImpl
+from jaxad.models.layers import BN_MOMENTUM, DEFAULT_UPSAMPLE, UpsampleImpl
 
 Batch = dict[str, jax.Array]  # {"normal": (Bn, H, W, C), "anomaly": (Ba, H, W, C), Ba may be 0}
 Metrics = dict[str, jax.Array]
@@ -37,8 +37,10 @@ class StepSettings:
     """What the step needs beyond arrays; static under jit."""
 
     loss: LossConfig = LossConfig()
-    advprop: bool = True
+    pseudo_anomaly_bn: str = "auxiliary"
     freeze_bn: bool = True
+    detach_pseudo: bool = False
+    ema_decay: float = 0.0
     d_reset_threshold: float = 1e-5
     axis_name: str | None = None
 
@@ -54,6 +56,10 @@ class AGADState:
     d_batch_stats: Any
     g_opt_state: Any
     d_opt_state: Any
+    # The generator that scores: an EMA of G's parameters and statistics, or G itself when
+    # ``ema_decay`` is 0 (the update then copies the live values exactly).
+    g_ema_params: Any
+    g_ema_batch_stats: Any
     generator: nn.Module = struct.field(pytree_node=False)
     discriminator: nn.Module = struct.field(pytree_node=False)
     g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
@@ -95,13 +101,15 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
     g_vars = generator.clone(axis_name=None).init(g_key, dummy, train=False)
     d_vars = discriminator.clone(axis_name=None).init(d_key, dummy, train=False)
     tx = make_optimizer(cfg)
-    settings = StepSettings(cfg.loss, cfg.train.advprop, cfg.train.freeze_bn,
-                            cfg.train.d_reset_threshold, axis_name)
+    t = cfg.train
+    settings = StepSettings(cfg.loss, t.pseudo_anomaly_bn, t.freeze_bn, t.detach_pseudo, t.ema_decay,
+                            t.d_reset_threshold, axis_name)
     return AGADState(
         step=jnp.zeros((), jnp.int32),
         g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
         d_params=d_vars["params"], d_batch_stats=d_vars["batch_stats"],
         g_opt_state=tx.init(g_vars["params"]), d_opt_state=tx.init(d_vars["params"]),
+        g_ema_params=g_vars["params"], g_ema_batch_stats=g_vars["batch_stats"],
         generator=generator, discriminator=discriminator, g_tx=tx, d_tx=tx, settings=settings)
 
 
@@ -124,12 +132,44 @@ def has_anomalies(batch: Batch) -> bool:
     return anomalies is not None and anomalies.shape[0] > 0
 
 
+def _reconstruct_normal(G: nn.Module, g_params, running_stats, x: jax.Array, want_batch_stats: bool):
+    """Training-mode G(x): (x_hat, updated running statistics, the batch's own statistics or None)."""
+    if not want_batch_stats:
+        return (*_apply(G, g_params, running_stats, x, True), None)
+    # Fed zero running statistics, BatchNorm returns exactly (1 - momentum) * batch statistics.
+    # (Every BatchNorm layer runs in this pass: no auxiliary layers exist outside AdvProp.)
+    zeros = jax.tree.map(jnp.zeros_like, running_stats)
+    x_hat, increment = _apply(G, g_params, zeros, x, True)
+    updated = jax.tree.map(lambda old, inc: BN_MOMENTUM * old + inc, running_stats, increment)
+    batch_stats = jax.tree.map(lambda inc: lax.stop_gradient(inc) / (1.0 - BN_MOMENTUM), increment)
+    return x_hat, updated, batch_stats
+
+
+def _reconstruct_pseudo(G: nn.Module, g_params, running_stats, normal_batch_stats, x_hat: jax.Array,
+                        mode: str):
+    """G(x_hat), the pseudo-anomaly pass, normalised as ``TrainConfig.pseudo_anomaly_bn`` says.
+
+    Returns (G(x_hat), running statistics after the pass)."""
+    if mode == "auxiliary":   # AdvProp: auxiliary BatchNorm with its own running statistics
+        return _apply(G, g_params, running_stats, x_hat, True, aux=True)
+    if mode == "shared":      # the same BatchNorm; x_hat's statistics enter the running ones
+        return _apply(G, g_params, running_stats, x_hat, True)
+    if mode == "shared_no_update":
+        return _apply(G, g_params, running_stats, x_hat, True)[0], running_stats
+    # "normal_batch": normalised exactly as the normal batch was, so no batch-level cue
+    # (x_hat's own statistics) can tell G which pass it is in.
+    return _apply(G, g_params, normal_batch_stats, x_hat, False)[0], running_stats
+
+
 def _generator_loss(g_params, state: AGADState, batch: Batch):
     s, G, D = state.settings, state.generator, state.discriminator
     x = batch["normal"]
-    x_hat, g_stats = _apply(G, g_params, state.g_batch_stats, x, True)
-    # The reconstruction is a pseudo-anomaly; AdvProp sends it through auxiliary BatchNorm.
-    x_hat2, g_stats = _apply(G, g_params, g_stats, x_hat, True, aux=s.advprop)
+    x_hat, g_stats, normal_batch_stats = _reconstruct_normal(
+        G, g_params, state.g_batch_stats, x, want_batch_stats=s.pseudo_anomaly_bn == "normal_batch")
+    # The reconstruction is a pseudo-anomaly that G must fail to reconstruct.
+    pseudo = lax.stop_gradient(x_hat) if s.detach_pseudo else x_hat
+    x_hat2, g_stats = _reconstruct_pseudo(G, g_params, g_stats, normal_batch_stats, pseudo,
+                                          s.pseudo_anomaly_bn)
     # D's statistics are updated by its own step; here they only normalise.
     (_, real_features), _ = _apply(D, state.d_params, state.d_batch_stats, x, True)
     (fake_logits, fake_features), _ = _apply(D, state.d_params, state.d_batch_stats, x_hat, True)
@@ -151,7 +191,8 @@ def _generator_loss(g_params, state: AGADState, batch: Batch):
         if s.loss.anomaly_recon_pair == "input":
             recon = l1(xa, xa_hat)
         else:
-            xa_hat2, g_stats = _apply(G, g_params, g_stats, xa_hat, train_on_anomalies, aux=s.advprop)
+            xa_hat2, g_stats = _apply(G, g_params, g_stats, xa_hat, train_on_anomalies,
+                                      aux=s.pseudo_anomaly_bn == "auxiliary")
             recon = l1(xa_hat, xa_hat2)
         terms = AnomalyTerms(bce(anomaly_fake_logits, 0.0), recon,
                              latent_loss(anomaly_features, anomaly_fake_features))
@@ -210,10 +251,23 @@ def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADStat
 
     metrics = {**g_metrics, **d_metrics, "d_reset": reset.astype(jnp.float32)}
     metrics = _cross_device_mean(metrics, s.axis_name)
+    ema_params, ema_stats = _ema_update(state, g_params, g_stats)
     new_state = state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=g_stats,
                               d_params=d_params, d_batch_stats=d_stats,
-                              g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+                              g_opt_state=g_opt_state, d_opt_state=d_opt_state,
+                              g_ema_params=ema_params, g_ema_batch_stats=ema_stats)
     return new_state, metrics
+
+
+def _ema_update(state: AGADState, g_params, g_stats):
+    """The scoring generator after this step: an EMA with warm-up, or G itself at decay 0."""
+    decay = state.settings.ema_decay
+    if decay == 0.0:
+        return g_params, g_stats
+    t = state.step.astype(jnp.float32)
+    decay = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return (optax.incremental_update(g_params, state.g_ema_params, 1.0 - decay),
+            optax.incremental_update(g_stats, state.g_ema_batch_stats, 1.0 - decay))
 
 
 def indexed_train_step(state: AGADState, normal_images: jax.Array, anomaly_images: jax.Array,
@@ -230,11 +284,11 @@ def indexed_train_step(state: AGADState, normal_images: jax.Array, anomaly_image
 
 
 def reconstruct(state: AGADState, images: jax.Array, use_batch_statistics: bool = False) -> jax.Array:
-    """G(x). With ``use_batch_statistics`` BatchNorm normalises with the batch's own statistics
+    """G(x), by the scoring generator (the EMA of G when ``ema_decay`` > 0). With ``use_batch_statistics`` BatchNorm normalises with the batch's own statistics
     (what GANomaly's code does at test time, SPEC's ``paper_protocol``); by default it uses the
     running statistics learnt in training."""
     G = state.generator.clone(axis_name=None)
-    out, _ = _apply(G, state.g_params, state.g_batch_stats, images, use_batch_statistics)
+    out, _ = _apply(G, state.g_ema_params, state.g_ema_batch_stats, images, use_batch_statistics)
     return out
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from jax import lax
 
 conv_init = nn.initializers.normal(stddev=0.02)
+# Flax's weight of the old running average (PyTorch's momentum 0.1).
+BN_MOMENTUM = 0.9
 
 
 def bn_scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
@@ -42,7 +44,7 @@ class DualBatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, aux: bool = False) -> jax.Array:
         def make(name: str) -> nn.BatchNorm:
-            return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+            return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5,
                                 scale_init=bn_scale_init, axis_name=self.axis_name, name=name)
 
         main = make("main")
