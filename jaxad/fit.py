@@ -33,7 +33,8 @@ from jaxad.config import ExperimentConfig
 from jaxad.data import OneClassSplit, epoch_indices, load_split, padded_batches
 from jaxad.files import read_json, write_json_atomic
 from jaxad.metrics import auroc
-from jaxad.train import AGADState, check_finite, check_images, create_train_state, indexed_train_step, score_step
+from jaxad.train import (AGADState, check_finite, check_images, create_train_state, indexed_train_step,
+                         live_generator, score_step)
 
 _train_step = xla.jit(indexed_train_step, donate_argnums=(0,))
 _train_step_many = xla.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
@@ -131,6 +132,9 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
     if cfg.paper_protocol:
         batch_scores = score(state, split.test_images, use_batch_statistics=True)
         record["auroc_batch_statistics"] = auroc(split.test_labels, batch_scores)
+    if cfg.train.ema_decay > 0:
+        # What the live generator would have scored: the pair shows what the average buys.
+        record["auroc_live_generator"] = auroc(split.test_labels, score(live_generator(state), split.test_images))
     record["epoch"] = epoch
     record["seconds"] = time.perf_counter() - started
     return record

@@ -292,6 +292,11 @@ def reconstruct(state: AGADState, images: jax.Array, use_batch_statistics: bool 
     return out
 
 
+def live_generator(state: AGADState) -> AGADState:
+    """``state`` with G's live parameters and statistics as its scoring generator (no EMA)."""
+    return state.replace(g_ema_params=state.g_params, g_ema_batch_stats=state.g_batch_stats)
+
+
 def score_step(state: AGADState, images: jax.Array, use_batch_statistics: bool = False) -> jax.Array:
     """Anomaly scores ``||x - G(x)||_2`` per image (higher = more anomalous)."""
     return reconstruction_error(images, reconstruct(state, images, use_batch_statistics))

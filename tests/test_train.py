@@ -1,12 +1,15 @@
 """The train and score steps: which branches run, BatchNorm bookkeeping, D reset, determinism."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxad.config import ExperimentConfig, ModelConfig
-from jaxad.train import check_images, create_train_state, score_step, train_step
+from jaxad.train import (_reconstruct_normal, _reconstruct_pseudo, check_images, create_train_state,
+                         live_generator, score_step, train_step)
 
 TINY = ModelConfig(backbone="naive", channels=1, width=0.125)
 
@@ -59,8 +62,15 @@ def main_and_aux_stats(batch_stats):
     return main, aux
 
 
+def normal_pass_statistics(state):
+    """The running statistics after one training-mode pass of the normal images alone."""
+    _, updates = state.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats},
+                                       NORMAL["normal"], train=True, mutable=["batch_stats"])
+    return updates["batch_stats"]
+
+
 def test_advprop_pseudo_anomaly_pass_updates_only_auxiliary_statistics():
-    cfg = tiny_config(**{"train.advprop": True})
+    cfg = tiny_config(**{"train.pseudo_anomaly_bn": "auxiliary"})
     state = create_train_state(cfg, jax.random.key(0))
     new_state, _ = step(state, NORMAL, jax.random.key(1))
     # What one training-mode pass of the normal images alone does to the main statistics:
@@ -76,12 +86,78 @@ def test_advprop_pseudo_anomaly_pass_updates_only_auxiliary_statistics():
     assert any(not np.array_equal(aux[n], old_aux[n]) for n in aux), "aux statistics never moved"
 
 
-def test_without_advprop_the_pseudo_pass_mixes_into_the_normal_statistics():
-    state = create_train_state(tiny_config(**{"train.advprop": False}), jax.random.key(0))
+def test_shared_bn_pseudo_pass_mixes_into_the_normal_statistics():
+    state = create_train_state(tiny_config(**{"train.pseudo_anomaly_bn": "shared"}), jax.random.key(0))
     new_state, _ = step(state, NORMAL, jax.random.key(1))
-    _, updates = state.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats},
-                                       NORMAL["normal"], train=True, mutable=["batch_stats"])
-    assert not tree_close(new_state.g_batch_stats, updates["batch_stats"])
+    assert not tree_close(new_state.g_batch_stats, normal_pass_statistics(state))
+
+
+@pytest.mark.parametrize("mode", ["shared_no_update", "normal_batch"])
+def test_pseudo_pass_that_never_updates_leaves_only_the_normal_pass_in_the_statistics(mode):
+    state = create_train_state(tiny_config(**{"train.pseudo_anomaly_bn": mode}), jax.random.key(0))
+    new_state, _ = step(state, NORMAL, jax.random.key(1))
+    assert tree_close(new_state.g_batch_stats, normal_pass_statistics(state))
+
+
+def test_normal_batch_mode_normalises_the_pseudo_pass_with_the_normal_batch_statistics():
+    # Fed the normal images themselves, a pass normalised with their batch statistics is
+    # exactly the training-mode pass; "shared_no_update" (its own statistics) is not, for x_hat.
+    state = create_train_state(tiny_config(**{"train.pseudo_anomaly_bn": "normal_batch"}), jax.random.key(0))
+    x, G = NORMAL["normal"], state.generator
+    x_hat, _, batch_stats = _reconstruct_normal(G, state.g_params, state.g_batch_stats, x, True)
+    again, stats_after = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, batch_stats, x,
+                                             "normal_batch")
+    np.testing.assert_allclose(again, x_hat, rtol=1e-4, atol=1e-5)
+    assert tree_equal(stats_after, state.g_batch_stats)
+    with_own_stats, _ = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, None, x_hat,
+                                            "shared_no_update")
+    with_normal_stats, _ = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, batch_stats, x_hat,
+                                               "normal_batch")
+    assert not np.allclose(with_own_stats, with_normal_stats, atol=1e-3)
+
+
+def test_detach_pseudo_changes_only_the_gradient():
+    results = {}
+    for detach in (False, True):
+        state = create_train_state(tiny_config(**{"train.detach_pseudo": detach}), jax.random.key(0))
+        results[detach] = step(state, NORMAL, jax.random.key(1))
+    (attached, m_attached), (detached, m_detached) = results[False], results[True]
+    assert float(m_attached["g_loss"]) == pytest.approx(float(m_detached["g_loss"]), rel=1e-6)
+    assert not tree_close(attached.g_params, detached.g_params)
+
+
+def test_ema_generator_scores_and_follows_the_warmed_up_average():
+    plain = create_train_state(tiny_config(), jax.random.key(0))
+    after, _ = step(plain, NORMAL, jax.random.key(1))
+    # Decay 0: the scoring generator is G itself.
+    assert tree_equal(after.g_ema_params, after.g_params)
+    ema_state = create_train_state(tiny_config(**{"train.ema_decay": 0.99}), jax.random.key(0))
+    ema_after, _ = step(ema_state, NORMAL, jax.random.key(1))
+    assert tree_equal(ema_after.g_params, after.g_params)
+    # Step 0 decays by min(0.99, 1/10): the average keeps a tenth of the initial weights.
+    expected = jax.tree.map(lambda new, old: 0.9 * new + 0.1 * old, ema_after.g_params, ema_state.g_params)
+    assert tree_close(ema_after.g_ema_params, expected)
+    # Scores come from the averaged generator, not from G's live weights.
+    other = create_train_state(tiny_config(), jax.random.key(5))
+    scorer = ema_after.replace(g_ema_params=other.g_params)
+    x = NORMAL["normal"]
+    reconstruction = other.generator.apply({"params": other.g_params, "batch_stats": scorer.g_ema_batch_stats},
+                                           x, train=False)
+    np.testing.assert_allclose(score_step(scorer, x),
+                               jnp.sqrt(jnp.sum((x - reconstruction) ** 2, axis=(1, 2, 3))), rtol=1e-5)
+    assert not np.allclose(score_step(scorer, x), score_step(ema_after, x), rtol=1e-3)
+    # live_generator(state) scores with G's own weights, as a run without the average would.
+    np.testing.assert_allclose(score_step(live_generator(scorer), x), score_step(after, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"train.pseudo_anomaly_bn": "separate"}, "pseudo_anomaly_bn"),
+    ({"train.ema_decay": 1.0}, "ema_decay"),
+    ({"train.ema_decay": -0.1}, "ema_decay"),
+])
+def test_bad_training_switches_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**changes)
 
 
 def test_freeze_bn_anomalies_leave_normal_statistics_unchanged():
@@ -162,3 +238,11 @@ def test_score_is_l2_norm_of_reconstruction_error_with_running_statistics():
 def test_bad_images_are_refused_before_jit(bad, message):
     with pytest.raises(ValueError, match=message):
         check_images(bad, TINY)
+
+
+def test_run_configs_written_with_the_advprop_flag_still_load():
+    saved = json.loads(ExperimentConfig().to_json())
+    del saved["train"]["pseudo_anomaly_bn"]
+    for advprop, mode in ((True, "auxiliary"), (False, "shared")):
+        saved["train"]["advprop"] = advprop
+        assert ExperimentConfig.from_dict(saved).train.pseudo_anomaly_bn == mode
