@@ -27,7 +27,7 @@ from jaxad.train import check_images, reconstruct
 
 def read_inputs(path: Path, image_size: int, channels: int) -> tuple[list[str], np.ndarray]:
     if path.suffix == ".npy":
-        images = np.load(path).astype(np.float32)
+        images = np.load(path)  # as stored: check_images then refuses uint8 pixels, not rescaled ones
         return [f"{path.name}[{i}]" for i in range(len(images))], images
     paths, images = load_images(path, image_size, channels)
     return [str(p.relative_to(path)) for p in paths], images
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         state, cfg = load_run(args.run)
         names, images = read_inputs(Path(args.images), cfg.model.image_size, cfg.model.channels)
         check_images(images, cfg.model)
+        images = np.asarray(images, np.float32)
     except (FileNotFoundError, ValueError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -33,8 +33,8 @@ from jaxad.config import ExperimentConfig
 from jaxad.data import OneClassSplit, epoch_indices, load_split, padded_batches
 from jaxad.files import read_json, write_json_atomic
 from jaxad.metrics import auroc
-from jaxad.train import (AGADState, check_finite, check_images, create_train_state, indexed_train_step,
-                         live_generator, score_step)
+from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
+                         indexed_train_step, live_generator, score_step)
 
 _train_step = xla.jit(indexed_train_step, donate_argnums=(0,))
 _train_step_many = xla.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
@@ -79,8 +79,10 @@ def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
 
     With running statistics (the default) the last batch is padded and masked. With
     ``use_batch_statistics`` (GANomaly's test-time BatchNorm) each batch is scored as it is,
-    since padding would change the statistics.
+    since padding would change the statistics. ``images`` are checked first (float32 NHWC in
+    [-1, 1] of the model's side and channels, no NaN): a ``ValueError`` says what is wrong.
     """
+    check_state_images(state, images)
     images = np.asarray(images, np.float32)
     if use_batch_statistics:
         return np.concatenate([np.asarray(_score_step(state, images[i:i + batch_size], True))
