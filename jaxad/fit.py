@@ -7,9 +7,10 @@
     state, config = load_run("runs/digits-0")                    # the saved final model
 
 One run = (dataset, backbone, normal class, gamma, seed) in its own directory:
-``config.json``, ``checkpoints/`` (orbax, every epoch), ``history.json`` (per-epoch losses
-and AUROC), ``scores.npz`` (raw test scores, labels and classes) and ``result.json``,
-written last, which marks the run complete. ``fit_many`` trains the seeds of one class and
+``config.json``, ``data.json`` (a fingerprint of the split it trains on), ``checkpoints/``
+(orbax, every epoch), ``history.json`` (per-epoch losses and AUROC), ``scores.npz`` (raw
+test scores, labels and classes) and ``result.json``, written last, which marks the run
+complete. ``fit_many`` trains the seeds of one class and
 gamma at once, each into its own run directory. Both run one epoch loop; a layout says how it
 holds its models: one under jit, one replicated over devices under pmap, or K stacked under vmap.
 """
@@ -17,6 +18,7 @@ holds its models: one under jit, one replicated over devices under pmap, or K st
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from operator import itemgetter
@@ -44,6 +46,13 @@ SCORE_BATCH = 256
 
 class ConfigMismatchError(ValueError):
     """A run directory that holds a run of another configuration."""
+
+
+class DataMismatchError(ValueError):
+    """A run directory that holds a run trained on other data."""
+
+
+FINGERPRINTED = ("train_normal", "train_anomaly", "test_images", "test_labels")
 
 
 @dataclasses.dataclass
@@ -92,17 +101,63 @@ def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
     return scores[mask.reshape(-1)]
 
 
-def _check_run_dir(run_dir: Path, cfg: ExperimentConfig) -> None:
-    config_file = run_dir / "config.json"
+def array_fingerprint(array: np.ndarray) -> str:
+    """A short hash of an array's dtype, shape and values."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str} {array.shape}".encode())
+    digest.update(array.data if array.size else b"")
+    return digest.hexdigest()[:16]
+
+
+def split_fingerprint(split: OneClassSplit) -> dict[str, str]:
+    """What a run directory's ``data.json`` records: a fingerprint of each array of the split.
+
+        split_fingerprint(load_split(cfg.data))  # {"train_normal": "3f2a...", "test_images": ...}
+    """
+    return {name: array_fingerprint(getattr(split, name)) for name in FINGERPRINTED}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"train.epochs: 1 in the run directory, 2 now"`` for each field that differs."""
+    saved, current = _flat(saved), _flat(current)
+    return [f"{key}: {saved.get(key, '(absent)')} in the run directory, {current.get(key, '(absent)')} now"
+            for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
+
+
+def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -> None:
+    """Refuse a run directory of another configuration or other data; record both in a new one."""
+    config_file, data_file = run_dir / "config.json", run_dir / "data.json"
+    current = json.loads(cfg.to_json())
+    fingerprint = split_fingerprint(split)
     if config_file.exists():
-        saved = read_json(config_file)
-        if saved != json.loads(cfg.to_json()):
+        differences = config_differences(read_json(config_file), current)
+        if differences:
             raise ConfigMismatchError(
-                f"{run_dir} holds a run of another configuration; choose another directory or "
-                f"delete it. Saved: {json.dumps(saved, sort_keys=True)[:400]}")
+                f"{run_dir} holds a run of another configuration ({'; '.join(differences)}); "
+                f"choose another run_dir or delete it")
+        if data_file.exists():
+            saved = read_json(data_file)
+            differ = [name for name in FINGERPRINTED if saved.get(name) != fingerprint[name]]
+            if differ:
+                raise DataMismatchError(
+                    f"{run_dir} holds a run trained on other data ({', '.join(differ)} differ from its "
+                    f"data.json): its model and history are not this data's; choose another run_dir, "
+                    f"or delete it to train on this data")
+            return
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config_file, json.loads(cfg.to_json()))
+        write_json_atomic(config_file, current)
+    write_json_atomic(data_file, fingerprint)  # runs from before data.json existed record theirs now
 
 
 def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
@@ -112,16 +167,16 @@ def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
         check_images(split.train_anomaly, cfg.model)
 
 
-def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, state: AGADState):
+def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState):
     """(manager, state, history, first epoch to run): restored from the run's last checkpoint."""
     if run_dir is None:
         return None, state, [], 0
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir, cfg)
+    _check_run_dir(run_dir, cfg, split)
     manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
     if manager.latest_step() is None:
         return manager, state, [], 0
-    arrays, saved, last = checkpoint.restore(manager, state.arrays())
+    arrays, saved, last = checkpoint.restore_latest_intact(manager, state.arrays())
     return manager, state.replace(**arrays), saved["epochs"], last + 1
 
 
@@ -225,8 +280,8 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
     """The epoch loop of ``fit`` and ``fit_many``: resume each run, train the models ``layout``
     holds, and after every epoch check the losses, then score, checkpoint and record each model.
     ``anomaly_images`` come as ``layout.step`` takes them. Returns one result per model."""
-    managers, states, histories, start_epochs = zip(*[_open_run(d, c, s)
-                                                      for c, s, d in zip(cfgs, fresh_states, run_dirs)])
+    managers, states, histories, start_epochs = zip(*[_open_run(d, c, split, s) for c, split, s, d
+                                                      in zip(cfgs, splits, fresh_states, run_dirs)])
     if len(set(start_epochs)) != 1:
         _close(managers)
         raise ValueError("fit_many resumes only runs stopped at the same epoch; use fit for each")
@@ -280,8 +335,12 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     is checkpointed and an interrupted run resumes from its last checkpoint, giving the same
     numbers as an uninterrupted one. ``devices`` > 1 trains data-parallel under pmap (0 = all
     local devices). Raises ``FloatingPointError`` if a loss turns NaN or inf (the last good
-    checkpoint is kept).
+    checkpoint is kept). A ``run_dir`` that holds a run of another configuration or of other
+    data (``data.json`` records a fingerprint of the split) is refused.
     """
+    if split is not None and not isinstance(split, OneClassSplit):
+        raise TypeError(f"fit's second argument is a OneClassSplit, got {type(split).__name__} {split!r:.60}; "
+                        f"pass a run directory as run_dir=..., e.g. fit(cfg, run_dir='runs/x')")
     split = split if split is not None else load_split(cfg.data, seed=cfg.seed)
     _check_split(cfg, split)
     n_devices = parallel.check_device_count(devices)

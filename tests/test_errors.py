@@ -3,6 +3,8 @@
 Most of these need no training: the checks run before any jitted code.
 """
 
+import dataclasses
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,8 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, checkpoint, score, score_step
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, checkpoint, fit, load_run, score, score_step
+from jaxad.checkpoint import CheckpointError
+from jaxad.data import OneClassSplit, load_split
 from jaxad.files import write_json_atomic
+from jaxad.fit import ConfigMismatchError, DataMismatchError
+from jaxad.metrics import auroc
 from jaxad.train import check_images, create_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +92,94 @@ def test_score_command_refuses_uint8_npy_input(untrained_run, tmp_path, capsys):
     np.save(tmp_path / "unit.npy", unit_images().astype(np.float64))
     assert score_cli.main(["--run", str(untrained_run), "--images", str(tmp_path / "unit.npy"),
                            "--out", str(tmp_path / "out"), "--no-maps"]) == 0
+
+
+# ------------------------------------------------------------------ labels: the numbers 0 and 1
+
+@pytest.mark.parametrize("labels,message", [
+    (np.array(["normal", "anomaly", "normal", "anomaly"]), "must be numbers"),
+    (np.array([0, 2, 0, 2]), r"got the values \[0, 2\]"),
+])
+def test_labels_other_than_0_and_1_are_refused(labels, message):
+    with pytest.raises(ValueError, match=message):
+        auroc(labels, np.array([0.1, 0.9, 0.2, 0.8]))
+    with pytest.raises(ValueError, match=message):
+        OneClassSplit(unit_images(), unit_images(0), unit_images(), labels, np.zeros(4, np.int32))
+
+
+def test_labels_as_floats_or_booleans_are_numbers():
+    assert auroc(np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.1, 0.9, 0.2, 0.8])) == 100.0
+    assert auroc(np.array([False, True, False, True]), np.array([0.1, 0.9, 0.2, 0.8])) == 100.0
+
+
+def test_a_split_with_fewer_labels_than_test_images_is_refused():
+    with pytest.raises(ValueError, match="4 test images but 3 test labels"):
+        OneClassSplit(unit_images(), unit_images(0), unit_images(), np.array([0, 1, 0]), np.zeros(3))
+
+
+# ------------------------------------------------------------------ fit's arguments and run directories
+
+def test_fit_with_a_path_where_the_split_belongs_says_run_dir():
+    with pytest.raises(TypeError, match="run_dir="):
+        fit(TINY, "runs/x")
+
+
+TWO_EPOCHS = TINY.replace(**{"train.epochs": 2})
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished two-epoch run on digits class 0, and its result."""
+    run_dir = tmp_path_factory.mktemp("trained")
+    return run_dir, fit(TWO_EPOCHS, load_split(TWO_EPOCHS.data), run_dir=run_dir, progress=False)
+
+
+def test_run_directory_records_its_data_and_refuses_other_data(trained_run):
+    run_dir, result = trained_run
+    assert (run_dir / "data.json").exists()
+    split = load_split(TWO_EPOCHS.data)
+    other = dataclasses.replace(split, train_normal=split.train_normal[:-1])
+    with pytest.raises(DataMismatchError, match="other data .*train_normal"):
+        fit(TWO_EPOCHS, other, run_dir=run_dir, progress=False)
+    relabelled = dataclasses.replace(split, test_labels=1 - split.test_labels)
+    with pytest.raises(DataMismatchError, match="test_labels"):
+        fit(TWO_EPOCHS, relabelled, run_dir=run_dir, progress=False)
+    again = fit(TWO_EPOCHS, split, run_dir=run_dir, progress=False)  # the same data: the finished run
+    assert again.final_auroc == result.final_auroc
+
+
+def test_config_mismatch_names_the_fields_that_differ(trained_run):
+    run_dir, _ = trained_run
+    with pytest.raises(ConfigMismatchError) as err:
+        fit(TWO_EPOCHS.replace(**{"loss.w_adcon": 0.0}), load_split(TWO_EPOCHS.data), run_dir=run_dir,
+            progress=False)
+    assert "loss.w_adcon: 15.0 in the run directory, 0.0 now" in str(err.value)
+    assert "w_con" not in str(err.value)  # only the fields that differ
+
+
+def damage_checkpoint(run_dir: Path, epoch: int) -> None:
+    for f in (run_dir / "checkpoints" / str(epoch)).rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "state" in f.parts:
+            f.write_bytes(b"\0garbage")
+
+
+def test_resuming_falls_back_from_a_damaged_checkpoint_to_the_previous_one(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    damage_checkpoint(run_dir, 1)
+    with pytest.raises(CheckpointError, match=r"epoch\(s\) \[0\]: load_run\(run_dir, epoch=0\)"):
+        load_run(run_dir)
+    load_run(run_dir, epoch=0)
+    with pytest.warns(UserWarning, match="epoch 1 cannot be read.*resuming from epoch 0"):
+        resumed = fit(TWO_EPOCHS, load_split(TWO_EPOCHS.data), run_dir=run_dir, progress=False)
+    assert resumed.final_auroc == trained_run[1].final_auroc  # epoch 1 retrained, the same numbers
+    assert (run_dir / "corrupt_checkpoints" / "1").is_dir()
+    load_run(run_dir)  # the retrained epoch 1 reads back
+
+
+def test_a_damaged_only_checkpoint_says_to_restart_from_scratch(untrained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(untrained_run, run_dir)
+    damage_checkpoint(run_dir, 0)
+    with pytest.raises(CheckpointError, match="no other checkpoint is left: delete"):
+        load_run(run_dir)

@@ -34,6 +34,29 @@ class OneClassSplit:
     test_labels: np.ndarray    # 0 normal (the normal class), 1 anomaly
     test_classes: np.ndarray   # original class label of each test image
 
+    def __post_init__(self) -> None:
+        check_labels(self.test_labels)
+        if len(self.test_labels) != len(self.test_images):
+            raise ValueError(f"{len(self.test_images)} test images but {len(self.test_labels)} test labels")
+
+
+def check_labels(labels) -> None:
+    """Refuse test labels that are not the numbers 0 (normal) and 1 (anomaly), or booleans.
+
+    Other labels would not fail: string labels sort "anomaly" before "normal" and invert the
+    AUROC; a class index as label counts every class but 0 as anomalous.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"test labels must be one number per image, got shape {labels.shape}")
+    if labels.dtype.kind not in "biuf":
+        raise ValueError(f"test labels must be numbers, 0 = normal and 1 = anomaly; got dtype {labels.dtype} "
+                         f"(e.g. {labels[:3].tolist()}): convert them, e.g. (labels == 'anomaly').astype(np.int32)")
+    values = np.unique(labels)
+    if not np.all(np.isin(values, (0, 1))):
+        raise ValueError(f"test labels must be 0 = normal and 1 = anomaly, got the values {values[:6].tolist()}: "
+                         f"convert them, e.g. (classes != normal_class).astype(np.int32)")
+
 
 def check_gamma(gamma: float) -> None:
     """Raise unless 0 <= gamma < 1 (gamma = 1 would mean no normal images at all)."""
