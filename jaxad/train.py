@@ -56,8 +56,8 @@ class AGADState:
     d_batch_stats: Any
     g_opt_state: Any
     d_opt_state: Any
-    # The generator that scores: an EMA of G's parameters and statistics, or G itself when
-    # ``ema_decay`` is 0 (the update then copies the live values exactly).
+    # The generator that scores, when ``ema_decay`` > 0: an EMA of G's parameters and
+    # statistics. None otherwise: G itself scores.
     g_ema_params: Any
     g_ema_batch_stats: Any
     generator: nn.Module = struct.field(pytree_node=False)
@@ -109,8 +109,14 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
         g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
         d_params=d_vars["params"], d_batch_stats=d_vars["batch_stats"],
         g_opt_state=tx.init(g_vars["params"]), d_opt_state=tx.init(d_vars["params"]),
-        g_ema_params=g_vars["params"], g_ema_batch_stats=g_vars["batch_stats"],
+        # Copies: the step donates the state, and one buffer cannot be donated twice.
+        g_ema_params=_copy(g_vars["params"]) if t.ema_decay > 0 else None,
+        g_ema_batch_stats=_copy(g_vars["batch_stats"]) if t.ema_decay > 0 else None,
         generator=generator, discriminator=discriminator, g_tx=tx, d_tx=tx, settings=settings)
+
+
+def _copy(tree):
+    return jax.tree.map(jnp.array, tree)
 
 
 def _apply(module: nn.Module, params, stats, images: jax.Array, train: bool, **kwargs):
@@ -260,10 +266,10 @@ def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADStat
 
 
 def _ema_update(state: AGADState, g_params, g_stats):
-    """The scoring generator after this step: an EMA with warm-up, or G itself at decay 0."""
+    """The EMA generator after this step (with warm-up); None when no average is kept."""
     decay = state.settings.ema_decay
     if decay == 0.0:
-        return g_params, g_stats
+        return None, None
     t = state.step.astype(jnp.float32)
     decay = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
     return (optax.incremental_update(g_params, state.g_ema_params, 1.0 - decay),
@@ -288,13 +294,15 @@ def reconstruct(state: AGADState, images: jax.Array, use_batch_statistics: bool 
     (what GANomaly's code does at test time, SPEC's ``paper_protocol``); by default it uses the
     running statistics learnt in training."""
     G = state.generator.clone(axis_name=None)
-    out, _ = _apply(G, state.g_ema_params, state.g_ema_batch_stats, images, use_batch_statistics)
+    params, stats = ((state.g_params, state.g_batch_stats) if state.g_ema_params is None
+                     else (state.g_ema_params, state.g_ema_batch_stats))
+    out, _ = _apply(G, params, stats, images, use_batch_statistics)
     return out
 
 
 def live_generator(state: AGADState) -> AGADState:
     """``state`` with G's live parameters and statistics as its scoring generator (no EMA)."""
-    return state.replace(g_ema_params=state.g_params, g_ema_batch_stats=state.g_batch_stats)
+    return state.replace(g_ema_params=None, g_ema_batch_stats=None)
 
 
 def score_step(state: AGADState, images: jax.Array, use_batch_statistics: bool = False) -> jax.Array:

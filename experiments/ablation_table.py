@@ -1,0 +1,71 @@
+"""One markdown table for an ablation study: one row per (setting, class, seed) run.
+
+    python experiments/ablation_table.py results/ablations/auxiliary_ema [more output dirs ...]
+
+Reads every ``runs/gamma*/class*/seed*/history.json`` under each benchmark output directory
+(finished or not) and prints, per run: epochs done, final AUROC, test-selected AUROC (best
+epoch on the test split: optimistic), the number of epochs after epoch 3 below 80 and below
+50, the final and best test-batch-statistics AUROC when recorded (``--paper-protocol``), the
+live generator's final AUROC and its epochs below 50 when the run scored with an EMA, and the
+final ``g_contextual_adversarial`` (L1 between G(x_hat) and x_hat; 2 is the most possible).
+Epochs count from 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
+           "final (batch stats)", "best (batch stats)", "live G final", "live G <50 after 3",
+           "final L1(G(x_hat), x_hat)")
+
+
+def _low(values: list[float], bound: float) -> int:
+    return sum(v < bound for v in values[3:])
+
+
+def run_row(setting: str, history_file: Path) -> dict[str, str]:
+    """The table row of one run's ``history.json``."""
+    history = json.loads(history_file.read_text())
+    auroc = [h["auroc"] for h in history]
+    batch = [h["auroc_batch_statistics"] for h in history if "auroc_batch_statistics" in h]
+    live = [h["auroc_live_generator"] for h in history if "auroc_live_generator" in h]
+    seed_dir, class_dir = history_file.parent, history_file.parent.parent
+    return {
+        "setting": setting, "class": class_dir.name.removeprefix("class"),
+        "seed": seed_dir.name.removeprefix("seed"), "epochs": str(len(history)),
+        "final": f"{auroc[-1]:.1f}", "test-selected": f"{max(auroc):.1f}",
+        "<80 after 3": str(_low(auroc, 80)), "<50 after 3": str(_low(auroc, 50)),
+        "final (batch stats)": f"{batch[-1]:.1f}" if batch else "",
+        "best (batch stats)": f"{max(batch):.1f}" if batch else "",
+        "live G final": f"{live[-1]:.1f}" if live else "",
+        "live G <50 after 3": str(_low(live, 50)) if live else "",
+        "final L1(G(x_hat), x_hat)": f"{history[-1]['g_contextual_adversarial']:.2f}",
+    }
+
+
+def table(out_dirs: list[Path]) -> str:
+    rows = [run_row(d.name, f) for d in out_dirs
+            for f in sorted(d.glob("runs/gamma*/class*/seed*/history.json"))]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out_dirs", nargs="+", type=Path, help="benchmark output directories (--out of run.py)")
+    args = p.parse_args(argv)
+    missing = [d for d in args.out_dirs if not d.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    print(table(args.out_dirs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
