@@ -87,6 +87,8 @@ def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
         data=DataConfig(dataset, anomaly_classes=tuple(args.anomaly_classes) if args.anomaly_classes else None,
                         data_dir=args.data_dir, source=args.source, image_size=args.image_size),
         paper_protocol=args.paper_protocol)
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds is how many seeds to run per setting, at least 1; got {args.seeds}")
     classes = tuple(args.classes) if args.classes else tuple(range(NUM_CLASSES[dataset]))
     for gamma in args.gammas:
         DataConfig(gamma=gamma)  # refuses gamma outside [0, 1) before any work
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         spec = build_spec(args)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or f"results/{spec.base.data.dataset}_{spec.base.model.backbone}")
@@ -114,17 +116,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices: {device_summary()}; output: {out}")
     command = "python experiments/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     try:
-        run_benchmark(spec, out, resume=args.resume, devices=args.devices,
-                      models_at_once=args.models_at_once, data_dir=args.data_dir,
-                      command=command.strip(), progress=not args.no_progress)
+        rows = run_benchmark(spec, out, resume=args.resume, devices=args.devices,
+                             models_at_once=args.models_at_once, data_dir=args.data_dir,
+                             command=command.strip(), progress=not args.no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {resume_command(command, args)}", file=sys.stderr)
         return 130
-    print((out / "results.md").read_text())
-    return 0
+    if (out / "results.md").exists():
+        print((out / "results.md").read_text())
+    return report_failures(rows)
+
+
+def report_failures(rows: list[dict]) -> int:
+    """The exit status: 0 when every run finished, 1 (naming the failed runs) when any failed."""
+    failed = [r for r in rows if r["status"] == "failed"]
+    if not failed:
+        return 0
+    print(f"error: {len(failed)} of {len(rows)} run(s) failed:", file=sys.stderr)
+    for row in failed:
+        print(f"  {row['run_dir']}: {row.get('error', 'see its result.json')}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ unfinished one restarts from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import signal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from jaxad import report
 from jaxad.config import ExperimentConfig
-from jaxad.data import load_dataset, one_class_split
+from jaxad.data import Dataset, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.fit import fit, fit_many, is_complete
 from jaxad.metrics import roc
@@ -38,6 +40,16 @@ class BenchmarkSpec:
     classes: tuple[int, ...]
     gammas: tuple[float, ...] = (0.0,)
     seeds: tuple[int, ...] = (0, 1, 2)
+
+    def __post_init__(self) -> None:
+        for name in ("classes", "gammas", "seeds"):
+            values = tuple(getattr(self, name))
+            if not values:
+                raise ValueError(f"a benchmark needs at least one of {name}, got none")
+            twice = sorted({v for v in values if values.count(v) > 1})
+            if twice:
+                raise ValueError(f"{name} {list(values)} name {', '.join(map(str, twice))} more than once; "
+                                 f"give each once")
 
     def identity(self) -> dict[str, Any]:
         base = self.base.to_dict()
@@ -58,6 +70,30 @@ def run_dir_of(out_dir: Path, cfg: ExperimentConfig) -> Path:
 
 class BenchmarkMismatchError(ValueError):
     """An output directory that holds a different benchmark."""
+
+
+class BenchmarkLockedError(RuntimeError):
+    """An output directory that another process is running a benchmark in."""
+
+
+@contextlib.contextmanager
+def locked(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir/.lock`` (``flock``) for the block, or raise ``BenchmarkLockedError``.
+
+    The kernel releases the lock when its process ends, even on ``kill -9``: a stale lock
+    file never blocks a later run.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BenchmarkLockedError(f"another process is running the benchmark in {out_dir}; wait for it "
+                                       f"to finish (or stop it), or choose another --out directory") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
 def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> None:
@@ -159,6 +195,18 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped.
     """
     out_dir = Path(out_dir)
+    with locked(out_dir):
+        return _run_benchmark(spec, out_dir, resume, devices, models_at_once, data_dir, command, progress)
+
+
+def classes_in_protocol(dataset: Dataset) -> int:
+    """How many normal classes the full one-class protocol runs: every class of a labelled
+    dataset; one for a folder dataset (its normal images; abnormal/ only tests)."""
+    return 1 if dataset.name == "folder" else dataset.num_classes
+
+
+def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: int, models_at_once: bool,
+                   data_dir: str | None, command: str | None, progress: bool) -> list[dict[str, Any]]:
     _prepare_out_dir(spec, out_dir, resume)
     base = spec.base
     dataset = load_dataset(base.data.dataset, data_dir or base.data.data_dir, base.data.source,
@@ -212,14 +260,14 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
                 else:
                     for cfg, split, result in zip(todo, splits, results):
                         finished(cfg, split, result)
-            write_reports(spec, out_dir, command, dataset.num_classes)
+            write_reports(spec, out_dir, command, classes_in_protocol(dataset))
     except _Interrupted:
         tqdm.write("interrupted: finished runs and checkpoints are saved; continue with --resume")
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
-    return write_reports(spec, out_dir, command, dataset.num_classes)
+    return write_reports(spec, out_dir, command, classes_in_protocol(dataset))
 
 
 def device_summary() -> str:

@@ -25,5 +25,10 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """``json.load`` of ``path``; a damaged file raises ``ValueError`` naming it."""
     with open(path) as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is damaged, not valid JSON ({err}); restore it from a copy, "
+                             f"or delete it to have jaxad write it afresh") from err

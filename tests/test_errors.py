@@ -5,6 +5,7 @@ Most of these need no training: the checks run before any jitted code.
 
 import dataclasses
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, checkpoint, fit, load_run, score, score_step
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, checkpoint, fit, load_run, report, score, score_step
+from jaxad.benchmark import BenchmarkSpec, classes_in_protocol, locked
 from jaxad.checkpoint import CheckpointError
-from jaxad.data import OneClassSplit, load_split
+from jaxad.data import OneClassSplit, load_folder, load_split
 from jaxad.files import write_json_atomic
 from jaxad.fit import ConfigMismatchError, DataMismatchError
 from jaxad.metrics import auroc
@@ -22,6 +24,7 @@ from jaxad.train import check_images, create_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
+import run as run_cli  # noqa: E402
 import score as score_cli  # noqa: E402
 
 TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=1))
@@ -183,3 +186,77 @@ def test_a_damaged_only_checkpoint_says_to_restart_from_scratch(untrained_run, t
     damage_checkpoint(run_dir, 0)
     with pytest.raises(CheckpointError, match="no other checkpoint is left: delete"):
         load_run(run_dir)
+
+
+# ------------------------------------------------------------------ the benchmark runner's command line
+
+def run_command(*argv: str) -> int:
+    return run_cli.main([*argv, "--no-progress"])
+
+
+def test_a_class_named_twice_and_zero_seeds_are_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="name 3 more than once"):
+        BenchmarkSpec(TINY, classes=(3, 3))
+    assert run_command("--dataset", "digits", "--classes", "3", "3", "--out", str(tmp_path)) == 2
+    assert "name 3 more than once" in capsys.readouterr().err
+    assert run_command("--dataset", "digits", "--seeds", "0", "--out", str(tmp_path)) == 2
+    assert "--seeds is how many seeds to run per setting, at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "benchmark.json").exists()  # refused before any work
+
+
+def write_image_folder(root: Path, counts: dict[str, int]) -> Path:
+    from PIL import Image
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = np.random.default_rng(i).integers(0, 255, (16, 16), np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def test_a_folder_dataset_is_one_class_and_its_table_is_not_partial(tmp_path):
+    root = write_image_folder(tmp_path, {"normal": 3, "abnormal": 2})
+    dataset = load_folder(root / "normal", root / "abnormal")
+    assert classes_in_protocol(dataset) == 1
+    rows = [{"gamma": 0.0, "normal_class": 0, "seed": 0, "status": "complete", "final_auroc": 80.0,
+             "best_auroc": 90.0}]
+    table = report.markdown_tables(rows, "folder", "naive", classes_in_protocol(dataset), 1)
+    assert "PARTIAL" not in table and "paper" not in table.split("ours (test-selected)")[1]
+
+
+def test_missing_data_folders_are_named(tmp_path, capsys):
+    write_image_folder(tmp_path / "mine", {"abnormal": 1})
+    assert run_command("--dataset", "folder", "--data-dir", str(tmp_path / "mine"), "--out", str(tmp_path / "a")) == 2
+    assert "has no normal/: dataset 'folder' expects DIR/normal/" in capsys.readouterr().err
+    assert run_command("--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")) == 2
+    assert f"data_dir {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
+def test_a_damaged_benchmark_json_is_named(tmp_path, capsys):
+    (tmp_path / "benchmark.json").write_text('{"base": {"data": ')
+    assert run_command("--dataset", "digits", "--resume", "--out", str(tmp_path)) == 2
+    assert f"{tmp_path / 'benchmark.json'} is damaged, not valid JSON" in capsys.readouterr().err
+
+
+def test_a_second_process_on_the_same_out_directory_is_refused(tmp_path, capsys):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(tmp_path / ".lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert run_command("--dataset", "digits", "--classes", "0", "--seeds", "1", "--epochs", "1",
+                           "--width", "0.125", "--resume", "--out", str(tmp_path)) == 2
+        assert "another process is running the benchmark in" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    with locked(tmp_path):  # released when its holder ends, even by kill -9
+        pass
+
+
+def test_the_runner_exits_non_zero_naming_the_runs_that_failed(tmp_path, capsys):
+    assert run_command("--dataset", "digits", "--classes", "0", "--seeds", "1", "--epochs", "1",
+                       "--batch-size", "32", "--width", "0.125", "--w-adv", "nan", "--out", str(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "1 of 1 run(s) failed" in err and "runs/gamma0/class0/seed0: epoch 0: loss" in err

@@ -564,9 +564,19 @@ def load_dataset(name: str, data_dir: str | Path | None = None, source: str = "a
             raise ValueError("dataset 'folder' needs data_dir: a folder holding normal/, abnormal/ "
                              "and optionally normal_test/")
         root = Path(data_dir).expanduser()
+        missing = [name for name in ("normal", "abnormal") if not (root / name).is_dir()]
+        if missing:
+            where = f"{root} does not exist" if not root.is_dir() else f"{root} has no {' or '.join(missing)}/"
+            raise FileNotFoundError(f"{where}: dataset 'folder' expects DIR/normal/ (training normals), "
+                                    f"DIR/abnormal/ (test anomalies) and optionally DIR/normal_test/ "
+                                    f"(test normals), each holding image files")
         normal_test = root / "normal_test"
         return load_folder(root / "normal", root / "abnormal",
                            normal_test if normal_test.is_dir() else None, image_size=image_size)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir() and source != "tfds":
+        raise FileNotFoundError(f"data_dir {data_dir} does not exist: give the folder holding the raw "
+                                f"{name} files ({expected_raw_files(name)}), or source 'tfds' (--source tfds) "
+                                f"to let TensorFlow Datasets download into a new folder")
     if source == "raw" or (source == "auto" and raw_files_present(data_dir, name)):
         if data_dir is None:
             raise _missing_files_error(name, None)
