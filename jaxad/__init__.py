@@ -7,11 +7,12 @@
 """
 
 from jaxad.config import DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
+from jaxad.data import OneClassSplit
 from jaxad.fit import RunResult, fit, fit_many, load_run, score
 from jaxad.train import AGADState, create_train_state, reconstruct, indexed_train_step, score_step, train_step
 
 __version__ = "0.1.0"
 
-__all__ = ["AGADState", "DataConfig", "ExperimentConfig", "LossConfig", "ModelConfig", "RunResult",
+__all__ = ["AGADState", "DataConfig", "ExperimentConfig", "LossConfig", "ModelConfig", "OneClassSplit", "RunResult",
            "TrainConfig", "create_train_state", "fit", "fit_many", "load_run", "reconstruct", "score",
            "score_step", "indexed_train_step", "train_step"]

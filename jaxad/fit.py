@@ -316,14 +316,25 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
                     write_json_atomic(Path(run_dirs[k]) / "history.json", history)
                 if on_epoch is not None:
                     on_epoch(epoch, record)
-            last = [h[-1] for h in histories]
-            losses = {"g": f"{last[0]['g_loss']:.3g}", "d": f"{last[0]['d_loss']:.3g}"} if len(last) == 1 else {}
-            bar.set_postfix(auroc="/".join(f"{r['auroc']:.1f}" for r in last), **losses)
+            bar.set_postfix(progress_postfix([h[-1] for h in histories]))
     finally:
         _close(managers)
         bar.close()
     return [_finish(d, c, s, layout.model(state, k), h)
             for k, (c, s, d, h) in enumerate(zip(cfgs, splits, run_dirs, histories))]
+
+
+def progress_postfix(records: list[dict[str, float]]) -> dict[str, str]:
+    """The progress bar's figures after an epoch, units in their names: each model's AUROC in
+    percent and, for one model, its mean D and G losses.
+
+        progress_postfix([{"auroc": 97.25, "d_loss": 1.44, "g_loss": 40.2}])
+        # {"AUROC %": "97.2", "D loss": "1.44", "G loss": "40.2"}
+    """
+    postfix = {"AUROC %": "/".join(f"{r['auroc']:.1f}" for r in records)}
+    if len(records) == 1:
+        postfix.update({"D loss": f"{records[0]['d_loss']:.3g}", "G loss": f"{records[0]['g_loss']:.3g}"})
+    return postfix
 
 
 def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: str | Path | None = None,

@@ -18,7 +18,7 @@ from jaxad.benchmark import BenchmarkSpec, classes_in_protocol, locked
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import OneClassSplit, load_folder, load_split
 from jaxad.files import write_json_atomic
-from jaxad.fit import ConfigMismatchError, DataMismatchError
+from jaxad.fit import ConfigMismatchError, DataMismatchError, progress_postfix
 from jaxad.metrics import auroc
 from jaxad.train import check_images, create_train_state
 
@@ -260,3 +260,16 @@ def test_the_runner_exits_non_zero_naming_the_runs_that_failed(tmp_path, capsys)
                        "--batch-size", "32", "--width", "0.125", "--w-adv", "nan", "--out", str(tmp_path)) == 1
     err = capsys.readouterr().err
     assert "1 of 1 run(s) failed" in err and "runs/gamma0/class0/seed0: epoch 0: loss" in err
+
+
+# ------------------------------------------------------------------ what a new user reads
+
+def test_one_class_split_is_exported_for_your_own_arrays():
+    import jaxad
+    assert jaxad.OneClassSplit is OneClassSplit and "OneClassSplit" in jaxad.__all__
+
+
+def test_the_progress_bar_names_its_units():
+    assert progress_postfix([{"auroc": 97.25, "d_loss": 1.44, "g_loss": 40.2}]) == {
+        "AUROC %": "97.2", "D loss": "1.44", "G loss": "40.2"}
+    assert progress_postfix([{"auroc": 97.0, "d_loss": 1.0, "g_loss": 4.0}] * 2) == {"AUROC %": "97.0/97.0"}
