@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True, help="a folder of images or a .npy array")
     p.add_argument("--out", required=True, help="where to write scores.csv and error_maps/")
     p.add_argument("--no-maps", action="store_true", help="only the CSV")
+    p.add_argument("--epoch", type=int, help="score with the checkpoint of this epoch (default: the last)")
     args = p.parse_args(argv)
     try:
-        state, cfg = load_run(args.run)
+        state, cfg = load_run(args.run, args.epoch)
         names, images = read_inputs(Path(args.images), cfg.model.image_size, cfg.model.channels)
         check_images(images, cfg.model)
         images = np.asarray(images, np.float32)

@@ -50,8 +50,9 @@ def restore(manager: ocp.CheckpointManager, template: Any, epoch: int | None = N
             state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()))
     except Exception as err:  # orbax raises many kinds; all mean the same to a user
         others = sorted(set(manager.all_steps()) - {epoch})
-        advice = (f"the directory also holds epoch(s) {others}: load_run(run_dir, epoch={others[-1]}) loads "
-                  f"one, and fit or run.py --resume fall back to the latest intact one by themselves"
+        advice = (f"the directory also holds epoch(s) {others}: load_run(run_dir, epoch={others[-1]}) or "
+                  f"score.py --epoch {others[-1]} loads one, and fit or run.py --resume fall back to the "
+                  f"latest intact one by themselves"
                   if others else f"no other checkpoint is left: delete {manager.directory} to restart the run "
                   f"from scratch")
         raise CheckpointError(

@@ -180,6 +180,17 @@ def test_resuming_falls_back_from_a_damaged_checkpoint_to_the_previous_one(train
     load_run(run_dir)  # the retrained epoch 1 reads back
 
 
+def test_the_score_command_names_an_intact_epoch_and_scores_with_it(trained_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    damage_checkpoint(run_dir, 1)
+    np.save(tmp_path / "x.npy", unit_images())
+    command = ["--run", str(run_dir), "--images", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o"), "--no-maps"]
+    assert score_cli.main(command) == 2
+    assert "score.py --epoch 0 loads one" in capsys.readouterr().err
+    assert score_cli.main(command + ["--epoch", "0"]) == 0
+
+
 def test_a_damaged_only_checkpoint_says_to_restart_from_scratch(untrained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(untrained_run, run_dir)
