@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -161,10 +162,16 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
 
 
 def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
+    """``check_images`` on every array of the split, and a warning for images that look [0, 1]-scaled."""
     check_images(split.train_normal, cfg.model)
     check_images(split.test_images, cfg.model)
     if len(split.train_anomaly):
         check_images(split.train_anomaly, cfg.model)
+    # In [-1, 1], a whole training set with no pixel darker than mid-grey is all but unheard of;
+    # [0, 1] pixels pass the range check and would train and score without complaint.
+    if float(np.min(split.train_normal)) >= 0 and float(np.min(split.test_images)) >= 0:
+        warnings.warn("every training and test pixel lies in [0, 1], not [-1, 1]: if the images were "
+                      "scaled to [0, 1], convert them with x * 2 - 1", stacklevel=3)
 
 
 def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState):

@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -66,6 +67,16 @@ def test_images_outside_the_float_unit_range_are_refused(bad, message):
 
 def test_images_within_rounding_of_the_unit_range_pass():
     check_images(np.clip(unit_images() * 1.0005, -1.0005, 1.0005), TINY.model)
+
+
+def test_fit_warns_when_every_pixel_lies_in_0_1():
+    split = load_split(TINY.data)
+    unit = dataclasses.replace(split, train_normal=(split.train_normal + 1) / 2,
+                               test_images=(split.test_images + 1) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # stop at the warning, before any training
+        with pytest.raises(UserWarning, match=r"\[0, 1\], not \[-1, 1\].*x \* 2 - 1"):
+            fit(TINY, unit, progress=False)
 
 
 @pytest.mark.parametrize("bad,message", [
