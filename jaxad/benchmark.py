@@ -116,6 +116,9 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> None:
 
 def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
     result = read_json(run_dir / "result.json")
+    if result.get("status") == "complete" and "epochs_count_from" not in result:
+        # Written when epochs counted from 0: the tables count from 1 (the file is left as it is).
+        result = {**result, "best_epoch": result["best_epoch"] + 1, "epochs_count_from": 1}
     return {"dataset": cfg.data.dataset, "backbone": cfg.model.backbone,
             "normal_class": cfg.data.normal_class, "gamma": cfg.data.gamma, "seed": cfg.seed,
             "run_dir": str(run_dir.relative_to(out_dir)), **result}
@@ -223,7 +226,7 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
                                    run_dir / "score_extremes.png")
         tqdm.write(f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}: "
                    f"AUROC {result.final_auroc:.2f} (final epoch), "
-                   f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch + 1})")
+                   f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch})")
 
     def fit_one(cfg: ExperimentConfig) -> None:
         run_dir, split = run_dir_of(out_dir, cfg), split_of(cfg)

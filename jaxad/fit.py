@@ -13,6 +13,14 @@ test scores, labels and classes) and ``result.json``, written last, which marks 
 complete. ``fit_many`` trains the seeds of one class and
 gamma at once, each into its own run directory. Both run one epoch loop; a layout says how it
 holds its models: one under jit, one replicated over devices under pmap, or K stacked under vmap.
+
+Epochs count from 1 everywhere: the progress bar, error messages, ``history.json``'s
+``"epoch"``, ``result.json``'s ``"best_epoch"``, ``RunResult.best_epoch`` and the tables. The
+checkpoint saved after epoch e is step e (``checkpoints/e``), so ``load_run(run_dir, epoch=e)``
+is the model as it was after epoch e. The batch sampler and the step keys are drawn from the
+0-based index e - 1, as they always were, so numbers do not change with the numbering. Run
+directories written before (epochs from 0) still load and resume: their history's records are
+renumbered from 1 when the run resumes; their checkpoint steps keep their 0-based names.
 """
 
 from __future__ import annotations
@@ -74,13 +82,13 @@ class RunResult:
 
     @property
     def best_epoch(self) -> int:
-        """The epoch of highest test AUROC (selected on the test split)."""
-        return int(np.argmax([h["auroc"] for h in self.history]))
+        """The epoch (counting from 1) of highest test AUROC, the first on a tie (selected on the test split)."""
+        return int(np.argmax([h["auroc"] for h in self.history])) + 1
 
     @property
     def best_auroc(self) -> float:
         """Test-selected best-epoch AUROC (%): how GANomaly's code reports; not an honest figure."""
-        return self.history[self.best_epoch]["auroc"]
+        return self.history[self.best_epoch - 1]["auroc"]
 
 
 def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
@@ -174,8 +182,16 @@ def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
                       "scaled to [0, 1], convert them with x * 2 - 1", stacklevel=3)
 
 
+def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """History records with ``"epoch"`` counting from 1; those of run directories written when
+    epochs counted from 0 are renumbered (a copy; the argument is left as it is)."""
+    if history and history[0].get("epoch") == 0:
+        return [{**record, "epoch": record["epoch"] + 1} for record in history]
+    return history
+
+
 def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState):
-    """(manager, state, history, first epoch to run): restored from the run's last checkpoint."""
+    """(manager, state, history, epochs done): restored from the run's last checkpoint."""
     if run_dir is None:
         return None, state, [], 0
     run_dir = Path(run_dir)
@@ -183,8 +199,9 @@ def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClass
     manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
     if manager.latest_step() is None:
         return manager, state, [], 0
-    arrays, saved, last = checkpoint.restore_latest_intact(manager, state.arrays())
-    return manager, state.replace(**arrays), saved["epochs"], last + 1
+    arrays, saved, _ = checkpoint.restore_latest_intact(manager, state.arrays())
+    history = numbered_from_one(saved["epochs"])
+    return manager, state.replace(**arrays), history, len(history)
 
 
 def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneClassSplit,
@@ -228,13 +245,14 @@ def _close(managers) -> None:
 _EpochInputs = tuple[np.ndarray, np.ndarray, jax.Array]  # per step: normal indices, anomaly indices, key
 
 
-def _epoch_inputs(cfg: ExperimentConfig, split: OneClassSplit, epoch: int) -> _EpochInputs:
-    """One model's epoch: (steps, Bn) normal and (steps, Ba) anomaly indices, (steps,) keys."""
+def _epoch_inputs(cfg: ExperimentConfig, split: OneClassSplit, index: int) -> _EpochInputs:
+    """One model's epoch of 0-based ``index`` (the epoch's number - 1): (steps, Bn) normal and
+    (steps, Ba) anomaly indices, (steps,) keys."""
     t = cfg.train
     normal_index, anomaly_index = epoch_indices(len(split.train_normal), len(split.train_anomaly), t.batch_size,
-                                                cfg.data.gamma, cfg.seed, epoch, t.min_anomalies_per_batch)
+                                                cfg.data.gamma, cfg.seed, index, t.min_anomalies_per_batch)
     # Keys per (seed, epoch), so a resumed run draws exactly what an uninterrupted one does.
-    epoch_key = jax.random.fold_in(jax.random.key(cfg.seed), 1_000_003 + epoch)
+    epoch_key = jax.random.fold_in(jax.random.key(cfg.seed), 1_000_003 + index)
     return normal_index, anomaly_index, jax.random.split(epoch_key, len(normal_index))
 
 
@@ -287,21 +305,21 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
     """The epoch loop of ``fit`` and ``fit_many``: resume each run, train the models ``layout``
     holds, and after every epoch check the losses, then score, checkpoint and record each model.
     ``anomaly_images`` come as ``layout.step`` takes them. Returns one result per model."""
-    managers, states, histories, start_epochs = zip(*[_open_run(d, c, split, s) for c, split, s, d
+    managers, states, histories, epochs_done = zip(*[_open_run(d, c, split, s) for c, split, s, d
                                                       in zip(cfgs, splits, fresh_states, run_dirs)])
-    if len(set(start_epochs)) != 1:
+    if len(set(epochs_done)) != 1:
         _close(managers)
         raise ValueError("fit_many resumes only runs stopped at the same epoch; use fit for each")
-    start_epoch, epochs = start_epochs[0], cfgs[0].train.epochs
+    epochs_done, epochs = epochs_done[0], cfgs[0].train.epochs
     state = layout.place(states)
     normal_images, anomaly_images = jnp.asarray(splits[0].train_normal), jnp.asarray(anomaly_images)
-    bar = tqdm(range(start_epoch, epochs), initial=start_epoch, total=epochs, disable=not progress,
+    bar = tqdm(range(epochs_done + 1, epochs + 1), initial=epochs_done, total=epochs, disable=not progress,
                desc=desc, leave=False)
     try:
-        for epoch in bar:
+        for epoch in bar:  # counting from 1
             started = time.perf_counter()
             normal_index, anomaly_index, keys = layout.step_inputs(
-                [_epoch_inputs(c, s, epoch) for c, s in zip(cfgs, splits)])
+                [_epoch_inputs(c, s, epoch - 1) for c, s in zip(cfgs, splits)])
             new_state, step_metrics = state, []
             for i in range(len(normal_index)):
                 # Dispatch is asynchronous: the host queues steps while the device works.
@@ -354,7 +372,8 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     numbers as an uninterrupted one. ``devices`` > 1 trains data-parallel under pmap (0 = all
     local devices). Raises ``FloatingPointError`` if a loss turns NaN or inf (the last good
     checkpoint is kept). A ``run_dir`` that holds a run of another configuration or of other
-    data (``data.json`` records a fingerprint of the split) is refused.
+    data (``data.json`` records a fingerprint of the split) is refused. ``on_epoch(epoch, record)``
+    is called after each epoch, counting from 1, with its history record.
     """
     if split is not None and not isinstance(split, OneClassSplit):
         raise TypeError(f"fit's second argument is a OneClassSplit, got {type(split).__name__} {split!r:.60}; "
@@ -407,6 +426,7 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
         "final_auroc": result.final_auroc,
         "best_auroc": result.best_auroc,
         "best_epoch": result.best_epoch,
+        "epochs_count_from": 1,  # absent in run directories written when best_epoch counted from 0
         "epochs": len(result.history),
         "d_resets": sum(h["d_resets"] for h in result.history),
         "final_auroc_batch_statistics": result.history[-1].get("auroc_batch_statistics"),

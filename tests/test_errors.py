@@ -4,6 +4,7 @@ Most of these need no training: the checks run before any jitted code.
 """
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -15,11 +16,11 @@ import numpy as np
 import pytest
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, checkpoint, fit, load_run, report, score, score_step
-from jaxad.benchmark import BenchmarkSpec, classes_in_protocol, locked
+from jaxad.benchmark import BenchmarkSpec, _row, classes_in_protocol, locked, run_dir_of
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import OneClassSplit, load_folder, load_split
 from jaxad.files import write_json_atomic
-from jaxad.fit import ConfigMismatchError, DataMismatchError, progress_postfix
+from jaxad.fit import ConfigMismatchError, DataMismatchError, numbered_from_one, progress_postfix
 from jaxad.metrics import auroc
 from jaxad.train import check_images, create_train_state
 
@@ -171,6 +172,31 @@ def test_config_mismatch_names_the_fields_that_differ(trained_run):
     assert "w_con" not in str(err.value)  # only the fields that differ
 
 
+def test_epochs_count_from_1_in_files_results_and_checkpoints(trained_run):
+    run_dir, result = trained_run
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [h["epoch"] for h in result.history] == [1, 2]
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["best_epoch"] == result.best_epoch in (1, 2) and saved["epochs_count_from"] == 1
+    assert result.best_auroc == history[result.best_epoch - 1]["auroc"]
+    assert {int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()} == {1, 2}
+    np.testing.assert_array_equal(score(load_run(run_dir, epoch=2)[0], unit_images()),
+                                  score(result.state, unit_images()))  # checkpoint 2: after epoch 2
+
+
+def test_run_directories_written_with_epochs_from_0_still_read(tmp_path):
+    assert [r["epoch"] for r in numbered_from_one([{"epoch": 0}, {"epoch": 1}])] == [1, 2]
+    assert numbered_from_one([{"epoch": 1}, {"epoch": 2}]) == [{"epoch": 1}, {"epoch": 2}]
+    cfg = BenchmarkSpec(TINY, classes=(0,), seeds=(0,)).runs()[0]
+    run_dir = run_dir_of(tmp_path, cfg)
+    run_dir.mkdir(parents=True)
+    old = {"status": "complete", "final_auroc": 90.0, "best_auroc": 95.0, "best_epoch": 0, "epochs": 2,
+           "d_resets": 0.0}
+    write_json_atomic(run_dir / "result.json", old)
+    assert _row(cfg, run_dir, tmp_path)["best_epoch"] == 1  # the tables count from 1
+    assert json.loads((run_dir / "result.json").read_text()) == old  # the file is left as it is
+
+
 def damage_checkpoint(run_dir: Path, epoch: int) -> None:
     for f in (run_dir / "checkpoints" / str(epoch)).rglob("*"):
         if f.is_file() and f.stat().st_size > 0 and "state" in f.parts:
@@ -180,26 +206,26 @@ def damage_checkpoint(run_dir: Path, epoch: int) -> None:
 def test_resuming_falls_back_from_a_damaged_checkpoint_to_the_previous_one(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run[0], run_dir)
-    damage_checkpoint(run_dir, 1)
-    with pytest.raises(CheckpointError, match=r"epoch\(s\) \[0\]: load_run\(run_dir, epoch=0\)"):
+    damage_checkpoint(run_dir, 2)
+    with pytest.raises(CheckpointError, match=r"epoch\(s\) \[1\]: load_run\(run_dir, epoch=1\)"):
         load_run(run_dir)
-    load_run(run_dir, epoch=0)
-    with pytest.warns(UserWarning, match="epoch 1 cannot be read.*resuming from epoch 0"):
+    load_run(run_dir, epoch=1)
+    with pytest.warns(UserWarning, match="epoch 2 cannot be read.*resuming from epoch 1"):
         resumed = fit(TWO_EPOCHS, load_split(TWO_EPOCHS.data), run_dir=run_dir, progress=False)
-    assert resumed.final_auroc == trained_run[1].final_auroc  # epoch 1 retrained, the same numbers
-    assert (run_dir / "corrupt_checkpoints" / "1").is_dir()
-    load_run(run_dir)  # the retrained epoch 1 reads back
+    assert resumed.final_auroc == trained_run[1].final_auroc  # epoch 2 retrained, the same numbers
+    assert (run_dir / "corrupt_checkpoints" / "2").is_dir()
+    load_run(run_dir)  # the retrained epoch 2 reads back
 
 
 def test_the_score_command_names_an_intact_epoch_and_scores_with_it(trained_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run[0], run_dir)
-    damage_checkpoint(run_dir, 1)
+    damage_checkpoint(run_dir, 2)
     np.save(tmp_path / "x.npy", unit_images())
     command = ["--run", str(run_dir), "--images", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o"), "--no-maps"]
     assert score_cli.main(command) == 2
-    assert "score.py --epoch 0 loads one" in capsys.readouterr().err
-    assert score_cli.main(command + ["--epoch", "0"]) == 0
+    assert "score.py --epoch 1 loads one" in capsys.readouterr().err
+    assert score_cli.main(command + ["--epoch", "1"]) == 0
 
 
 def test_a_damaged_only_checkpoint_says_to_restart_from_scratch(untrained_run, tmp_path):
@@ -281,7 +307,7 @@ def test_the_runner_exits_non_zero_naming_the_runs_that_failed(tmp_path, capsys)
     assert run_command("--dataset", "digits", "--classes", "0", "--seeds", "1", "--epochs", "1",
                        "--batch-size", "32", "--width", "0.125", "--w-adv", "nan", "--out", str(tmp_path)) == 1
     err = capsys.readouterr().err
-    assert "1 of 1 run(s) failed" in err and "runs/gamma0/class0/seed0: epoch 0: loss" in err
+    assert "1 of 1 run(s) failed" in err and "runs/gamma0/class0/seed0: epoch 1: loss" in err
 
 
 # ------------------------------------------------------------------ what a new user reads

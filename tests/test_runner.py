@@ -43,7 +43,7 @@ def test_benchmark_writes_every_file(benchmark_dir):
                      "score_extremes.png"):
             assert (run_dir / name).exists(), name
         history = json.loads((run_dir / "history.json").read_text())
-        assert [h["epoch"] for h in history] == [0, 1]
+        assert [h["epoch"] for h in history] == [1, 2]  # counting from 1
         assert {"auroc", "auroc_batch_statistics", "g_loss", "d_loss", "d_resets"} <= history[0].keys()
         with np.load(run_dir / "scores.npz") as z:
             assert len(z["scores"]) == len(z["labels"]) == 540  # every digits test image
@@ -79,7 +79,7 @@ def test_resume_after_interruption_equals_a_straight_run(tmp_path):
     straight = fit(TINY, split, run_dir=tmp_path / "straight", progress=False)
 
     def interrupt(epoch, record):
-        if epoch == 0:
+        if epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
