@@ -17,6 +17,7 @@ from pathlib import Path
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.benchmark import BenchmarkSpec, device_summary, run_benchmark
+from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
 from jaxad.config import PSEUDO_ANOMALY_BN, DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
 from jaxad.data import DATASETS
 
@@ -24,6 +25,18 @@ from jaxad.data import DATASETS
 DEMO = dict(dataset="digits", seeds=1, epochs=30, batch_size=32, width=0.25)
 CHANNELS = {"mnist": 1, "fashion_mnist": 1, "digits": 1, "cifar10": 3, "cifar100": 3}
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 20, "folder": 1}
+
+
+def keep_count(text: str) -> int | None:
+    """``--keep-checkpoints``: a whole number >= 1, or ``all`` (None)."""
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+        check_keep_recent(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a whole number of epochs, at least 1, or all; got {text!r}") from None
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", choices=["auto", "raw", "tfds"], default="auto")
     p.add_argument("--out", help="output directory (default results/<dataset>_<backbone>)")
     p.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
+    p.add_argument("--keep-checkpoints", type=keep_count, default=KEEP_RECENT, metavar="N|all",
+                   help="checkpoints of each run's latest N epochs to keep, beside its test-selected "
+                   "epoch's (default %(default)s; all = every epoch)")
     p.add_argument("--devices", type=int, default=0, help="data-parallel devices (0 = all local)")
     p.add_argument("--models-at-once", action="store_true",
                    help="train the seeds of each (class, gamma) together, vmapped in one step")
@@ -118,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = run_benchmark(spec, out, resume=args.resume, devices=args.devices,
                              models_at_once=args.models_at_once, data_dir=args.data_dir,
-                             command=command.strip(), progress=not args.no_progress)
+                             command=command.strip(), progress=not args.no_progress,
+                             keep_checkpoints=args.keep_checkpoints)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

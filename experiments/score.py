@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True, help="a folder of images or a .npy array")
     p.add_argument("--out", required=True, help="where to write scores.csv and error_maps/")
     p.add_argument("--no-maps", action="store_true", help="only the CSV")
-    p.add_argument("--epoch", type=int, help="score with the checkpoint of this epoch (default: the last)")
+    p.add_argument("--epoch", type=lambda text: text if text == "best" else int(text),
+                   help="score with the checkpoint of this epoch, or 'best' (the test-selected epoch's); "
+                   "default: the last")
     args = p.parse_args(argv)
     try:
         state, cfg = load_run(args.run, args.epoch)

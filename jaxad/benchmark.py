@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import report
+from jaxad import checkpoint, report
 from jaxad.config import ExperimentConfig
 from jaxad.data import Dataset, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
@@ -188,7 +188,7 @@ def _groups(spec: BenchmarkSpec, models_at_once: bool) -> list[list[ExperimentCo
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = False, devices: int = 1,
                   models_at_once: bool = False, data_dir: str | None = None, command: str | None = None,
-                  progress: bool = True) -> list[dict[str, Any]]:
+                  progress: bool = True, keep_checkpoints: int | None = checkpoint.KEEP_RECENT) -> list[dict[str, Any]]:
     """Run every (class, gamma, seed) of ``spec`` not yet finished under ``out_dir``; return the rows.
 
     ``models_at_once`` trains the seeds of each (class, gamma) together, the step vmapped over
@@ -196,10 +196,14 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     ``devices``. A run whose loss turns NaN is stopped with a message (its last good
     checkpoint kept, its result.json marked failed) and the benchmark goes on. SIGTERM and
     Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped.
+    Each run keeps the checkpoints of its latest ``keep_checkpoints`` epochs (None: all) and of
+    its test-selected epoch.
     """
     out_dir = Path(out_dir)
+    checkpoint.check_keep_recent(keep_checkpoints)
     with locked(out_dir):
-        return _run_benchmark(spec, out_dir, resume, devices, models_at_once, data_dir, command, progress)
+        return _run_benchmark(spec, out_dir, resume, devices, models_at_once, data_dir, command, progress,
+                              keep_checkpoints)
 
 
 def classes_in_protocol(dataset: Dataset) -> int:
@@ -209,7 +213,8 @@ def classes_in_protocol(dataset: Dataset) -> int:
 
 
 def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: int, models_at_once: bool,
-                   data_dir: str | None, command: str | None, progress: bool) -> list[dict[str, Any]]:
+                   data_dir: str | None, command: str | None, progress: bool,
+                   keep_checkpoints: int | None) -> list[dict[str, Any]]:
     _prepare_out_dir(spec, out_dir, resume)
     base = spec.base
     dataset = load_dataset(base.data.dataset, data_dir or base.data.data_dir, base.data.source,
@@ -231,7 +236,8 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
     def fit_one(cfg: ExperimentConfig) -> None:
         run_dir, split = run_dir_of(out_dir, cfg), split_of(cfg)
         try:
-            result = fit(cfg, split, run_dir=run_dir, devices=devices, progress=progress)
+            result = fit(cfg, split, run_dir=run_dir, devices=devices, progress=progress,
+                         keep_checkpoints=keep_checkpoints)
         except FloatingPointError as err:
             tqdm.write(f"run {run_dir} stopped: {err}; its last good checkpoint is kept")
             write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})
@@ -252,8 +258,8 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
             else:
                 splits = [split_of(c) for c in todo]
                 try:
-                    results = fit_many(todo, splits,
-                                       run_dirs=[run_dir_of(out_dir, c) for c in todo], progress=progress)
+                    results = fit_many(todo, splits, run_dirs=[run_dir_of(out_dir, c) for c in todo],
+                                       progress=progress, keep_checkpoints=keep_checkpoints)
                 except (FloatingPointError, ValueError) as err:
                     # One model diverged, or the runs stopped at different epochs: go one by one.
                     tqdm.write(f"training {len(todo)} models at once stopped ({err}); running them one by one")

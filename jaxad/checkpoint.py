@@ -1,4 +1,10 @@
-"""Checkpoints with orbax: the train state's arrays and the run's history, every epoch.
+"""Checkpoints with orbax: the train state's arrays and the run's history, saved every epoch.
+
+The checkpoint after epoch e is step e (epochs count from 1). orbax's preservation policy
+keeps the ``keep_recent`` latest epochs (2 by default: the final one and the one before, which
+resuming falls back to if the final one is damaged) and the test-selected one, the epoch of
+highest test AUROC (each checkpoint records its AUROC as orbax metrics; ``manager.best_step()``
+names it). ``keep_recent=None`` keeps every epoch.
 
 orbax writes each step to a temporary directory and renames it on commit, so a kill never
 leaves a half-written checkpoint that reads as complete. Checkpoints hold unreplicated
@@ -19,31 +25,88 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read back (corrupt, truncated, or of another model)."""
 
 
-def checkpoint_manager(directory: str | Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
-    """An orbax manager keeping the last ``max_to_keep`` epochs under ``directory``."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+KEEP_RECENT = 2  # the latest epochs' checkpoints kept, beside the test-selected one
+
+
+def _test_selection(metrics: dict[str, float]) -> tuple[float, int]:
+    # The highest AUROC, the earliest epoch on a tie: RunResult.best_epoch's choice.
+    return metrics["auroc"], -metrics["epoch"]
+
+
+def check_keep_recent(keep_recent: int | None) -> None:
+    """Refuse a count of recent checkpoints to keep other than None (all) or a whole number >= 1."""
+    if keep_recent is not None and (isinstance(keep_recent, bool) or not isinstance(keep_recent, int)
+                                    or keep_recent < 1):
+        raise ValueError(f"keep_checkpoints is how many of the latest epochs' checkpoints to keep, at least 1 "
+                         f"(the final one), or None for every epoch; got {keep_recent!r}")
+
+
+def checkpoint_manager(directory: str | Path, keep_recent: int | None = KEEP_RECENT) -> ocp.CheckpointManager:
+    """An orbax manager under ``directory`` keeping the ``keep_recent`` latest epochs (None: all)
+    and the test-selected one (highest test AUROC, ``best_step()``). Checkpoints saved without
+    an AUROC (an untrained state; run directories from before) are kept."""
+    check_keep_recent(keep_recent)
+    policies = ocp.checkpoint_managers
+    options = ocp.CheckpointManagerOptions(
+        create=True, best_fn=_test_selection, best_mode="max",
+        preservation_policy=policies.AnyPreservationPolicy([
+            policies.LatestN(n=keep_recent),
+            policies.BestN(get_metric_fn=_test_selection, n=1, keep_checkpoints_without_metrics=True)]))
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
 def save(manager: ocp.CheckpointManager, epoch: int, arrays: Any, history: dict[str, Any]) -> None:
-    """Save the state's arrays and the JSON history after ``epoch`` (asynchronously)."""
+    """Save the state's arrays and the JSON history after ``epoch`` (asynchronously), with the
+    test AUROC of its last record as the metric the test-selected checkpoint is chosen by."""
+    records = history.get("epochs") or []
+    metrics = {"auroc": float(records[-1]["auroc"]), "epoch": epoch} if records else None
     manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
-                                                history=ocp.args.JsonSave(history)))
+                                                history=ocp.args.JsonSave(history)), metrics=metrics)
 
 
-def restore(manager: ocp.CheckpointManager, template: Any, epoch: int | None = None) -> tuple[Any, dict, int]:
-    """Restore ``(arrays, history, epoch)``, the latest epoch unless one is named.
+def saved_epochs(manager: ocp.CheckpointManager) -> str:
+    """``"[3, 9, 10] (10 the latest, 3 the test-selected)"``: what a user can load."""
+    steps = sorted(manager.all_steps())
+    if not steps:
+        return "none"
+    names = [f"{steps[-1]} the latest"]
+    best = manager.best_step()
+    if best is not None and best != steps[-1]:
+        names.append(f"{best} the test-selected")
+    return f"{steps} ({', '.join(names)})"
+
+
+def resolve_epoch(manager: ocp.CheckpointManager, epoch: int | str | None) -> int:
+    """The step to load for ``epoch``: a number, ``None`` or ``"final"`` (the latest), or ``"best"``
+    (the test-selected epoch). Raises ``CheckpointError`` listing the saved epochs."""
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise CheckpointError(f"no checkpoint under {manager.directory}")
+    if epoch is None or epoch == "final":
+        return steps[-1]
+    if epoch == "best":
+        with_metrics = [s for s in steps if manager.metrics(s) is not None]
+        if not with_metrics:
+            raise CheckpointError(f"no checkpoint under {manager.directory} records its test AUROC (written "
+                                  f"before jaxad kept the test-selected one); saved epochs: {saved_epochs(manager)}")
+        return manager.best_step()
+    if isinstance(epoch, str) or epoch not in steps:
+        raise CheckpointError(
+            f"no checkpoint of epoch {epoch!r} under {manager.directory}; saved epochs: {saved_epochs(manager)}, "
+            f"or 'final' / 'best'. fit keeps the latest {KEEP_RECENT} epochs and the test-selected one by default; "
+            f"fit(..., keep_checkpoints=None) or run.py --keep-checkpoints all keeps every epoch")
+    return epoch
+
+
+def restore(manager: ocp.CheckpointManager, template: Any,
+            epoch: int | str | None = None) -> tuple[Any, dict, int]:
+    """Restore ``(arrays, history, epoch)``, the latest epoch unless one is named (see ``resolve_epoch``).
 
     ``template`` is a pytree of the same structure (arrays or ``jax.ShapeDtypeStruct``).
     Raises ``CheckpointError`` with the path, and the other epochs saved there, when the
-    checkpoint cannot be read.
+    checkpoint cannot be read or the epoch named was not kept.
     """
-    epoch = manager.latest_step() if epoch is None else epoch
-    if epoch is None:
-        raise CheckpointError(f"no checkpoint under {manager.directory}")
-    if epoch not in manager.all_steps():
-        raise CheckpointError(f"no checkpoint of epoch {epoch} under {manager.directory}; "
-                              f"saved epochs: {sorted(manager.all_steps())}")
+    epoch = resolve_epoch(manager, epoch)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     try:
         restored = manager.restore(epoch, args=ocp.args.Composite(

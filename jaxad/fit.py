@@ -5,10 +5,12 @@
     print(result.final_auroc, result.best_auroc)                 # final epoch; test-selected best
     scores = score(result.state, images)                         # ||x - G(x)||_2 per image
     state, config = load_run("runs/digits-0")                    # the saved final model
+    state, config = load_run("runs/digits-0", epoch="best")      # the test-selected epoch's
 
 One run = (dataset, backbone, normal class, gamma, seed) in its own directory:
 ``config.json``, ``data.json`` (a fingerprint of the split it trains on), ``checkpoints/``
-(orbax, every epoch), ``history.json`` (per-epoch losses and AUROC), ``scores.npz`` (raw
+(orbax, saved every epoch; the latest ``keep_checkpoints`` epochs, 2 by default, and the
+test-selected one are kept: ``load_run(run_dir, epoch="best")``), ``history.json`` (per-epoch losses and AUROC), ``scores.npz`` (raw
 test scores, labels and classes) and ``result.json``, written last, which marks the run
 complete. ``fit_many`` trains the seeds of one class and
 gamma at once, each into its own run directory. Both run one epoch loop; a layout says how it
@@ -190,13 +192,14 @@ def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return history
 
 
-def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState):
+def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState,
+              keep_checkpoints: int | None = checkpoint.KEEP_RECENT):
     """(manager, state, history, epochs done): restored from the run's last checkpoint."""
     if run_dir is None:
         return None, state, [], 0
     run_dir = Path(run_dir)
     _check_run_dir(run_dir, cfg, split)
-    manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
+    manager = checkpoint.checkpoint_manager(run_dir / "checkpoints", keep_checkpoints)
     if manager.latest_step() is None:
         return manager, state, [], 0
     arrays, saved, _ = checkpoint.restore_latest_intact(manager, state.arrays())
@@ -301,12 +304,14 @@ _MODELS_AT_ONCE = _Layout(_train_step_many, _stack_states, _stack_inputs, _model
 def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneClassSplit],
                 fresh_states: list[AGADState], run_dirs: list[str | Path | None],
                 anomaly_images: np.ndarray, desc: str, progress: bool,
-                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[RunResult]:
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                keep_checkpoints: int | None = checkpoint.KEEP_RECENT) -> list[RunResult]:
     """The epoch loop of ``fit`` and ``fit_many``: resume each run, train the models ``layout``
     holds, and after every epoch check the losses, then score, checkpoint and record each model.
     ``anomaly_images`` come as ``layout.step`` takes them. Returns one result per model."""
-    managers, states, histories, epochs_done = zip(*[_open_run(d, c, split, s) for c, split, s, d
-                                                      in zip(cfgs, splits, fresh_states, run_dirs)])
+    checkpoint.check_keep_recent(keep_checkpoints)
+    managers, states, histories, epochs_done = zip(*[_open_run(d, c, split, s, keep_checkpoints) for c, split, s, d
+                                                     in zip(cfgs, splits, fresh_states, run_dirs)])
     if len(set(epochs_done)) != 1:
         _close(managers)
         raise ValueError("fit_many resumes only runs stopped at the same epoch; use fit for each")
@@ -364,12 +369,14 @@ def progress_postfix(records: list[dict[str, float]]) -> dict[str, str]:
 
 def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: str | Path | None = None,
         devices: int = 1, progress: bool = True,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        keep_checkpoints: int | None = checkpoint.KEEP_RECENT) -> RunResult:
     """Train AGAD for ``cfg.train.epochs`` epochs and score the test split after each.
 
     ``split`` defaults to ``load_split(cfg.data, seed=cfg.seed)``. With ``run_dir`` every epoch
     is checkpointed and an interrupted run resumes from its last checkpoint, giving the same
-    numbers as an uninterrupted one. ``devices`` > 1 trains data-parallel under pmap (0 = all
+    numbers as an uninterrupted one; the latest ``keep_checkpoints`` epochs (None: all) and the
+    test-selected one are kept. ``devices`` > 1 trains data-parallel under pmap (0 = all
     local devices). Raises ``FloatingPointError`` if a loss turns NaN or inf (the last good
     checkpoint is kept). A ``run_dir`` that holds a run of another configuration or of other
     data (``data.json`` records a fingerprint of the split) is refused. ``on_epoch(epoch, record)``
@@ -386,11 +393,12 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     desc = (f"{cfg.data.dataset}/{cfg.model.backbone} class {cfg.data.normal_class} "
             f"gamma {cfg.data.gamma} seed {cfg.seed}")
     return _fit_models(_one_model_layout(n_devices), [cfg], [split], [state], [run_dir],
-                       _anomaly_images(split), desc, progress, on_epoch)[0]
+                       _anomaly_images(split), desc, progress, on_epoch, keep_checkpoints)[0]
 
 
 def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], *,
-             run_dirs: Sequence[str | Path | None] | None = None, progress: bool = True) -> list[RunResult]:
+             run_dirs: Sequence[str | Path | None] | None = None, progress: bool = True,
+             keep_checkpoints: int | None = checkpoint.KEEP_RECENT) -> list[RunResult]:
     """Train K models at once: ``train_step`` vmapped over a leading model axis.
 
     The configurations may differ only in their seed (e.g. the 3 seeds of one normal class and
@@ -414,19 +422,26 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
     anomaly_images = np.stack([_anomaly_images(s) for s in splits])
     cfg = cfgs[0]
     return _fit_models(_MODELS_AT_ONCE, cfgs, splits, states, run_dirs, anomaly_images,
-                       f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", progress)
+                       f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", progress,
+                       keep_checkpoints=keep_checkpoints)
 
 
 def _write_run(run_dir: Path, result: RunResult) -> None:
     tmp = run_dir / "scores.tmp.npz"
     np.savez(tmp, scores=result.test_scores, labels=result.test_labels, classes=result.test_classes)
     tmp.replace(run_dir / "scores.npz")
+    # The checkpoints of the final and the test-selected epoch (kept by the preservation policy;
+    # absent in run directories whose checkpoint steps counted from 0).
+    checkpoints = {name: f"checkpoints/{epoch}" for name, epoch in
+                   (("final", len(result.history)), ("test_selected", result.best_epoch))
+                   if (run_dir / "checkpoints" / str(epoch)).is_dir()}
     write_json_atomic(run_dir / "result.json", {
         "status": "complete",
         "final_auroc": result.final_auroc,
         "best_auroc": result.best_auroc,
         "best_epoch": result.best_epoch,
         "epochs_count_from": 1,  # absent in run directories written when best_epoch counted from 0
+        "checkpoints": checkpoints,
         "epochs": len(result.history),
         "d_resets": sum(h["d_resets"] for h in result.history),
         "final_auroc_batch_statistics": result.history[-1].get("auroc_batch_statistics"),
@@ -435,8 +450,10 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
     })
 
 
-def load_run(run_dir: str | Path, epoch: int | None = None) -> tuple[AGADState, ExperimentConfig]:
-    """The trained model of a run directory (its last checkpoint unless ``epoch`` is named)."""
+def load_run(run_dir: str | Path, epoch: int | str | None = None) -> tuple[AGADState, ExperimentConfig]:
+    """The trained model of a run directory: its last checkpoint, unless ``epoch`` names one
+    (counting from 1), or ``"best"``, the test-selected epoch's. An epoch that was not kept
+    raises ``CheckpointError`` listing those that were."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")

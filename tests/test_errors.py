@@ -236,6 +236,54 @@ def test_a_damaged_only_checkpoint_says_to_restart_from_scratch(untrained_run, t
         load_run(run_dir)
 
 
+# ------------------------------------------------------------------ which checkpoints are kept
+
+def kept_epochs(run_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_the_latest_two_epochs_and_the_test_selected_one_are_kept_and_load(state, tmp_path):
+    write_json_atomic(tmp_path / "config.json", TINY.to_dict())
+    manager = checkpoint.checkpoint_manager(tmp_path / "checkpoints")  # the default
+    history = []
+    for epoch, value in enumerate([50.0, 90.0, 70.0, 90.0, 60.0, 65.0], 1):  # a tie: the first is chosen
+        history.append({"epoch": epoch, "auroc": value})
+        checkpoint.save(manager, epoch, state.arrays(), {"epochs": list(history)})
+    manager.wait_until_finished()
+    manager.close()
+    assert kept_epochs(tmp_path) == [2, 5, 6]
+    manager = checkpoint.checkpoint_manager(tmp_path / "checkpoints")
+    assert checkpoint.restore(manager, state.arrays(), "best")[2] == 2
+    manager.close()
+    for epoch in (2, 6, "best", "final", None):
+        load_run(tmp_path, epoch=epoch)
+    with pytest.raises(CheckpointError, match=r"no checkpoint of epoch 3 .*saved epochs: \[2, 5, 6\] "
+                                              r"\(6 the latest, 2 the test-selected\).*keep_checkpoints=None"):
+        load_run(tmp_path, epoch=3)
+
+
+def test_fit_keeps_the_final_and_the_test_selected_checkpoint_and_names_them(tmp_path):
+    cfg = TINY.replace(**{"train.epochs": 3})
+    with pytest.raises(ValueError, match="keep_checkpoints is how many"):
+        fit(cfg, run_dir=tmp_path, progress=False, keep_checkpoints=0)
+    result = fit(cfg, run_dir=tmp_path, progress=False, keep_checkpoints=1)
+    assert kept_epochs(tmp_path) == sorted({3, result.best_epoch})
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["checkpoints"] == {"final": "checkpoints/3", "test_selected": f"checkpoints/{result.best_epoch}"}
+    load_run(tmp_path, epoch="best")
+    np.save(tmp_path / "x.npy", unit_images())
+    assert score_cli.main(["--run", str(tmp_path), "--images", str(tmp_path / "x.npy"), "--out",
+                           str(tmp_path / "o"), "--no-maps", "--epoch", "best"]) == 0
+
+
+def test_the_runner_takes_the_number_of_checkpoints_to_keep():
+    assert run_cli.parse_args(["--keep-checkpoints", "all"]).keep_checkpoints is None
+    assert run_cli.parse_args(["--keep-checkpoints", "5"]).keep_checkpoints == 5
+    assert run_cli.parse_args([]).keep_checkpoints == 2
+    with pytest.raises(SystemExit):
+        run_cli.parse_args(["--keep-checkpoints", "0"])
+
+
 # ------------------------------------------------------------------ the benchmark runner's command line
 
 def run_command(*argv: str) -> int:
