@@ -19,7 +19,7 @@ from jaxad.allocator import restart_with_fast_malloc
 from jaxad.benchmark import BenchmarkSpec, device_summary, run_benchmark
 from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
 from jaxad.config import PSEUDO_ANOMALY_BN, DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
-from jaxad.data import DATASETS
+from jaxad.data import DATASETS, batch_composition
 
 # With no --dataset: a small, fast setting on the embedded digits (a demo, not the paper's).
 DEMO = dict(dataset="digits", seeds=1, epochs=30, batch_size=32, width=0.25)
@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="draw injected anomalies from these classes only (default: all others)")
     p.add_argument("--epochs", type=int, help="default 15 (demo 30)")
     p.add_argument("--batch-size", type=int, help="default 256 (demo 32)")
+    p.add_argument("--min-anomalies-per-batch", type=int, default=TrainConfig.min_anomalies_per_batch,
+                   help="with gamma > 0, anomalies in every batch at least (default %(default)s, the paper's "
+                   "32 of 256; lower it for small batches, e.g. 4 for a batch of 32)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--w-adv", type=float, default=1.0)
     p.add_argument("--w-con", type=float, default=50.0)
@@ -98,6 +101,7 @@ def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
                         anomaly_recon_pair=args.anomaly_recon_pair),
         train=TrainConfig(learning_rate=args.lr, batch_size=pick(args.batch_size, DEMO["batch_size"], 256),
                           epochs=pick(args.epochs, DEMO["epochs"], 15),
+                          min_anomalies_per_batch=args.min_anomalies_per_batch,
                           pseudo_anomaly_bn=args.pseudo_anomaly_bn, freeze_bn=not args.no_freeze_bn,
                           detach_pseudo=args.detach_pseudo, ema_decay=args.ema_decay),
         data=DataConfig(dataset, anomaly_classes=tuple(args.anomaly_classes) if args.anomaly_classes else None,
@@ -108,6 +112,7 @@ def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
     classes = tuple(args.classes) if args.classes else tuple(range(NUM_CLASSES[dataset]))
     for gamma in args.gammas:
         DataConfig(gamma=gamma)  # refuses gamma outside [0, 1) before any work
+        batch_composition(base.train.batch_size, gamma, base.train.min_anomalies_per_batch)  # room for normals
     return BenchmarkSpec(base, classes, tuple(args.gammas),
                          tuple(range(pick(args.seeds, DEMO["seeds"], 3))))
 

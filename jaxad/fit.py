@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from jaxad import checkpoint, parallel, xla
 from jaxad.config import ExperimentConfig
-from jaxad.data import OneClassSplit, epoch_indices, load_split, padded_batches
+from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.files import read_json, write_json_atomic
 from jaxad.metrics import auroc
 from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
@@ -172,7 +172,9 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
 
 
 def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
-    """``check_images`` on every array of the split, and a warning for images that look [0, 1]-scaled."""
+    """``check_images`` on every array of the split, and a warning for images that look [0, 1]-scaled;
+    a batch size with no room for normals beside the anomalies gamma > 0 asks for is refused."""
+    batch_composition(cfg.train.batch_size, cfg.data.gamma, cfg.train.min_anomalies_per_batch)
     check_images(split.train_normal, cfg.model)
     check_images(split.test_images, cfg.model)
     if len(split.train_anomaly):

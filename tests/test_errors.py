@@ -300,6 +300,18 @@ def test_a_class_named_twice_and_zero_seeds_are_refused(tmp_path, capsys):
     assert not (tmp_path / "benchmark.json").exists()  # refused before any work
 
 
+def test_gamma_with_a_small_batch_says_which_setting_to_change(tmp_path, capsys):
+    advice = r"min_anomalies_per_batch = 32; lower TrainConfig.min_anomalies_per_batch \(run.py " \
+             r"--min-anomalies-per-batch\), e.g. to 4 .* or raise the batch size above 32"
+    with pytest.raises(ValueError, match=advice):
+        fit(TINY.replace(**{"data.gamma": 0.05}), progress=False)  # refused before any training
+    assert run_command("--dataset", "digits", "--gammas", "0.05", "--batch-size", "32", "--out", str(tmp_path)) == 2
+    assert "--min-anomalies-per-batch" in capsys.readouterr().err
+    assert not (tmp_path / "benchmark.json").exists()
+    args = run_cli.parse_args(["--gammas", "0.05", "--min-anomalies-per-batch", "4"])  # the demo's batch of 32
+    assert run_cli.build_spec(args).base.train.min_anomalies_per_batch == 4
+
+
 def write_image_folder(root: Path, counts: dict[str, int]) -> Path:
     from PIL import Image
     for name, count in counts.items():

@@ -80,16 +80,28 @@ def batch_composition(batch_size: int, gamma: float,
                       min_anomalies: int = MIN_ANOMALIES_PER_BATCH) -> tuple[int, int]:
     """(normals, anomalies) per batch: ``k = max(min_anomalies, round(gamma * B))`` if gamma > 0.
 
-    The paper keeps at least 32 anomalies in every batch of 256; ``min_anomalies`` exists so
-    that tests can use small batches.
+    The paper keeps at least 32 anomalies in every batch of 256 (``TrainConfig.min_anomalies_per_batch``);
+    smaller batches need a smaller minimum. A batch with no room for normals is refused with
+    the setting to change.
     """
     check_gamma(gamma)
     if gamma == 0.0:
         return batch_size, 0
-    k = max(min_anomalies, anomaly_count_in_batch(batch_size, gamma))
+    if min_anomalies < 1:
+        raise ValueError(f"min_anomalies_per_batch must be at least 1 with gamma {gamma} > 0 (anomalies are "
+                         f"what gamma adds), got {min_anomalies}")
+    by_gamma = anomaly_count_in_batch(batch_size, gamma)
+    k = max(min_anomalies, by_gamma)
     if k >= batch_size:
-        raise ValueError(f"batch_size {batch_size} leaves no room for normals beside {k} "
-                         f"anomalies per batch (gamma {gamma}, at least {min_anomalies})")
+        if by_gamma >= batch_size:
+            raise ValueError(f"batch_size {batch_size} leaves no room for normals beside round(gamma * "
+                             f"batch_size) = {by_gamma} anomalies per batch (gamma {gamma}): lower gamma, or raise "
+                             f"the batch size (TrainConfig.batch_size, run.py --batch-size)")
+        raise ValueError(f"batch_size {batch_size} leaves no room for normals beside {k} anomalies per batch: "
+                         f"with gamma {gamma} > 0 every batch holds at least min_anomalies_per_batch = "
+                         f"{min_anomalies}; lower TrainConfig.min_anomalies_per_batch (run.py "
+                         f"--min-anomalies-per-batch), e.g. to {max(1, batch_size // 8)} (the paper's 32 of 256 is "
+                         f"1/8), or raise the batch size above {k} (TrainConfig.batch_size, run.py --batch-size)")
     return batch_size - k, k
 
 
