@@ -96,7 +96,13 @@ def locked(out_dir: Path) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> None:
+def finished_runs(spec: BenchmarkSpec, out_dir: Path) -> int:
+    """How many of the benchmark's runs are finished (complete or failed) under ``out_dir``."""
+    return sum(is_complete(run_dir_of(out_dir, cfg)) for cfg in spec.runs())
+
+
+def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
+    """Check or write ``benchmark.json``; True when ``out_dir`` holds this benchmark, finished."""
     marker = out_dir / "benchmark.json"
     identity = json.loads(json.dumps(spec.identity()))
     if marker.exists():
@@ -106,12 +112,17 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> None:
             raise BenchmarkMismatchError(
                 f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
                 f"choose another --out directory")
+        done, planned = finished_runs(spec, out_dir), len(spec.runs())
+        if done == planned:
+            return True
         if not resume:
-            raise FileExistsError(f"{out_dir} already holds this benchmark: pass --resume to continue it "
-                                  f"(finished runs are kept) or choose another --out directory")
+            raise FileExistsError(f"{out_dir} already holds this benchmark, unfinished ({done} of {planned} runs "
+                                  f"done): pass --resume to continue it (finished runs are kept) or choose "
+                                  f"another --out directory")
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, identity)
+    return False
 
 
 def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
@@ -196,8 +207,10 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     ``devices``. A run whose loss turns NaN is stopped with a message (its last good
     checkpoint kept, its result.json marked failed) and the benchmark goes on. SIGTERM and
     Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped.
-    Each run keeps the checkpoints of its latest ``keep_checkpoints`` epochs (None: all) and of
-    its test-selected epoch.
+    Without ``resume``, an ``out_dir`` holding this benchmark finished is reported as such and its
+    rows returned, nothing trained or rewritten (``resume=True`` rewrites its reports). Each run
+    keeps the checkpoints of its latest ``keep_checkpoints`` epochs (None: all) and of its
+    test-selected epoch.
     """
     out_dir = Path(out_dir)
     checkpoint.check_keep_recent(keep_checkpoints)
@@ -215,7 +228,13 @@ def classes_in_protocol(dataset: Dataset) -> int:
 def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: int, models_at_once: bool,
                    data_dir: str | None, command: str | None, progress: bool,
                    keep_checkpoints: int | None) -> list[dict[str, Any]]:
-    _prepare_out_dir(spec, out_dir, resume)
+    if _prepare_out_dir(spec, out_dir, resume) and not resume:
+        rows = [_row(cfg, run_dir_of(out_dir, cfg), out_dir) for cfg in spec.runs()]
+        failed = sum(row["status"] == "failed" for row in rows)
+        tqdm.write(f"{out_dir} holds this benchmark, finished: {len(rows)} run(s)"
+                   + (f", {failed} of them failed" if failed else "") + f"; nothing to train. Its table is "
+                   f"{out_dir / 'results.md'}; to run it again, choose another --out directory")
+        return rows
     base = spec.base
     dataset = load_dataset(base.data.dataset, data_dir or base.data.data_dir, base.data.source,
                            base.data.image_size)

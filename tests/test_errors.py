@@ -312,6 +312,24 @@ def test_gamma_with_a_small_batch_says_which_setting_to_change(tmp_path, capsys)
     assert run_cli.build_spec(args).base.train.min_anomalies_per_batch == 4
 
 
+def test_a_finished_benchmark_run_again_says_so_and_prints_its_table(tmp_path, capsys):
+    argv = ["--dataset", "digits", "--classes", "0", "--seeds", "1", "--epochs", "1", "--batch-size", "32",
+            "--width", "0.125", "--out", str(tmp_path)]
+    spec = run_cli.build_spec(run_cli.parse_args(argv))
+    write_json_atomic(tmp_path / "benchmark.json", spec.identity())
+    assert run_command(*argv) == 2  # unfinished: asks for --resume
+    assert "unfinished (0 of 1 runs done): pass --resume" in capsys.readouterr().err
+    run_dir = run_dir_of(tmp_path, spec.runs()[0])
+    run_dir.mkdir(parents=True)
+    write_json_atomic(run_dir / "result.json", {"status": "complete", "final_auroc": 91.0, "best_auroc": 95.0,
+                                                "best_epoch": 1, "epochs": 1, "d_resets": 0.0, "epochs_count_from": 1})
+    (tmp_path / "results.md").write_text("# the table\n")
+    assert run_command(*argv) == 0  # finished: said so, and its table, as the README's command is run again
+    out = capsys.readouterr().out
+    assert "holds this benchmark, finished: 1 run(s); nothing to train" in out and "# the table" in out
+    assert (tmp_path / "results.md").read_text() == "# the table\n"  # nothing rewritten
+
+
 def write_image_folder(root: Path, counts: dict[str, int]) -> Path:
     from PIL import Image
     for name, count in counts.items():
