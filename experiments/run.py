@@ -5,7 +5,8 @@
     python experiments/run.py --dataset cifar10 --backbone unetpp --gammas 0 0.01 0.05 --resume
 
 Every (normal class, gamma, seed) is one run; results.{json,csv,md} and plots are written to
---out after each run. Interrupt at any time; --resume continues.
+--out (default runs/<dataset>_<backbone>, which git ignores) after each run. Interrupt at any
+time; --resume continues.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", help="raw dataset files (or a TFDS data_dir); for folder: a root "
                    "holding normal/, abnormal/ and optionally normal_test/")
     p.add_argument("--source", choices=["auto", "raw", "tfds"], default="auto")
-    p.add_argument("--out", help="output directory (default results/<dataset>_<backbone>)")
+    p.add_argument("--out", help="output directory (default runs/<dataset>_<backbone>, ignored by git)")
     p.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
     p.add_argument("--keep-checkpoints", type=keep_count, default=KEEP_RECENT, metavar="N|all",
                    help="checkpoints of each run's latest N epochs to keep, beside its test-selected "
@@ -117,6 +118,12 @@ def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
                          tuple(range(pick(args.seeds, DEMO["seeds"], 3))))
 
 
+def output_dir(args: argparse.Namespace, spec: BenchmarkSpec) -> Path:
+    """--out, or ``runs/<dataset>_<backbone>``: outside the committed ``results/``, and ignored by
+    git (``/runs/`` in .gitignore), so the demo leaves a clone clean."""
+    return Path(args.out or f"runs/{spec.base.data.dataset}_{spec.base.model.backbone}")
+
+
 def resume_command(command: str, args: argparse.Namespace) -> str:
     """The command that continues an interrupted benchmark: the same one, with ``--resume``."""
     return command if args.resume else f"{command} --resume"
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out or f"results/{spec.base.data.dataset}_{spec.base.model.backbone}")
+    out = output_dir(args, spec)
     if args.dataset is None:
         print("No --dataset: running the demo on sklearn's digits "
               f"({len(spec.classes)} classes, width {spec.base.model.width}, "

@@ -1,6 +1,6 @@
 """Score new images with a trained run: a CSV of anomaly scores and per-image error maps.
 
-    python experiments/score.py --run results/mnist_naive/runs/gamma0/class3/seed0 \
+    python experiments/score.py --run runs/mnist_naive/runs/gamma0/class3/seed0 \
         --images my_images/ --out scored/
 
 --images is a folder of image files (any format pillow reads; resized to the model's side) or

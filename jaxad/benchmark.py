@@ -1,7 +1,7 @@
 """The paper's one-class protocol: every (normal class, gamma, seed) of one dataset and backbone.
 
     spec = BenchmarkSpec(base=ExperimentConfig(...), classes=range(10), gammas=(0.0,), seeds=(0, 1, 2))
-    rows = run_benchmark(spec, "results/mnist_naive", resume=True)
+    rows = run_benchmark(spec, "runs/mnist_naive", resume=True)
 
 The output directory holds ``benchmark.json`` (what is being run), ``runs/gamma*/class*/seed*/``
 (one run directory each, see ``jaxad.fit``), and after every run ``results.json``,

@@ -170,3 +170,13 @@ def test_the_resume_hint_adds_resume_once():
         command = "python experiments/run.py " + " ".join(argv)
         hint = run_cli.resume_command(command, run_cli.parse_args(argv))
         assert hint.split().count("--resume") == 1 and hint.startswith(command)
+
+
+def test_the_default_output_directory_keeps_a_clone_clean():
+    args = run_cli.parse_args([])  # the demo
+    out = run_cli.output_dir(args, run_cli.build_spec(args))
+    assert out == Path("runs/digits_naive")
+    if (ROOT / ".git").exists():  # git ignores it: the demo leaves `git status` clean
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(out / "runs" / "x" / "result.json")], cwd=ROOT)
+        assert ignored.returncode == 0
+    assert run_cli.output_dir(run_cli.parse_args(["--out", "elsewhere"]), run_cli.build_spec(args)) == Path("elsewhere")
