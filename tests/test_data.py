@@ -250,7 +250,8 @@ def test_tfds_mnist_matches_raw_files(tmp_path, online):
         records[split] = RecordSource({"image": x[i][..., None], "label": np.int64(y[i])}
                                       for i in order)
     with tfds.testing.mock_data(as_data_source_fn=lambda builder, split, **kw: records[split]):
-        # No raw files in that folder, so 'auto' goes to TFDS.
+        # The folder exists but holds no raw files, so 'auto' goes to TFDS.
+        (tmp_path / "tfds").mkdir()
         via_tfds = load_dataset("mnist", str(tmp_path / "tfds"), source="auto")
     for field in ("train_images", "train_labels", "test_images", "test_labels"):
         assert np.array_equal(getattr(raw, field), getattr(via_tfds, field)), field

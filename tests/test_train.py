@@ -9,7 +9,7 @@ import pytest
 
 from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.train import (_reconstruct_normal, _reconstruct_pseudo, check_images, create_train_state,
-                         live_generator, score_step, train_step)
+                         live_generator, reconstruct, score_step, train_step)
 
 TINY = ModelConfig(backbone="naive", channels=1, width=0.125)
 
@@ -145,7 +145,9 @@ def test_ema_generator_scores_and_follows_the_warmed_up_average():
                                            x, train=False)
     np.testing.assert_allclose(score_step(scorer, x),
                                jnp.sqrt(jnp.sum((x - reconstruction) ** 2, axis=(1, 2, 3))), rtol=1e-5)
-    assert not np.allclose(score_step(scorer, x), score_step(ema_after, x), rtol=1e-3)
+    # An untrained tiny G returns nearly 0, so scores barely move with its weights: compare
+    # the reconstructions themselves.
+    assert not np.allclose(reconstruct(scorer, x), reconstruct(ema_after, x), atol=1e-6)
     # live_generator(state) scores with G's own weights, as a run without the average would.
     np.testing.assert_allclose(score_step(live_generator(scorer), x), score_step(after, x), rtol=1e-6)
 
