@@ -14,6 +14,8 @@ statistics, as test images are scored) on:
     x_hat = G(normal)     its own reconstructions (what the training term maximises)
     normal + noise        normals with N(0, 0.02) pixel noise, clipped to [-1, 1]
     normal, background up normals with every pixel at -1 lifted to -0.98 (1% of the range)
+    x_hat, background snapped  x_hat with every pixel below -0.95 set to exactly -1, as in
+                          real images (tanh never reaches -1)
 
 and the AUROC of the anomaly score on the test split. The perturbations leave the digit a
 person sees unchanged.
@@ -53,6 +55,7 @@ def probe(run_dir: str, epoch: int | None, count: int, seed: int = 0) -> dict[st
     normal_error, x_hat = mean_l1(state, normal)
     row = {"normal x": normal_error, "anomaly x": mean_l1(state, anomaly)[0]}
     row["x_hat = G(normal)"] = mean_l1(state, x_hat)[0]
+    row["x_hat, background snapped"] = mean_l1(state, np.where(x_hat < -0.95, -1.0, x_hat).astype(np.float32))[0]
     noisy = np.clip(normal + rng.normal(0, 0.02, normal.shape).astype(np.float32), -1, 1)
     row["normal + noise"] = mean_l1(state, noisy)[0]
     row["normal, background up"] = mean_l1(state, np.where(normal <= -1, -0.98, normal).astype(np.float32))[0]
