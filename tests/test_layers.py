@@ -1,7 +1,8 @@
-"""The fast formulations the networks run compute what the plain ones do, values and gradients.
+"""The CPU rewrites (``jaxad.models.cpu_ops``) compute what XLA's own ops do, values and gradients.
 
 Each rewrites a layer XLA:CPU runs slowly (BUILD_NOTES, issue 6): transposed convolutions,
-convolutions on tiny maps, the max-pool gradient. Random inputs and weights throughout.
+convolutions on tiny maps, the max-pool gradient. Random inputs and weights throughout. The
+whole networks built with the "cpu" and the "xla" formulations compute the same too.
 """
 
 import flax.linen as nn
@@ -12,8 +13,9 @@ import pytest
 from jax import lax
 
 from jaxad.config import ModelConfig
-from jaxad.models import build_discriminator, build_generator, dcgan, layers, unet
-from jaxad.models.layers import conv_dense, conv_general_dilated, conv_transpose, max_pool_2x2, strided_conv
+from jaxad.models import build_discriminator, build_generator, cpu_ops, layers
+from jaxad.models.cpu_ops import conv_dense, conv_general_dilated, max_pool_2x2, strided_conv
+from jaxad.models.layers import conv_transpose
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -36,8 +38,8 @@ def test_transposed_conv_formulations_equal_xla_transposed_conv(impl, kernel, st
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
     out = conv_transpose(x, w, stride, padding, impl)
     assert out.shape[1] == stride * (side - 1) + kernel - 2 * padding  # PyTorch's output side
-    assert_same_value_and_grads(lambda x_, w_: conv_transpose(x_, w_, stride, padding, impl),
-                                lambda x_, w_: conv_transpose(x_, w_, stride, padding, "lhs_dilation"), x, w)
+    assert_same_value_and_grads(lambda x_, w_: cpu_ops.CONV_TRANSPOSE[impl](x_, w_, stride, padding),
+                                lambda x_, w_: layers.conv_transpose_xla(x_, w_, stride, padding), x, w)
 
 
 @pytest.mark.parametrize("kernel,stride,pad,side", [
@@ -56,7 +58,7 @@ def test_dense_conv_equals_xla_conv(kernel, stride, pad, side):
     np.testing.assert_allclose(conv_dense(x, w, (stride, stride), pads), xla(x, w), atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["matmul", "subpixel", "zero_insert", "lhs_dilation"])
+@pytest.mark.parametrize("impl", ["matmul", "subpixel", "zero_insert"])
 @pytest.mark.parametrize("kernel,stride,pad,side", [(4, 2, 1, 8), (4, 2, 1, 2), (3, 2, 1, 5), (2, 2, 0, 4)])
 def test_strided_conv_input_gradient_as_transposed_conv_equals_xla(impl, kernel, stride, pad, side):
     x = jax.random.normal(jax.random.key(0), (2, side, side, 3))
@@ -103,27 +105,43 @@ def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient_after_relu():
     np.testing.assert_array_equal(max_pool_2x2(odd), nn.max_pool(odd, (2, 2), strides=(2, 2)))
 
 
-def _loss_and_grads(backbone: str, upsample_impl: str):
+def test_conv_transpose_dispatches_every_formulation_and_refuses_unknown_ones():
+    x = jax.random.normal(jax.random.key(0), (1, 3, 3, 2))
+    w = jax.random.normal(jax.random.key(1), (4, 4, 2, 3))
+    want = layers.conv_transpose_xla(x, w, 2, 1)
+    for impl in layers.UPSAMPLE_IMPLS:
+        np.testing.assert_allclose(conv_transpose(x, w, 2, 1, impl), want, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown upsample impl"):
+        conv_transpose(x, w, 2, 1, "auto")  # "auto" is resolved when a network is built
+
+
+def _loss_and_grads(backbone: str, formulations: str, params=None):
+    """The loss of G then D and its gradients, with the parameters ``params`` (default: G's and
+    D's own init), for networks built with ``formulations``."""
     cfg = ModelConfig(backbone=backbone, channels=3, width=0.125)
     x = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3), minval=-1, maxval=1)
-    G, D = build_generator(cfg, advprop=True, upsample_impl=upsample_impl), build_discriminator(cfg)
+    G = build_generator(cfg, advprop=True, formulations=formulations)
+    D = build_discriminator(cfg, formulations=formulations)
     g_vars, d_vars = G.init(jax.random.key(0), x, train=False), D.init(jax.random.key(2), x, train=False)
+    g_params, d_params = params or (g_vars["params"], d_vars["params"])
 
     def loss(g_params, d_params):
         y, _ = G.apply({**g_vars, "params": g_params}, x, train=True, mutable=["batch_stats"])
         logits, features = D.apply({**d_vars, "params": d_params}, y, train=False)
         return jnp.sum(y ** 2) + jnp.sum(logits) + jnp.sum(features)
 
-    return jax.jit(jax.value_and_grad(loss, (0, 1)))(g_vars["params"], d_vars["params"])
+    return (g_vars["params"], d_vars["params"]), jax.jit(jax.value_and_grad(loss, (0, 1)))(g_params, d_params)
 
 
 @pytest.mark.parametrize("backbone", ["naive", "unet", "unetpp"])
-def test_networks_equal_their_plain_formulation(backbone, monkeypatch):
-    fast = _loss_and_grads(backbone, "matmul")
-    # The same networks written plainly: XLA's convolutions, transposed conv and max-pool.
-    for module in (layers, dcgan, unet):
-        monkeypatch.setattr(module, "conv_general_dilated", lax.conv_general_dilated)
-    monkeypatch.setattr(unet, "max_pool_2x2", lambda h: nn.max_pool(h, (2, 2), strides=(2, 2)))
-    plain = _loss_and_grads(backbone, "lhs_dilation")
+def test_networks_built_with_each_formulation_compute_the_same(backbone):
+    # XLA's own convolutions, transposed convolutions and max-pool against the CPU rewrites,
+    # with the same parameters: those the "xla" networks initialise.
+    params, plain = _loss_and_grads(backbone, "xla")
+    cpu_params, fast = _loss_and_grads(backbone, "cpu", params)
+    # Same parameter trees (names, shapes) and the same init: checkpoints move between backends.
+    assert jax.tree.map(jnp.shape, cpu_params) == jax.tree.map(jnp.shape, params)
+    for got, want in zip(jax.tree.leaves(cpu_params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(got, want)
     for got, want in zip(jax.tree.leaves(fast), jax.tree.leaves(plain)):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)

@@ -1,11 +1,12 @@
-"""The networks: parameter counts of the paper, shapes, bad configurations."""
+"""The networks: parameter counts of the paper, shapes, bad configurations, formulations by backend."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
 
 from jaxad.config import ModelConfig
-from jaxad.models import build_discriminator, build_generator, count_params
+from jaxad.models import build_discriminator, build_generator, count_params, layers
 
 
 def generator_params(backbone: str, channels: int, **kw) -> int:
@@ -62,3 +63,37 @@ def test_naive_net_grows_one_stage_per_doubling():
 def test_bad_model_configs_are_refused_with_a_clear_message(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("backend,name", [("cpu", "cpu"), ("gpu", "xla"), ("tpu", "xla"), ("cuda", "xla")])
+def test_formulations_are_picked_by_backend(backend, name):
+    # The CPU rewrites only where they were measured faster; XLA's own ops everywhere else.
+    assert layers.default_formulation_name(backend) == name
+    assert layers.default_formulations(backend) is layers.FORMULATIONS[name]
+
+
+def test_networks_are_built_with_the_default_backends_formulations_unless_told_otherwise():
+    cfg = ModelConfig(backbone="unet", channels=1, width=0.125)
+    default = layers.default_formulations(jax.default_backend())
+    G = build_generator(cfg)
+    assert (G.conv, G.upsample, G.pool) == (default.conv, default.upsample, default.pool)
+    assert build_discriminator(cfg).conv == default.conv
+    xla = build_generator(cfg, formulations="xla")
+    assert (xla.conv, xla.upsample, xla.pool) == (nn.Conv, layers.ConvTranspose, layers.max_pool_2x2)
+    assert build_discriminator(cfg, formulations="xla").conv is nn.Conv
+    subpixel = build_generator(cfg, formulations="cpu", upsample_impl="subpixel")
+    assert subpixel.upsample.keywords == {"impl": "subpixel"} and subpixel.conv == layers.CPU_FORMULATIONS.conv
+    with pytest.raises(ValueError, match="unknown formulations"):
+        build_generator(cfg, formulations="metal")
+
+
+@pytest.mark.parametrize("formulations", ["xla", "cpu"])
+def test_equal_builds_give_equal_networks(formulations):
+    # The networks are static in the train state: equal ones let jit reuse a compiled step.
+    for backbone in ("naive", "unetpp"):
+        cfg = ModelConfig(backbone=backbone, channels=1)
+        a = build_generator(cfg, formulations=formulations, upsample_impl="matmul")
+        b = build_generator(cfg, formulations=formulations, upsample_impl="matmul")
+        assert a == b and hash(a) == hash(b)
+    cfg = ModelConfig(channels=1)
+    assert build_discriminator(cfg, formulations=formulations) == build_discriminator(cfg, formulations=formulations)

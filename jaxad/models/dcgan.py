@@ -3,18 +3,22 @@
 Networks of GANomaly (Akcay et al., 2018; github.com/samet-akcay/ganomaly, ``lib/networks.py``),
 which AGAD's appendix A.2 takes as its naive generator and its discriminator. One stride-2
 stage is added per doubling of the image side beyond 32, as GANomaly does.
+
+The convolutions and transposed convolutions are module fields (``conv``, ``upsample``),
+XLA's own by default; ``jaxad.models.build_generator`` passes the backend's
+(``layers.default_formulations``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxad.models.layers import (DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, UpsampleImpl,
-                                 conv_general_dilated, conv_init, down_conv, leaky_relu, scaled)
+from jaxad.models.layers import ConvTranspose, DualBatchNorm, ModuleDef, conv_init, leaky_relu, scaled
 
 
 def _extra_stages(image_size: int) -> int:
@@ -32,20 +36,22 @@ class Encoder(nn.Module):
     latent_dim: int = 0
     advprop: bool = False
     axis_name: str | None = None
+    conv: ModuleDef = nn.Conv
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, aux: bool = False) -> jax.Array:
+        # DCGAN's Conv(k=4, s=2, p=1) without bias: halves the side.
+        down = functools.partial(self.conv, kernel_size=(4, 4), strides=(2, 2), padding=((1, 1), (1, 1)),
+                                 use_bias=False, kernel_init=conv_init)
         channels = scaled(64, self.width)
-        x = leaky_relu(down_conv(channels)(x))
+        x = leaky_relu(down(channels)(x))
         for _ in range(2 + _extra_stages(self.image_size)):
             channels *= 2
-            x = down_conv(channels)(x)
+            x = down(channels)(x)
             x = DualBatchNorm(self.advprop, self.axis_name)(x, train, aux)
             x = leaky_relu(x)
         if self.latent_dim:
-            # A 4x4 kernel over the 4x4 map: one matmul (conv_general_dilated picks it).
-            x = nn.Conv(self.latent_dim, (4, 4), padding="VALID", use_bias=False,
-                        kernel_init=conv_init, conv_general_dilated=conv_general_dilated)(x)
+            x = self.conv(self.latent_dim, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init)(x)
         return x
 
 
@@ -61,7 +67,8 @@ class NaiveGenerator(nn.Module):
     latent_dim: int = 100
     advprop: bool = False
     axis_name: str | None = None
-    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE
+    conv: ModuleDef = nn.Conv
+    upsample: ModuleDef = ConvTranspose
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, aux: bool = False) -> jax.Array:
@@ -69,14 +76,14 @@ class NaiveGenerator(nn.Module):
             return DualBatchNorm(self.advprop, self.axis_name)(h, train, aux)
 
         z = Encoder(self.image_size, self.width, self.latent_dim, self.advprop,
-                    self.axis_name)(x, train, aux)
+                    self.axis_name, self.conv)(x, train, aux)
         stages = 2 + _extra_stages(self.image_size)
         channels = scaled(64, self.width) * 2 ** stages
-        h = nn.relu(bn(ConvTranspose(channels, 4, 1, 0, impl=self.upsample_impl)(z)))
+        h = nn.relu(bn(self.upsample(channels, 4, 1, 0)(z)))
         for _ in range(stages):
             channels //= 2
-            h = nn.relu(bn(ConvTranspose(channels, 4, 2, 1, impl=self.upsample_impl)(h)))
-        return jnp.tanh(ConvTranspose(self.channels, 4, 2, 1, impl=self.upsample_impl)(h))
+            h = nn.relu(bn(self.upsample(channels, 4, 2, 1)(h)))
+        return jnp.tanh(self.upsample(self.channels, 4, 2, 1)(h))
 
 
 class Discriminator(nn.Module):
@@ -89,10 +96,10 @@ class Discriminator(nn.Module):
     image_size: int = 32
     width: float = 1.0
     axis_name: str | None = None
+    conv: ModuleDef = nn.Conv
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        features = Encoder(self.image_size, self.width, 0, False, self.axis_name)(x, train)
-        logits = nn.Conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init,
-                         conv_general_dilated=conv_general_dilated)(features)
+        features = Encoder(self.image_size, self.width, 0, False, self.axis_name, self.conv)(x, train)
+        logits = self.conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init)(features)
         return logits.reshape(x.shape[0]), features

@@ -4,16 +4,21 @@ github.com/MrGiovanni/UNetPlusPlus), which AGAD's appendix A.2 uses.
 Five levels of 32, 64, 128, 256, 512 filters; each node two 3x3 Conv-BN-ReLU (convs without
 bias, since BN follows); 2x2 max-pool down, 2x2 stride-2 transposed conv up (halving the
 channels), skips concatenated, a 1x1 conv to the image channels and tanh.
+
+The convolutions, transposed convolutions and max-pool are module fields (``conv``,
+``upsample``, ``pool``), XLA's own by default; ``jaxad.models.build_generator`` passes the
+backend's (``layers.default_formulations``).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxad.models.layers import (DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, UpsampleImpl,
-                                 conv_general_dilated, conv_init, max_pool_2x2, scaled)
+from jaxad.models.layers import ConvTranspose, DualBatchNorm, ModuleDef, conv_init, max_pool_2x2, scaled
 
 LEVEL_FILTERS = (32, 64, 128, 256, 512)
 
@@ -24,13 +29,13 @@ class ConvNode(nn.Module):
     features: int
     advprop: bool = False
     axis_name: str | None = None
+    conv: ModuleDef = nn.Conv
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, aux: bool = False) -> jax.Array:
         for _ in range(2):
-            # conv_general_dilated: the bottom level's 3x3 convs on 2x2 maps run as one matmul.
-            x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                        kernel_init=conv_init, conv_general_dilated=conv_general_dilated)(x)
+            x = self.conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                          kernel_init=conv_init)(x)
             x = nn.relu(DualBatchNorm(self.advprop, self.axis_name)(x, train, aux))
         return x
 
@@ -49,7 +54,9 @@ class NestedUNet(nn.Module):
     nested: bool = True
     advprop: bool = False
     axis_name: str | None = None
-    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE
+    conv: ModuleDef = nn.Conv
+    upsample: ModuleDef = ConvTranspose
+    pool: Callable[[jax.Array], jax.Array] = max_pool_2x2
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, aux: bool = False) -> jax.Array:
@@ -57,17 +64,16 @@ class NestedUNet(nn.Module):
         levels = len(filters)
 
         def node(i: int, j: int, h: jax.Array) -> jax.Array:
-            return ConvNode(filters[i], self.advprop, self.axis_name, name=f"X_{i}_{j}")(h, train, aux)
+            return ConvNode(filters[i], self.advprop, self.axis_name, self.conv, name=f"X_{i}_{j}")(h, train, aux)
 
         def up(i: int, j: int, h: jax.Array) -> jax.Array:
             # From level i+1 to level i, halving the channels.
-            return ConvTranspose(filters[i], 2, 2, 0, use_bias=True, impl=self.upsample_impl,
-                                 name=f"up_{i}_{j}")(h)
+            return self.upsample(filters[i], 2, 2, 0, use_bias=True, name=f"up_{i}_{j}")(h)
 
         grid: dict[tuple[int, int], jax.Array] = {}
         h = x
         for i in range(levels):
-            h = node(i, 0, h if i == 0 else max_pool_2x2(h))
+            h = node(i, 0, h if i == 0 else self.pool(h))
             grid[i, 0] = h
         if self.nested:
             for j in range(1, levels):
@@ -81,5 +87,5 @@ class NestedUNet(nn.Module):
                 j = levels - 1 - i
                 h = node(i, j, jnp.concatenate([grid[i, 0], up(i, j, h)], -1))
             out = h
-        out = nn.Conv(self.channels, (1, 1), kernel_init=conv_init)(out)
+        out = self.conv(self.channels, (1, 1), kernel_init=conv_init)(out)
         return jnp.tanh(out)
