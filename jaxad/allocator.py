@@ -14,14 +14,22 @@ The runner, the scoring script and the benchmark call it under ``if __name__ == 
 research code can do the same, or start Python with the variable set. The price is that
 memory freed during training stays with the process until it exits. Set
 ``JAXAD_DEFAULT_MALLOC=1`` to keep glibc's defaults.
+
+Only a process that will compute on the CPU restarts: on a GPU or TPU the step's buffers
+live in device memory, and the restart would cost start-up time for nothing measured. The
+backend is guessed without starting one (``will_run_on_cpu``), so the restart comes before
+any work.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import pkgutil
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 FAST_MALLOC_TUNABLES: dict[str, str] = {
     "glibc.malloc.arena_max": "1",          # XLA's threads share the main (brk) heap ...
@@ -29,6 +37,37 @@ FAST_MALLOC_TUNABLES: dict[str, str] = {
     "glibc.malloc.trim_threshold": str(2 ** 40),  # and freed memory is not handed back
 }
 OPT_OUT_VARIABLE = "JAXAD_DEFAULT_MALLOC"
+
+
+def accelerator_plugins() -> list[str]:
+    """The JAX accelerator backends installed here, found as JAX finds them but not loaded:
+    modules of the ``jax_plugins`` namespace package (e.g. ``xla_cuda12`` of
+    ``jax-cuda12-plugin``), ``jax_plugins`` entry points, and ``libtpu`` (TPUs)."""
+    found = []
+    spec = importlib.util.find_spec("jax_plugins")
+    if spec is not None and spec.submodule_search_locations:
+        found += [name for _, name, _ in pkgutil.iter_modules(spec.submodule_search_locations)]
+    found += [entry.name for entry in importlib.metadata.entry_points(group="jax_plugins")]
+    if importlib.util.find_spec("libtpu") is not None:
+        found.append("libtpu")
+    return sorted(set(found))
+
+
+def will_run_on_cpu(environ: Mapping[str, str] | None = None, plugins: Iterable[str] | None = None) -> bool:
+    """Whether JAX's default backend will be the CPU, decided without initialising a backend.
+
+    ``JAX_PLATFORMS`` (or the older ``JAX_PLATFORM_NAME``) decides when set: its first
+    platform. Otherwise JAX prefers an accelerator whose plugin is installed
+    (``accelerator_plugins()``, or ``plugins``); with none, it runs on the CPU. A plugin
+    installed on a machine without its device counts as an accelerator: that process then
+    runs on the CPU without the restart (slower, never wrong).
+    """
+    environ = os.environ if environ is None else environ
+    platforms = environ.get("JAX_PLATFORMS") or environ.get("JAX_PLATFORM_NAME") or ""
+    first = platforms.split(",")[0].strip().lower()
+    if first:
+        return first == "cpu"
+    return not list(accelerator_plugins() if plugins is None else plugins)
 
 
 def tuned_environ(environ: Mapping[str, str]) -> dict[str, str] | None:
@@ -45,12 +84,13 @@ def tuned_environ(environ: Mapping[str, str]) -> dict[str, str] | None:
 def restart_with_fast_malloc() -> None:
     """Re-execute this Python program with ``FAST_MALLOC_TUNABLES``, once.
 
-    Does nothing off Linux/glibc, when the tunables are already set, or when
-    ``JAXAD_DEFAULT_MALLOC=1``. Call it first thing under ``if __name__ == "__main__":``: the
-    process is replaced, so nothing done before the call survives.
+    Does nothing off Linux/glibc, when the tunables are already set, when
+    ``JAXAD_DEFAULT_MALLOC=1``, or when JAX will not run on the CPU (``will_run_on_cpu``).
+    Call it first thing under ``if __name__ == "__main__":``: the process is replaced, so
+    nothing done before the call survives.
     """
     if (sys.platform != "linux" or platform.libc_ver()[0] != "glibc"
-            or os.environ.get(OPT_OUT_VARIABLE, "") not in ("", "0")):
+            or os.environ.get(OPT_OUT_VARIABLE, "") not in ("", "0") or not will_run_on_cpu()):
         return
     environ = tuned_environ(os.environ)
     if environ is None:

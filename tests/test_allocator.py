@@ -1,4 +1,5 @@
-"""The runner scripts restart themselves under the glibc malloc settings of jaxad.allocator."""
+"""The runner scripts restart themselves under the glibc malloc settings of jaxad.allocator,
+when JAX will run on the CPU."""
 
 import os
 import platform
@@ -7,7 +8,8 @@ import sys
 
 import pytest
 
-from jaxad.allocator import FAST_MALLOC_TUNABLES, OPT_OUT_VARIABLE, tuned_environ
+from jaxad import allocator
+from jaxad.allocator import FAST_MALLOC_TUNABLES, OPT_OUT_VARIABLE, tuned_environ, will_run_on_cpu
 
 ALL = ":".join(f"{k}={v}" for k, v in FAST_MALLOC_TUNABLES.items())
 PRINT_TUNABLES = ("import os, sys; from jaxad.allocator import restart_with_fast_malloc; "
@@ -31,8 +33,33 @@ def test_nothing_to_add_means_no_restart():
     assert tuned_environ({"GLIBC_TUNABLES": ALL}) is None
 
 
+@pytest.mark.parametrize("environ,plugins,cpu", [
+    ({"JAX_PLATFORMS": "cpu"}, ["xla_cuda12"], True),    # the user's choice wins over a plugin
+    ({"JAX_PLATFORMS": "cuda,cpu"}, [], False),          # the first platform is the default
+    ({"JAX_PLATFORMS": "tpu"}, [], False),
+    ({"JAX_PLATFORM_NAME": "gpu"}, [], False),
+    ({}, [], True),                                      # nothing installed but the CPU
+    ({"JAX_PLATFORMS": ""}, ["xla_cuda12"], False),      # JAX would pick the CUDA plugin
+    ({}, ["libtpu"], False),
+])
+def test_the_backend_is_guessed_from_the_environment_and_the_installed_plugins(environ, plugins, cpu):
+    assert will_run_on_cpu(environ, plugins) is cpu
+
+
+def test_an_installed_plugin_is_found_without_being_imported(tmp_path, monkeypatch):
+    # A jax_plugins namespace package holding xla_cuda12, as jax-cuda12-plugin installs it.
+    (tmp_path / "jax_plugins" / "xla_cuda12").mkdir(parents=True)
+    (tmp_path / "jax_plugins" / "xla_cuda12" / "__init__.py").write_text("raise RuntimeError('imported')")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "jax_plugins", raising=False)
+    assert "xla_cuda12" in allocator.accelerator_plugins()
+    assert will_run_on_cpu({}) is False
+
+
 def run_child(extra_env):
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT_VARIABLE)}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GLIBC_TUNABLES", OPT_OUT_VARIABLE, "JAX_PLATFORMS", "JAX_PLATFORM_NAME")}
+    extra_env = {"JAX_PLATFORMS": "cpu", **extra_env}
     return subprocess.run([sys.executable, "-c", PRINT_TUNABLES, "arg1"], env={**env, **extra_env},
                           capture_output=True, text=True, check=True).stdout.splitlines()
 
@@ -46,3 +73,7 @@ def test_a_script_restarts_once_with_the_tunables_and_its_arguments():
 
 def test_opting_out_keeps_the_defaults():
     assert run_child({OPT_OUT_VARIABLE: "1"}) == ["started", " ['arg1']"]
+
+
+def test_a_script_bound_for_an_accelerator_does_not_restart():
+    assert run_child({"JAX_PLATFORMS": "cuda"}) == ["started", " ['arg1']"]
