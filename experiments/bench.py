@@ -18,6 +18,11 @@ One run measures, for each backbone and channel count at 32x32:
 and, for the naive net, the train step with each transposed-conv formulation; and the
 images/s of K models trained at once by ``jax.vmap(train_step)`` against K sequential steps.
 
+``--formulations`` instead times each formulation of the layers (``jaxad.models.layers``:
+XLA's own ops, and the CPU rewrites of ``jaxad.models.cpu_ops``) on the backend it runs on,
+each layer alone and the whole train step per formulation set, and marks the ones
+``default_formulations`` picks there: the check of that choice on a GPU or TPU.
+
 Warm-up is excluded (two untimed runs: compilation, and the heap growing to the step's peak);
 each figure is the median of ``--reps`` timed runs.
 The machine is often shared: the load average and the process's CPU-time/wall-time ratio
@@ -27,6 +32,7 @@ with them; ``JAXAD_DEFAULT_MALLOC=1`` measures under glibc's defaults).
 
     python experiments/bench.py --out bench.json            # full run (~15 min, 2-core CPU)
     python experiments/bench.py --quick --out /tmp/b.json   # smoke run, tiny nets
+    python experiments/bench.py --formulations              # formulations on this backend
 """
 
 from __future__ import annotations
@@ -49,11 +55,11 @@ from jaxad import xla
 from jaxad.allocator import restart_with_fast_malloc, tuned_environ
 from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.models import build_discriminator, build_generator, count_params
-from jaxad.models.layers import DEFAULT_UPSAMPLE, ConvTranspose
+from jaxad.models.layers import (DEFAULT_UPSAMPLE, FORMULATIONS, UPSAMPLE_IMPLS, ConvTranspose,
+                                 default_formulation_name, scaled, upsample_module)
 from jaxad.train import create_train_state, score_step, train_step
 
 PAPER_LATENCY_MS = {"naive": 2.67, "unet": 5.41, "unetpp": 16.73}  # Table 8, one image, A40
-UPSAMPLE_IMPLS = ("subpixel", "zero_insert", "lhs_dilation", "matmul")
 
 
 def compiler_options(enabled: bool) -> dict[str, str] | None:
@@ -189,10 +195,20 @@ def images(key: int, shape) -> jax.Array:
     return jax.random.uniform(jax.random.key(key), shape, jnp.float32, -1.0, 1.0)
 
 
-def compiled_step(cfg: ExperimentConfig, upsample_impl: str, options: dict | None):
-    """A state, a batch and the compiled (donating) train step; plus compile time and XLA flops."""
+def compiled_step(cfg: ExperimentConfig, upsample_impl: str, options: dict | None,
+                  formulations: str | None = None):
+    """A state, a batch and the compiled (donating) train step; plus compile time and XLA flops.
+
+    ``formulations`` ("xla", "cpu"; None: the backend's) rebuilds the networks with that
+    formulation set (the parameters are the same for every set).
+    """
     m = cfg.model
     state = create_train_state(cfg, jax.random.key(0), upsample_impl=upsample_impl)
+    if formulations is not None:
+        state = state.replace(
+            generator=build_generator(m, advprop=cfg.train.advprop, upsample_impl=upsample_impl,
+                                      formulations=formulations),
+            discriminator=build_discriminator(m, formulations=formulations))
     batch = {"normal": images(1, (cfg.train.batch_size, m.image_size, m.image_size, m.channels))}
     key = jax.random.key(2)
     t0 = time.perf_counter()
@@ -205,8 +221,9 @@ def compiled_step(cfg: ExperimentConfig, upsample_impl: str, options: dict | Non
     return state, batch, key, compiled, compile_s, xla_flops
 
 
-def jax_train(cfg: ExperimentConfig, reps: int, upsample_impl: str, options: dict | None) -> dict[str, Any]:
-    state, batch, key, compiled, compile_s, xla_flops = compiled_step(cfg, upsample_impl, options)
+def jax_train(cfg: ExperimentConfig, reps: int, upsample_impl: str, options: dict | None,
+              formulations: str | None = None) -> dict[str, Any]:
+    state, batch, key, compiled, compile_s, xla_flops = compiled_step(cfg, upsample_impl, options, formulations)
     box = [state]
 
     def run():
@@ -268,6 +285,125 @@ def vmap_models(cfg: ExperimentConfig, ks, reps: int, upsample_impl: str,
                      "sequential_images_per_s": k * b / ts["median_s"],
                      "speedup": ts["median_s"] / tv["median_s"], "vmap": tv, "sequential": ts})
     return rows
+
+
+# --------------------------------------------------------------------------------------
+# Formulations on this backend (--formulations)
+# --------------------------------------------------------------------------------------
+
+def layer_cases(batch: int, width: float) -> list[tuple[str, str, tuple[int, ...], Callable | None]]:
+    """The layers whose formulation differs between sets: (name, kind, input shape, make).
+
+    ``kind`` is the ``Formulations`` field that computes it; ``make(module_def)`` builds the
+    layer from that field's value (None for the pool, a function). Shapes are those of the
+    naive net and the U-Nets at 32x32.
+    """
+    def c(n: int) -> int:
+        return scaled(n, width)
+
+    return [
+        ("down conv k4 s2 p1, 16x16 (encoders)", "conv", (batch, 16, 16, c(64)),
+         lambda conv: conv(c(128), (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False)),
+        ("conv 4x4 on 4x4 (latent, logit)", "conv", (batch, 4, 4, c(256)),
+         lambda conv: conv(100, (4, 4), padding="VALID", use_bias=False)),
+        ("conv 3x3 on 2x2 (U-Net bottom)", "conv", (batch, 2, 2, c(256)),
+         lambda conv: conv(c(512), (3, 3), padding=((1, 1), (1, 1)), use_bias=False)),
+        ("up-conv k4 s1 p0, 1x1 -> 4x4 (decoder)", "upsample", (batch, 1, 1, 100),
+         lambda up: up(c(256), 4, 1, 0)),
+        ("up-conv k4 s2 p1, 8x8 -> 16x16 (decoder)", "upsample", (batch, 8, 8, c(128)),
+         lambda up: up(c(64), 4, 2, 1)),
+        ("up-conv k2 s2 p0, 16x16 -> 32x32 (U-Net)", "upsample", (batch, 16, 16, c(64)),
+         lambda up: up(c(32), 2, 2, 0, use_bias=True)),
+        ("max-pool 2x2, 32x32 (U-Net)", "pool", (batch, 32, 32, c(32)), None),
+    ]
+
+
+def layer_variants(kind: str) -> list[tuple[str, Any]]:
+    """(label, field value) of every formulation of a layer kind: the sets' own, and for the
+    up-convolutions every ``UPSAMPLE_IMPLS`` formulation (labelled by impl)."""
+    if kind == "upsample":
+        return [(impl, upsample_module(impl)) for impl in UPSAMPLE_IMPLS]
+    return [(name, getattr(f, kind)) for name, f in FORMULATIONS.items()]
+
+
+def time_layer(kind: str, make: Callable | None, value: Any, shape: tuple[int, ...], reps: int,
+               options: dict | None) -> dict[str, Any]:
+    """Median time of the layer's forward pass and both gradients (parameters and input)."""
+    x = images(5, shape)
+    if kind == "pool":
+        params, apply = {}, lambda p, h: value(h)
+    else:
+        module = make(value)
+        params = module.init(jax.random.key(6), x)["params"]
+        apply = lambda p, h: module.apply({"params": p}, h)  # noqa: E731
+    step = jax.jit(jax.value_and_grad(lambda p, h: jnp.sum(jnp.sin(apply(p, h))), argnums=(0, 1)),
+                   compiler_options=options)
+    return timed(lambda: jax.block_until_ready(step(params, x)), reps)
+
+
+def run_formulations(args: argparse.Namespace) -> dict[str, Any]:
+    """Time each formulation on this backend and print the tables (``--formulations``)."""
+    backend = jax.default_backend()
+    default = default_formulation_name(backend)
+    options = compiler_options(not args.no_cpu_compiler_options)
+    info = {"devices": [str(d) for d in jax.devices()], "platform": backend, "jax": jax.__version__,
+            "default_formulations": default, "compiler_options": options, "load_start": load()}
+    print(f"devices: {info['devices']}  backend: {backend}  jax {info['jax']}  "
+          f"default formulations here: {default!r}  compiler options: {options}", flush=True)
+    layers_rows = []
+    for name, kind, shape, make in layer_cases(args.batch_size, args.width):
+        chosen = getattr(FORMULATIONS[default], kind)
+        for label, value in layer_variants(kind):
+            t = time_layer(kind, make, value, shape, args.reps, options)
+            layers_rows.append({"layer": name, "kind": kind, "formulation": label, "input": list(shape),
+                                "median_ms": 1e3 * t["median_s"], "default": value == chosen, "timing": t})
+            print(f"  {name}: {label} {1e3 * t['median_s']:.3f} ms", flush=True)
+    steps = []
+    backbones = [b for b in args.backbones.split(",") if b]
+    nc = int(args.channels.split(",")[0])
+    for backbone in backbones:
+        cfg = make_config(backbone, nc, args.width, args.batch_size)
+        reps = args.reps if backbone == "naive" else args.heavy_reps
+        for name in FORMULATIONS:
+            r = jax_train(cfg, reps, DEFAULT_UPSAMPLE, options, formulations=name)
+            r.pop("state")
+            steps.append({"backbone": backbone, "channels": nc, "formulations": name,
+                          "default": name == default, **r})
+            print(f"  {backbone} nc={nc} train step, {name!r} formulations: {r['median_s']:.4f} s", flush=True)
+    info["load_end"] = load()
+    result = {"machine": info, "args": vars(args), "layers": layers_rows, "steps": steps}
+    print_formulations(result)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2, default=str)
+        print(f"wrote {args.out}")
+    return result
+
+
+def print_formulations(result: dict[str, Any]) -> None:
+    """The --formulations tables: each layer's formulations against XLA's own, then the steps."""
+    info, a = result["machine"], result["args"]
+    print(f"\nformulations on {info['platform']} {info['devices']} | jax {info['jax']} | batch "
+          f"{a['batch_size']}, width {a['width']} | load {info['load_start']} -> {info['load_end']}")
+    print("* = what default_formulations picks on this backend "
+          f"({info['default_formulations']!r}); speed-up against XLA's own op (> 1: faster)")
+    print("layer (forward + both gradients)              formulation       ms  speed-up")
+    base: dict[str, float] = {}
+    for r in result["layers"]:
+        if r["formulation"] in ("xla", "lhs_dilation"):
+            base[r["layer"]] = r["median_ms"]
+    last = None
+    for r in result["layers"]:
+        name = r["layer"] if r["layer"] != last else ""
+        last = r["layer"]
+        ratio = base[r["layer"]] / r["median_ms"] if r["median_ms"] > 0 else float("nan")
+        print(f"{name:45s} {r['formulation']:12s}{'*' if r['default'] else ' '} {r['median_ms']:9.3f} {ratio:8.2f}")
+    if result["steps"]:
+        print("\ntrain step (G then D, batch as above) by formulation set:")
+        print("backbone nc  formulations    s/step     img/s")
+        for r in result["steps"]:
+            print(f"{r['backbone']:8s} {r['channels']:2d}  {r['formulations']:12s}{'*' if r['default'] else ' '} "
+                  f"{r['median_s']:9.4f} {r['images_per_s']:9.1f}")
 
 
 # --------------------------------------------------------------------------------------
@@ -535,8 +671,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vmap-ks", default="1,2,4", help="model counts K for the vmapped step")
     p.add_argument("--vmap-width", type=float, default=0.25)
     p.add_argument("--vmap-batch", type=int, default=64)
-    p.add_argument("--upsample-impl", default=DEFAULT_UPSAMPLE, choices=UPSAMPLE_IMPLS,
-                   help="transposed-conv formulation of the main rows (default: the library's)")
+    p.add_argument("--upsample-impl", default=DEFAULT_UPSAMPLE, choices=(DEFAULT_UPSAMPLE, *UPSAMPLE_IMPLS),
+                   help="transposed-conv formulation of the main rows (default: the backend's)")
+    p.add_argument("--formulations", action="store_true",
+                   help="only time each formulation of the layers, and the train step per formulation "
+                        "set, on this backend (marking the default's choice); nothing else")
     p.add_argument("--no-cpu-compiler-options", action="store_true",
                    help="jit without the library's per-jit XLA:CPU options (jaxad.xla)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
@@ -588,6 +727,8 @@ def main(argv=None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.formulations:
+        return run_formulations(args)
     t_start = time.perf_counter()
     backbones = [b for b in args.backbones.split(",") if b]
     channels = [int(c) for c in args.channels.split(",") if c]
@@ -663,7 +804,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_impls and "naive" in backbones:
         cfg = make_config("naive", channels[0], args.width, args.batch_size)
         flops = step_model_flops(cfg)["step"] * args.batch_size
-        impls_compared = UPSAMPLE_IMPLS if not args.quick else (DEFAULT_UPSAMPLE, args.upsample_impl)
+        impls_compared = UPSAMPLE_IMPLS if not args.quick else (DEFAULT_UPSAMPLE, "matmul", args.upsample_impl)
         variants = [(impl, options) for impl in dict.fromkeys(impls_compared)]
         if options:  # and the main formulation without the compiler option
             variants.append((args.upsample_impl, None))

@@ -1,4 +1,5 @@
-"""The benchmark runs end to end (tiny nets, one repetition; no timing is checked).
+"""The benchmark runs end to end (tiny nets, one repetition; no timing is checked), and so does
+its --formulations table.
 
 The fast formulations it measures are tested equal to the plain ones in test_layers.py.
 """
@@ -7,7 +8,10 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import pytest
+
+from jaxad.models import layers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import bench  # noqa: E402
@@ -31,3 +35,23 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
         counted = row["torch"].get("flop_counter_per_image")
         if counted:  # the analytic count is the work PyTorch's counter sees
             assert counted == pytest.approx(row["model_flops_per_image"]["step"], rel=0.02)
+
+
+def test_formulations_are_timed_on_this_backend_and_printed(capsys):
+    result = bench.main(["--formulations", "--quick", "--backbones", "naive", "--channels", "1", "--reps", "1"])
+    out = capsys.readouterr().out
+    default = result["machine"]["default_formulations"]
+    assert result["machine"]["platform"] == jax.default_backend()
+    assert default == layers.default_formulation_name(jax.default_backend())
+    # Every layer case, each with every formulation, one of them marked as the default's choice.
+    cases = bench.layer_cases(8, 0.0625)
+    assert len(result["layers"]) == sum(len(bench.layer_variants(kind)) for _, kind, _, _ in cases)
+    for name, kind, _, _ in cases:
+        rows = [r for r in result["layers"] if r["layer"] == name]
+        assert sum(r["default"] for r in rows) == 1 and all(r["median_ms"] > 0 for r in rows)
+        assert name in out
+    assert {r["formulation"] for r in result["layers"]} == {*layers.FORMULATIONS, *layers.UPSAMPLE_IMPLS}
+    assert [(r["formulations"], r["default"]) for r in result["steps"]] == [
+        (name, name == default) for name in layers.FORMULATIONS]
+    assert all(r["finite"] for r in result["steps"])
+    assert "train step (G then D" in out and f"default_formulations picks on this backend ('{default}')" in out
