@@ -1,5 +1,8 @@
 """The paper's one-class protocol: every (normal class, gamma, seed) of one dataset and backbone.
 
+The library behind the runner (``experiments/run.py``, ``jaxad-run``); not to be confused with
+``experiments/bench.py``, which times the train step against a PyTorch reference.
+
     spec = BenchmarkSpec(base=ExperimentConfig(...), classes=range(10), gammas=(0.0,), seeds=(0, 1, 2))
     rows = run_benchmark(spec, "runs/mnist_naive", resume=True)
 
@@ -25,7 +28,7 @@ from tqdm.auto import tqdm
 
 from jaxad import checkpoint, report
 from jaxad.config import ExperimentConfig
-from jaxad.data import Dataset, load_dataset, one_class_split
+from jaxad.data import DATASETS, Dataset, batch_composition, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.fit import fit, fit_many, is_complete
 from jaxad.metrics import roc
@@ -50,6 +53,10 @@ class BenchmarkSpec:
             if twice:
                 raise ValueError(f"{name} {list(values)} name {', '.join(map(str, twice))} more than once; "
                                  f"give each once")
+        train = self.base.train
+        for gamma in self.gammas:  # refused here, before any work: gamma itself, then room for normals
+            self.base.replace(**{"data.gamma": gamma})
+            batch_composition(train.batch_size, gamma, train.min_anomalies_per_batch)
 
     def identity(self) -> dict[str, Any]:
         base = self.base.to_dict()
@@ -198,7 +205,7 @@ def _groups(spec: BenchmarkSpec, models_at_once: bool) -> list[list[ExperimentCo
 
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = False, devices: int = 1,
-                  models_at_once: bool = False, data_dir: str | None = None, command: str | None = None,
+                  models_at_once: bool = False, command: str | None = None,
                   progress: bool = True, keep_checkpoints: int | None = checkpoint.KEEP_RECENT) -> list[dict[str, Any]]:
     """Run every (class, gamma, seed) of ``spec`` not yet finished under ``out_dir``; return the rows.
 
@@ -215,18 +222,19 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     out_dir = Path(out_dir)
     checkpoint.check_keep_recent(keep_checkpoints)
     with locked(out_dir):
-        return _run_benchmark(spec, out_dir, resume, devices, models_at_once, data_dir, command, progress,
+        return _run_benchmark(spec, out_dir, resume, devices, models_at_once, command, progress,
                               keep_checkpoints)
 
 
 def classes_in_protocol(dataset: Dataset) -> int:
     """How many normal classes the full one-class protocol runs: every class of a labelled
     dataset; one for a folder dataset (its normal images; abnormal/ only tests)."""
-    return 1 if dataset.name == "folder" else dataset.num_classes
+    info = DATASETS.get(dataset.name)
+    return info.protocol_classes if info else dataset.num_classes
 
 
 def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: int, models_at_once: bool,
-                   data_dir: str | None, command: str | None, progress: bool,
+                   command: str | None, progress: bool,
                    keep_checkpoints: int | None) -> list[dict[str, Any]]:
     if _prepare_out_dir(spec, out_dir, resume) and not resume:
         rows = [_row(cfg, run_dir_of(out_dir, cfg), out_dir) for cfg in spec.runs()]
@@ -236,8 +244,7 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
                    f"{out_dir / 'results.md'}; to run it again, choose another --out directory")
         return rows
     base = spec.base
-    dataset = load_dataset(base.data.dataset, data_dir or base.data.data_dir, base.data.source,
-                           base.data.image_size)
+    dataset = load_dataset(base.data.dataset, base.data.data_dir, base.data.source, base.data.image_size)
 
     def split_of(cfg: ExperimentConfig):
         return one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma, cfg.data.anomaly_classes,

@@ -1,48 +1,63 @@
 """Configuration as frozen dataclasses: model, losses, optimisation, data, protocol.
 
 Every field has the paper's value (or SPEC's marked choice) as its default, so
-``ExperimentConfig()`` is the paper's setting on the embedded ``digits`` data.
+``ExperimentConfig()`` is the paper's setting on the embedded ``digits`` data. Each field's
+default and help text are stated here once: the command line (``jaxad/cli.py``) is generated
+from these fields, a ``Literal`` type becoming the flag's choices.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from typing import Any, Literal
 
-BACKBONES = ("naive", "unet", "unetpp")
 # How the generator's pseudo-anomaly pass G(x_hat) is batch-normalised (see TrainConfig).
-PSEUDO_ANOMALY_BN = ("auxiliary", "shared", "shared_no_update", "normal_batch")
+PseudoAnomalyBN = Literal["auxiliary", "shared", "shared_no_update", "normal_batch"]
+PSEUDO_ANOMALY_BN: tuple[str, ...] = typing.get_args(PseudoAnomalyBN)
+Source = Literal["auto", "raw", "tfds"]
+ReconPair = Literal["input", "pseudo"]
+
+
+def _field(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with the help text its command-line flag shows (``jaxad.cli``).
+
+    ``flag="lr"`` spells the flag ``--lr`` instead of one made from the field's name.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def _check_choice(name: str, value: Any, choices: Any) -> None:
+    """Refuse ``value`` unless it is one of ``choices`` (a ``Literal`` type)."""
+    allowed = typing.get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The networks. ``width`` scales every channel count; 1.0 is the paper's nets."""
 
-    backbone: Literal["naive", "unet", "unetpp"] = "naive"
-    channels: int = 1
-    image_size: int = 32
-    width: float = 1.0
-    latent_dim: int = 100
+    backbone: str = _field("naive", "the generator, one of jaxad.models.BACKBONES")
+    channels: int = _field(1, "image channels, 1 or 3 (the runner takes the dataset's)")
+    image_size: int = _field(32, "image side the nets take; images are resized to it")
+    width: float = _field(1.0, "channel width factor (1 = the paper's nets)")
+    latent_dim: int = _field(100, "size of the naive generator's latent code")
 
     def __post_init__(self) -> None:
+        # Deferred: jaxad.models holds the backbone registry and imports this module.
+        from jaxad.models import BACKBONES
+
         if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {BACKBONES}")
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {tuple(BACKBONES)}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.width <= 0:
             raise ValueError(f"width must be positive, got {self.width}")
-        if self.backbone == "naive":
-            side, ok = self.image_size, self.image_size >= 32
-            while ok and side > 32:
-                ok, side = side % 2 == 0, side // 2
-            if not (ok and side == 32):
-                raise ValueError(
-                    f"the naive backbone takes images of side 32 * 2^k (32, 64, 128, ...), "
-                    f"got {self.image_size}")
-        elif self.image_size % 16 or self.image_size < 16:
-            raise ValueError(
-                f"the {self.backbone} backbone needs an image side divisible by 16, got {self.image_size}")
+        problem = BACKBONES[self.backbone].image_size_problem(self.image_size)
+        if problem:
+            raise ValueError(f"the {self.backbone} backbone {problem}, got {self.image_size}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,17 +69,17 @@ class LossConfig:
     ``"input"`` (x, G(x)), SPEC's default, or ``"pseudo"`` (G(x), G(G(x))), Algorithm 1's print.
     """
 
-    w_adv: float = 1.0
-    w_con: float = 50.0
-    w_adcon: float = 15.0
-    w_lat: float = 5.0
-    eps: float = 1e-8
-    anomaly_recon_pair: Literal["input", "pseudo"] = "input"
+    w_adv: float = _field(1.0, "weight of the adversarial (feature-matching) term")
+    w_con: float = _field(50.0, "weight of the reconstruction term")
+    w_adcon: float = _field(15.0, "weight of the contextual adversarial term (0 = the ablation "
+                                  "without contextual adversarial information)")
+    w_lat: float = _field(5.0, "weight of the latent term")
+    eps: float = _field(1e-8, "guard inside the logarithms of the losses")
+    anomaly_recon_pair: ReconPair = _field(
+        "input", "the anomaly branch's reconstruction pair: input = (x, G(x)), pseudo = (G(x), G(G(x)))")
 
     def __post_init__(self) -> None:
-        if self.anomaly_recon_pair not in ("input", "pseudo"):
-            raise ValueError(
-                f"anomaly_recon_pair must be 'input' or 'pseudo', got {self.anomaly_recon_pair!r}")
+        _check_choice("anomaly_recon_pair", self.anomaly_recon_pair, ReconPair)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,18 +99,22 @@ class TrainConfig:
     (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it.
     """
 
-    learning_rate: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    batch_size: int = 256
-    epochs: int = 15
-    d_reset_threshold: float = 1e-5
-    # Every batch with gamma > 0 holds at least this many anomalies (the paper: 32 of 256).
-    min_anomalies_per_batch: int = 32
-    pseudo_anomaly_bn: Literal["auxiliary", "shared", "shared_no_update", "normal_batch"] = "auxiliary"
-    freeze_bn: bool = True
-    detach_pseudo: bool = False
-    ema_decay: float = 0.0
+    learning_rate: float = _field(2e-4, "Adam's learning rate", flag="lr")
+    beta1: float = _field(0.5, "Adam's beta1")
+    beta2: float = _field(0.999, "Adam's beta2")
+    batch_size: int = _field(256, "training batch size")
+    epochs: int = _field(15, "training epochs")
+    d_reset_threshold: float = _field(1e-5, "re-initialise D when its loss falls below this")
+    min_anomalies_per_batch: int = _field(
+        32, "with gamma > 0, anomalies in every batch at least (the paper's 32 of 256; lower it for "
+            "small batches, e.g. 4 for a batch of 32)")
+    pseudo_anomaly_bn: PseudoAnomalyBN = _field(
+        "auxiliary", "how G(G(x)) is batch-normalised: auxiliary = AdvProp; shared = the same BN, its own "
+                     "statistics; shared_no_update = that without updating running statistics; "
+                     "normal_batch = with the normal batch's statistics")
+    freeze_bn: bool = _field(True, "true anomalies never update BN statistics (--no-freeze-bn lets them)")
+    detach_pseudo: bool = _field(False, "no gradient into G(x) through G(G(x))")
+    ema_decay: float = _field(0.0, "score with an EMA of G's weights at this decay (0 = off)")
 
     @property
     def advprop(self) -> bool:
@@ -103,8 +122,7 @@ class TrainConfig:
         return self.pseudo_anomaly_bn == "auxiliary"
 
     def __post_init__(self) -> None:
-        if self.pseudo_anomaly_bn not in PSEUDO_ANOMALY_BN:
-            raise ValueError(f"pseudo_anomaly_bn must be one of {PSEUDO_ANOMALY_BN}, got {self.pseudo_anomaly_bn!r}")
+        _check_choice("pseudo_anomaly_bn", self.pseudo_anomaly_bn, PseudoAnomalyBN)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.batch_size < 2:
@@ -125,32 +143,42 @@ class DataConfig:
     ``source``: ``"auto"`` reads raw files from ``data_dir`` when they are there, else TFDS.
     """
 
-    dataset: str = "digits"
-    normal_class: int = 0
-    gamma: float = 0.0
-    anomaly_classes: tuple[int, ...] | None = None
-    data_dir: str | None = None
-    source: Literal["auto", "raw", "tfds"] = "auto"
-    image_size: int = 32
+    dataset: str = _field("digits", "the dataset, one of jaxad.data.DATASETS")
+    normal_class: int = _field(0, "the class trained on as normal")
+    gamma: float = _field(0.0, "fraction of the training set that is anomalous, in [0, 1)")
+    anomaly_classes: tuple[int, ...] | None = _field(
+        None, "draw injected anomalies from these classes only (default: all others)")
+    data_dir: str | None = _field(
+        None, "raw dataset files (or a TFDS data_dir); for folder: a root holding normal/, abnormal/ "
+              "and optionally normal_test/")
+    source: Source = _field("auto", "auto = the raw files in data_dir when there, else TFDS")
+    image_size: int = _field(32, "image side the data is resized to (the model's, ModelConfig.image_size)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"gamma must lie in [0, 1), got {self.gamma}")
-        if self.source not in ("auto", "raw", "tfds"):
-            raise ValueError(f"source must be 'auto', 'raw' or 'tfds', got {self.source!r}")
+        _check_choice("source", self.source, Source)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """One run: (dataset, backbone, normal class, gamma, seed)."""
 
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    train: TrainConfig = TrainConfig()
-    data: DataConfig = DataConfig()
-    seed: int = 0
-    # Score with each test batch's own BatchNorm statistics, as GANomaly's code does.
-    paper_protocol: bool = False
+    # Factories: no config is built (nor validated) while this module is imported.
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    seed: int = _field(0, "the run's seed (initialisation, sampler, anomaly draw)")
+    paper_protocol: bool = _field(
+        False, "also score with test-batch BatchNorm statistics, as GANomaly's code does")
+
+    def __post_init__(self) -> None:
+        if self.model.image_size != self.data.image_size:
+            raise ValueError(
+                f"ModelConfig.image_size {self.model.image_size} and DataConfig.image_size "
+                f"{self.data.image_size} differ: the nets take the images the data is resized to; "
+                f"set both to one side (run.py --image-size sets both)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

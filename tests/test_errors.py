@@ -284,6 +284,17 @@ def test_the_runner_takes_the_number_of_checkpoints_to_keep():
         run_cli.parse_args(["--keep-checkpoints", "0"])
 
 
+# ------------------------------------------------------------------ configurations, when they are built
+
+def test_model_and_data_shapes_are_checked_when_the_config_is_built(capsys):
+    with pytest.raises(ValueError, match=r"ModelConfig.image_size 64 and DataConfig.image_size 32 differ"):
+        TINY.replace(**{"model.image_size": 64})
+    with pytest.raises(ValueError, match=r"the naive backbone takes images of side 32 \* 2\^k .*got 48"):
+        ModelConfig(image_size=48)
+    assert run_cli.main(["--dataset", "mnist", "--channels", "3", "--no-progress"]) == 2
+    assert "--channels 3 but mnist's images have 1; leave --channels out" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ the benchmark runner's command line
 
 def run_command(*argv: str) -> int:

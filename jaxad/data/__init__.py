@@ -8,9 +8,10 @@
 """
 
 from jaxad.data.sources import (
-    CLASS_NAMES,
     DATASETS,
     Dataset,
+    DatasetInfo,
+    channels_of,
     load_dataset,
     load_folder,
     load_images,
@@ -40,8 +41,8 @@ from jaxad.data.split import (
 )
 
 __all__ = [
-    "CLASS_NAMES", "DATASETS", "Dataset", "MIN_ANOMALIES_PER_BATCH", "OneClassSplit",
-    "anomaly_count", "batch_composition", "epoch_indices", "gather_batch", "load_dataset",
+    "DATASETS", "Dataset", "DatasetInfo", "MIN_ANOMALIES_PER_BATCH", "OneClassSplit",
+    "anomaly_count", "batch_composition", "channels_of", "epoch_indices", "gather_batch", "load_dataset",
     "load_folder", "load_images", "load_split", "make_dataset", "one_class_split", "padded_batches",
     "raw_files_present", "read_cifar_dataset", "read_digits", "read_idx", "read_idx_dataset",
     "read_tfds_dataset", "resize_images", "steps_per_epoch", "tfds_original_order",

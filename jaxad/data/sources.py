@@ -18,30 +18,19 @@ import pickle
 import socket
 import tarfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "digits", "folder")
-
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "mnist": tuple(str(i) for i in range(10)),
-    "digits": tuple(str(i) for i in range(10)),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"),
-    # CIFAR-100's 20 superclasses (its "coarse" labels), the classes of the paper's tables.
-    "cifar100": ("aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
-                 "household_electrical_devices", "household_furniture", "insects",
-                 "large_carnivores", "large_man-made_outdoor_things",
-                 "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
-                 "medium_mammals", "non-insect_invertebrates", "people", "reptiles",
-                 "small_mammals", "trees", "vehicles_1", "vehicles_2"),
-    "folder": ("normal", "abnormal"),
-}
+# CIFAR-100's 20 superclasses (its "coarse" labels), the classes of the paper's tables.
+CIFAR100_SUPERCLASSES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2")
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -447,6 +436,7 @@ def read_digits(test_size: float = 0.3, random_state: int = 0):
 # ---------------------------------------------------------------- image folders (anomalib layout)
 
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+FOLDER_CLASSES = ("normal", "abnormal")
 
 
 def read_image_folder(directory: str | Path) -> list[Any]:
@@ -536,10 +526,115 @@ def load_folder(normal_dir: str | Path, abnormal_dir: str | Path,
     return Dataset(name="folder", train_images=_readonly(train),
                    train_labels=_readonly(np.zeros(len(train), np.int32)),
                    test_images=_readonly(test), test_labels=_readonly(test_labels.astype(np.int32)),
-                   num_classes=2, class_names=CLASS_NAMES["folder"])
+                   num_classes=2, class_names=FOLDER_CLASSES)
 
 
-# ---------------------------------------------------------------- one entry point
+# ---------------------------------------------------------------- image folders: the layout on disk
+
+def folder_root(data_dir: str | Path | None) -> Path:
+    """``data_dir`` as the root of a folder dataset, or an error naming the layout it lacks."""
+    if data_dir is None:
+        raise ValueError("dataset 'folder' needs data_dir: a folder holding normal/, abnormal/ "
+                         "and optionally normal_test/")
+    root = Path(data_dir).expanduser()
+    missing = [name for name in ("normal", "abnormal") if not (root / name).is_dir()]
+    if missing:
+        where = f"{root} does not exist" if not root.is_dir() else f"{root} has no {' or '.join(missing)}/"
+        raise FileNotFoundError(f"{where}: dataset 'folder' expects DIR/normal/ (training normals), "
+                                f"DIR/abnormal/ (test anomalies) and optionally DIR/normal_test/ "
+                                f"(test normals), each holding image files")
+    return root
+
+
+def folder_channels(data_dir: str | Path | None) -> int:
+    """The channels ``load_dataset("folder", data_dir)`` gives (3 unless every image is
+    grayscale), read from the image headers only: no pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = folder_root(data_dir)
+    modes = []
+    for sub in ("normal", "abnormal", "normal_test"):
+        for path in sorted(p for p in (root / sub).rglob("*") if p.is_file()):
+            try:
+                with Image.open(path) as img:  # lazy: reads the header
+                    modes.append(img.mode)
+            except (UnidentifiedImageError, OSError, ValueError):
+                continue  # skipped by the loader too
+    return 1 if all(mode in GRAY_MODES for mode in modes) else 3
+
+
+def _load_folder_dataset(data_dir: str | Path | None, source: str, image_size: int) -> Dataset:
+    root = folder_root(data_dir)
+    normal_test = root / "normal_test"
+    return load_folder(root / "normal", root / "abnormal",
+                       normal_test if normal_test.is_dir() else None, image_size=image_size)
+
+
+def _load_digits(data_dir: str | Path | None, source: str, image_size: int) -> Dataset:
+    if source == "tfds":
+        raise ValueError("digits ships with scikit-learn and is not in TFDS; use source='auto'")
+    return make_dataset("digits", *read_digits(), DATASETS["digits"].class_names, image_size, max_value=16.0)
+
+
+def _load_benchmark(name: str) -> Callable[[str | Path | None, str, int], Dataset]:
+    """The loader of a distributed benchmark: its raw files in data_dir, or TFDS."""
+    def load(data_dir: str | Path | None, source: str, image_size: int) -> Dataset:
+        if data_dir is not None and not Path(data_dir).expanduser().is_dir() and source != "tfds":
+            raise FileNotFoundError(f"data_dir {data_dir} does not exist: give the folder holding the raw "
+                                    f"{name} files ({expected_raw_files(name)}), or source 'tfds' (--source tfds) "
+                                    f"to let TensorFlow Datasets download into a new folder")
+        if source == "raw" or (source == "auto" and raw_files_present(data_dir, name)):
+            if data_dir is None:
+                raise _missing_files_error(name, None)
+            read = read_idx_dataset if name in ("mnist", "fashion_mnist") else read_cifar_dataset
+            train, test = read(data_dir, name)
+        else:
+            train, test = read_tfds_dataset(name, data_dir)
+        return make_dataset(name, train, test, DATASETS[name].class_names, image_size)
+    return load
+
+
+# ---------------------------------------------------------------- the registry: one entry per dataset
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What is known of a dataset before loading it, and how to load it.
+
+    ``load(data_dir, source, image_size)`` gives the ``Dataset``. ``channels`` is None when the
+    files decide (a folder: ``channels_of`` reads them). ``image_side``: the side as
+    distributed (None: it varies). ``normal_classes``: how many normal classes the one-class
+    protocol runs (None: every class; a folder's abnormal/ only tests).
+    """
+
+    class_names: tuple[str, ...]
+    channels: int | None
+    image_side: int | None
+    load: Callable[[str | Path | None, str, int], Dataset]
+    normal_classes: int | None = None
+
+    @property
+    def protocol_classes(self) -> int:
+        """Normal classes in the full one-class protocol (the runner's default ``--classes``)."""
+        return self.normal_classes or len(self.class_names)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(tuple(str(i) for i in range(10)), 1, 28, _load_benchmark("mnist")),
+    "fashion_mnist": DatasetInfo(("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                  "Sneaker", "Bag", "Ankle boot"), 1, 28, _load_benchmark("fashion_mnist")),
+    "cifar10": DatasetInfo(("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                            "truck"), 3, 32, _load_benchmark("cifar10")),
+    "cifar100": DatasetInfo(CIFAR100_SUPERCLASSES, 3, 32, _load_benchmark("cifar100")),
+    "digits": DatasetInfo(tuple(str(i) for i in range(10)), 1, 8, _load_digits),
+    "folder": DatasetInfo(FOLDER_CLASSES, None, None, _load_folder_dataset, normal_classes=1),
+}
+
+
+def channels_of(name: str, data_dir: str | Path | None = None) -> int:
+    """The channels of dataset ``name``'s images, without loading it (a folder's headers are read)."""
+    info = DATASETS[name]
+    return info.channels if info.channels is not None else folder_channels(data_dir)
+
 
 def load_dataset(name: str, data_dir: str | Path | None = None, source: str = "auto",
                  image_size: int = 32) -> Dataset:
@@ -552,36 +647,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, source: str = "a
     Load once and split many times: loading CIFAR takes seconds.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+        raise ValueError(f"unknown dataset {name!r}; choose one of {tuple(DATASETS)}")
     if source not in ("auto", "raw", "tfds"):
         raise ValueError(f"source must be 'auto', 'raw' or 'tfds', got {source!r}")
-    if name == "digits":
-        if source == "tfds":
-            raise ValueError("digits ships with scikit-learn and is not in TFDS; use source='auto'")
-        return make_dataset(name, *read_digits(), CLASS_NAMES[name], image_size, max_value=16.0)
-    if name == "folder":
-        if data_dir is None:
-            raise ValueError("dataset 'folder' needs data_dir: a folder holding normal/, abnormal/ "
-                             "and optionally normal_test/")
-        root = Path(data_dir).expanduser()
-        missing = [name for name in ("normal", "abnormal") if not (root / name).is_dir()]
-        if missing:
-            where = f"{root} does not exist" if not root.is_dir() else f"{root} has no {' or '.join(missing)}/"
-            raise FileNotFoundError(f"{where}: dataset 'folder' expects DIR/normal/ (training normals), "
-                                    f"DIR/abnormal/ (test anomalies) and optionally DIR/normal_test/ "
-                                    f"(test normals), each holding image files")
-        normal_test = root / "normal_test"
-        return load_folder(root / "normal", root / "abnormal",
-                           normal_test if normal_test.is_dir() else None, image_size=image_size)
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir() and source != "tfds":
-        raise FileNotFoundError(f"data_dir {data_dir} does not exist: give the folder holding the raw "
-                                f"{name} files ({expected_raw_files(name)}), or source 'tfds' (--source tfds) "
-                                f"to let TensorFlow Datasets download into a new folder")
-    if source == "raw" or (source == "auto" and raw_files_present(data_dir, name)):
-        if data_dir is None:
-            raise _missing_files_error(name, None)
-        read = read_idx_dataset if name in ("mnist", "fashion_mnist") else read_cifar_dataset
-        train, test = read(data_dir, name)
-    else:
-        train, test = read_tfds_dataset(name, data_dir)
-    return make_dataset(name, train, test, CLASS_NAMES[name], image_size)
+    return DATASETS[name].load(data_dir, source, image_size)

@@ -1,40 +1,79 @@
-"""The networks: generators ``naive``, ``unet``, ``unetpp`` and the discriminator."""
+"""The networks: generators ``naive``, ``unet``, ``unetpp`` and the discriminator.
+
+``BACKBONES`` is the one place a generator is added: its builder and the image sides it takes.
+``ModelConfig`` checks a config against it, and the command line offers its names.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxad.config import ModelConfig
 from jaxad.models.dcgan import Discriminator, Encoder, NaiveGenerator
-from jaxad.models.layers import (DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, Formulations, UpsampleImpl,
-                                 choose_formulations, conv_transpose, default_formulations)
+from jaxad.models.layers import DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, UpsampleImpl, conv_transpose
 from jaxad.models.unet import NestedUNet
+
+if TYPE_CHECKING:  # jaxad.config looks backbones up here when a ModelConfig is built
+    from jaxad.config import ModelConfig
+
+
+def naive_side_problem(image_size: int) -> str | None:
+    """Why the naive generator cannot take ``image_size`` (it halves down to 32), or None."""
+    side, ok = image_size, image_size >= 32
+    while ok and side > 32:
+        ok, side = side % 2 == 0, side // 2
+    return None if ok and side == 32 else "takes images of side 32 * 2^k (32, 64, 128, ...)"
+
+
+def unet_side_problem(image_size: int) -> str | None:
+    """Why a U-Net (four 2x poolings) cannot take ``image_size``, or None."""
+    if image_size % 16 or image_size < 16:
+        return "needs an image side divisible by 16"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A generator: ``build(cfg, advprop, axis_name, upsample_impl)`` makes the module, called as
+    ``G.apply(vars, x, train, aux)``; ``image_size_problem(side)`` says why a side does not fit
+    (None when it does)."""
+
+    build: Callable[[ModelConfig, bool, str | None, UpsampleImpl], nn.Module]
+    image_size_problem: Callable[[int], str | None]
+
+
+def _naive(cfg: ModelConfig, advprop: bool, axis_name: str | None, upsample_impl: UpsampleImpl) -> nn.Module:
+    return NaiveGenerator(cfg.channels, cfg.image_size, cfg.width, cfg.latent_dim, advprop, axis_name,
+                          upsample_impl)
+
+
+def _unet(nested: bool) -> Callable[[ModelConfig, bool, str | None, UpsampleImpl], nn.Module]:
+    def build(cfg: ModelConfig, advprop: bool, axis_name: str | None, upsample_impl: UpsampleImpl) -> nn.Module:
+        return NestedUNet(cfg.channels, cfg.width, nested, advprop, axis_name, upsample_impl)
+    return build
+
+
+BACKBONES: dict[str, Backbone] = {
+    "naive": Backbone(_naive, naive_side_problem),
+    "unet": Backbone(_unet(nested=False), unet_side_problem),
+    "unetpp": Backbone(_unet(nested=True), unet_side_problem),
+}
 
 
 def build_generator(cfg: ModelConfig, advprop: bool = False, axis_name: str | None = None,
-                    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE,
-                    formulations: Formulations | str | None = None) -> nn.Module:
-    """The generator ``cfg.backbone`` names; called as ``G.apply(vars, x, train, aux)``.
-
-    ``formulations`` ("xla", "cpu" or a ``Formulations``; None: the default backend's, see
-    ``default_formulations``) and ``upsample_impl`` (other than "auto") choose how its layers
-    compute; the parameters are the same whatever they are.
-    """
-    f = choose_formulations(formulations, upsample_impl)
-    if cfg.backbone == "naive":
-        return NaiveGenerator(cfg.channels, cfg.image_size, cfg.width, cfg.latent_dim, advprop,
-                              axis_name, conv=f.conv, upsample=f.upsample)
-    return NestedUNet(cfg.channels, cfg.width, cfg.backbone == "unetpp", advprop, axis_name,
-                      conv=f.conv, upsample=f.upsample, pool=f.pool)
+                    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE) -> nn.Module:
+    """The generator ``cfg.backbone`` names; called as ``G.apply(vars, x, train, aux)``."""
+    return BACKBONES[cfg.backbone].build(cfg, advprop, axis_name, upsample_impl)
 
 
-def build_discriminator(cfg: ModelConfig, axis_name: str | None = None,
-                        formulations: Formulations | str | None = None) -> Discriminator:
-    """GANomaly's discriminator for images of ``cfg.image_size`` (``formulations`` as in
-    ``build_generator``)."""
-    return Discriminator(cfg.image_size, cfg.width, axis_name, conv=choose_formulations(formulations).conv)
+def build_discriminator(cfg: ModelConfig, axis_name: str | None = None) -> Discriminator:
+    """GANomaly's discriminator for images of ``cfg.image_size``."""
+    return Discriminator(cfg.image_size, cfg.width, axis_name)
 
 
 def count_params(params) -> int:
@@ -42,6 +81,6 @@ def count_params(params) -> int:
     return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
 
 
-__all__ = ["build_generator", "build_discriminator", "count_params", "NaiveGenerator",
+__all__ = ["BACKBONES", "Backbone", "build_generator", "build_discriminator", "count_params", "NaiveGenerator",
            "NestedUNet", "Discriminator", "Encoder", "ConvTranspose", "DualBatchNorm",
-           "conv_transpose", "Formulations", "default_formulations"]
+           "conv_transpose"]

@@ -1,0 +1,156 @@
+"""Run the paper's one-class benchmark from one command (jaxad-run, or python experiments/run.py).
+
+    jaxad-run                                     # a few-minute demo on sklearn's digits
+    jaxad-run --dataset mnist --backbone naive --data-dir ../shared/datasets/mnist
+    jaxad-run --dataset cifar10 --backbone unetpp --gammas 0 0.01 0.05 --resume
+
+Every (normal class, gamma, seed) is one run; results.{json,csv,md} and plots are written to
+--out (default runs/<dataset>_<backbone>, which git ignores) after each run. Interrupt at any
+time; --resume continues. Every field of the configs in jaxad/config.py is a flag below, with
+its default there; the grid flags (--classes, --gammas, --seeds) stand for normal_class,
+gamma and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from jaxad.allocator import restart_with_fast_malloc
+from jaxad.benchmark import BenchmarkSpec, device_summary, run_benchmark
+from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
+from jaxad.cli import add_config_flags, config_changes
+from jaxad.config import ExperimentConfig
+from jaxad.data import DATASETS, channels_of
+from jaxad.models import BACKBONES
+
+# With no --dataset: a small, fast setting on the embedded digits (a demo, not the paper's).
+DEMO_DATASET = "digits"
+DEMO = {"train.epochs": 30, "train.batch_size": 32, "model.width": 0.25}
+SEEDS, DEMO_SEEDS = 3, 1
+# Config fields the benchmark grid sets run by run (--classes, --gammas, --seeds), and --dataset.
+GRID_FIELDS = ("dataset", "normal_class", "gamma", "seed")
+PROG = "python experiments/run.py"
+
+
+def keep_count(text: str) -> int | None:
+    """``--keep-checkpoints``: a whole number >= 1, or ``all`` (None)."""
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+        check_keep_recent(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a whole number of epochs, at least 1, or all; got {text!r}") from None
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The runner's flags: the benchmark grid and the run's handling by hand, the configs generated."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo = ", ".join(f"{key.split('.')[1]} {value}" for key, value in DEMO.items())
+    p.add_argument("--dataset", choices=tuple(DATASETS),
+                   help=f"default: the {DEMO_DATASET} demo ({DEMO_SEEDS} seed, {demo})")
+    p.add_argument("--classes", type=int, nargs="+", help="normal classes (default: all)")
+    p.add_argument("--seeds", type=int, help=f"seeds per setting (default {SEEDS}; demo {DEMO_SEEDS})")
+    p.add_argument("--gammas", type=float, nargs="+", default=[0.0], help="anomaly fractions (default 0)")
+    p.add_argument("--out", help="output directory (default runs/<dataset>_<backbone>, ignored by git)")
+    p.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
+    p.add_argument("--keep-checkpoints", type=keep_count, default=KEEP_RECENT, metavar="N|all",
+                   help="checkpoints of each run's latest N epochs to keep, beside its test-selected "
+                   "epoch's (default %(default)s; all = every epoch)")
+    p.add_argument("--devices", type=int, default=0, help="data-parallel devices (0 = all local)")
+    p.add_argument("--models-at-once", action="store_true",
+                   help="train the seeds of each (class, gamma) together, vmapped in one step")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_flags(p, skip=GRID_FIELDS, choices={"backbone": tuple(BACKBONES)})
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The runner's command line, parsed (``argv`` None: ``sys.argv[1:]``)."""
+    return parser().parse_args(argv)
+
+
+def base_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The configuration every run of the benchmark shares: the dataclass defaults (or the
+    demo's), the flags given, and the dataset's channels from its registry entry."""
+    dataset = args.dataset or DEMO_DATASET
+    changes = {**(DEMO if args.dataset is None else {}), **config_changes(args, skip=GRID_FIELDS)}
+    channels = channels_of(dataset, changes.get("data.data_dir"))
+    if changes.setdefault("model.channels", channels) != channels:
+        raise ValueError(f"--channels {changes['model.channels']} but {dataset}'s images have {channels}; "
+                         f"leave --channels out to take the dataset's")
+    return ExperimentConfig().replace(**{"data.dataset": dataset, **changes})
+
+
+def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
+    """The benchmark the command line asks for; a ``ValueError`` or ``FileNotFoundError`` says
+    what is wrong, before any data is loaded or any work done."""
+    base = base_config(args)
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds is how many seeds to run per setting, at least 1; got {args.seeds}")
+    classes = tuple(args.classes) if args.classes else tuple(range(DATASETS[base.data.dataset].protocol_classes))
+    seeds = args.seeds if args.seeds is not None else (DEMO_SEEDS if args.dataset is None else SEEDS)
+    return BenchmarkSpec(base, classes, tuple(args.gammas), tuple(range(seeds)))
+
+
+def output_dir(args: argparse.Namespace, spec: BenchmarkSpec) -> Path:
+    """--out, or ``runs/<dataset>_<backbone>``: outside the committed ``results/``, and ignored by
+    git (``/runs/`` in .gitignore), so the demo leaves a clone clean."""
+    return Path(args.out or f"runs/{spec.base.data.dataset}_{spec.base.model.backbone}")
+
+
+def resume_command(command: str, args: argparse.Namespace) -> str:
+    """The command that continues an interrupted benchmark: the same one, with ``--resume``."""
+    return command if args.resume else f"{command} --resume"
+
+
+def report_failures(rows: list[dict]) -> int:
+    """The exit status: 0 when every run finished, 1 (naming the failed runs) when any failed."""
+    failed = [r for r in rows if r["status"] == "failed"]
+    if not failed:
+        return 0
+    print(f"error: {len(failed)} of {len(rows)} run(s) failed:", file=sys.stderr)
+    for row in failed:
+        print(f"  {row['run_dir']}: {row.get('error', 'see its result.json')}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run the benchmark ``argv`` asks for; the exit status (2 refused, 1 a run failed, 130
+    interrupted). ``prog`` is how the command is spelled in results.md and the resume hint."""
+    args = parse_args(argv)
+    try:
+        spec = build_spec(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = output_dir(args, spec)
+    if args.dataset is None:
+        print(f"No --dataset: running the demo on sklearn's {DEMO_DATASET} "
+              f"({len(spec.classes)} classes, width {spec.base.model.width}, "
+              f"{spec.base.train.epochs} epochs, batch {spec.base.train.batch_size}).")
+    print(f"devices: {device_summary()}; output: {out}")
+    command = f"{prog} " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        rows = run_benchmark(spec, out, resume=args.resume, devices=args.devices,
+                             models_at_once=args.models_at_once, command=command.strip(),
+                             progress=not args.no_progress, keep_checkpoints=args.keep_checkpoints)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: {resume_command(command, args)}", file=sys.stderr)
+        return 130
+    if (out / "results.md").exists():
+        print((out / "results.md").read_text())
+    return report_failures(rows)
+
+
+def console() -> None:
+    """The ``jaxad-run`` console script."""
+    restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
+    sys.exit(main(prog="jaxad-run"))
