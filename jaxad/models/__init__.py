@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 from jaxad.models.dcgan import Discriminator, Encoder, NaiveGenerator
-from jaxad.models.layers import DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, UpsampleImpl, conv_transpose
+from jaxad.models.layers import (DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, Formulations, UpsampleImpl,
+                                 choose_formulations, conv_transpose, default_formulations)
 from jaxad.models.unet import NestedUNet
 
 if TYPE_CHECKING:  # jaxad.config looks backbones up here when a ModelConfig is built
@@ -39,22 +40,23 @@ def unet_side_problem(image_size: int) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
-    """A generator: ``build(cfg, advprop, axis_name, upsample_impl)`` makes the module, called as
+    """A generator: ``build(cfg, advprop, axis_name, formulations)`` makes the module, called as
     ``G.apply(vars, x, train, aux)``; ``image_size_problem(side)`` says why a side does not fit
     (None when it does)."""
 
-    build: Callable[[ModelConfig, bool, str | None, UpsampleImpl], nn.Module]
+    build: Callable[[ModelConfig, bool, str | None, Formulations], nn.Module]
     image_size_problem: Callable[[int], str | None]
 
 
-def _naive(cfg: ModelConfig, advprop: bool, axis_name: str | None, upsample_impl: UpsampleImpl) -> nn.Module:
+def _naive(cfg: ModelConfig, advprop: bool, axis_name: str | None, f: Formulations) -> nn.Module:
     return NaiveGenerator(cfg.channels, cfg.image_size, cfg.width, cfg.latent_dim, advprop, axis_name,
-                          upsample_impl)
+                          conv=f.conv, upsample=f.upsample)
 
 
-def _unet(nested: bool) -> Callable[[ModelConfig, bool, str | None, UpsampleImpl], nn.Module]:
-    def build(cfg: ModelConfig, advprop: bool, axis_name: str | None, upsample_impl: UpsampleImpl) -> nn.Module:
-        return NestedUNet(cfg.channels, cfg.width, nested, advprop, axis_name, upsample_impl)
+def _unet(nested: bool) -> Callable[[ModelConfig, bool, str | None, Formulations], nn.Module]:
+    def build(cfg: ModelConfig, advprop: bool, axis_name: str | None, f: Formulations) -> nn.Module:
+        return NestedUNet(cfg.channels, cfg.width, nested, advprop, axis_name, conv=f.conv, upsample=f.upsample,
+                          pool=f.pool)
     return build
 
 
@@ -66,14 +68,21 @@ BACKBONES: dict[str, Backbone] = {
 
 
 def build_generator(cfg: ModelConfig, advprop: bool = False, axis_name: str | None = None,
-                    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE) -> nn.Module:
-    """The generator ``cfg.backbone`` names; called as ``G.apply(vars, x, train, aux)``."""
-    return BACKBONES[cfg.backbone].build(cfg, advprop, axis_name, upsample_impl)
+                    upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE,
+                    formulations: Formulations | str | None = None) -> nn.Module:
+    """The generator ``cfg.backbone`` names; called as ``G.apply(vars, x, train, aux)``.
+
+    ``formulations``: how its layers are computed, a name in ``layers.FORMULATIONS``, a
+    ``Formulations``, or None for the default backend's; ``upsample_impl`` other than "auto"
+    overrides its up-sampling."""
+    return BACKBONES[cfg.backbone].build(cfg, advprop, axis_name, choose_formulations(formulations, upsample_impl))
 
 
-def build_discriminator(cfg: ModelConfig, axis_name: str | None = None) -> Discriminator:
-    """GANomaly's discriminator for images of ``cfg.image_size``."""
-    return Discriminator(cfg.image_size, cfg.width, axis_name)
+def build_discriminator(cfg: ModelConfig, axis_name: str | None = None,
+                        formulations: Formulations | str | None = None) -> Discriminator:
+    """GANomaly's discriminator for images of ``cfg.image_size`` (``formulations`` as in
+    ``build_generator``)."""
+    return Discriminator(cfg.image_size, cfg.width, axis_name, conv=choose_formulations(formulations).conv)
 
 
 def count_params(params) -> int:
@@ -83,4 +92,4 @@ def count_params(params) -> int:
 
 __all__ = ["BACKBONES", "Backbone", "build_generator", "build_discriminator", "count_params", "NaiveGenerator",
            "NestedUNet", "Discriminator", "Encoder", "ConvTranspose", "DualBatchNorm",
-           "conv_transpose"]
+           "conv_transpose", "Formulations", "default_formulations"]
