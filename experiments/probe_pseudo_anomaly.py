@@ -31,7 +31,7 @@ import numpy as np
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.data import load_split, padded_batches
-from jaxad.fit import load_run, score
+from jaxad.runs import load_run, score
 from jaxad.metrics import auroc
 from jaxad.train import reconstruct
 

@@ -8,7 +8,7 @@
 
 from jaxad.config import DataConfig, ExperimentConfig, LossConfig, ModelConfig, TrainConfig
 from jaxad.data import OneClassSplit
-from jaxad.fit import RunResult, fit, fit_many, load_run, score
+from jaxad.runs import RunResult, fit, fit_many, load_run, score
 from jaxad.train import AGADState, create_train_state, reconstruct, indexed_train_step, score_step, train_step
 
 __version__ = "0.1.0"

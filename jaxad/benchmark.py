@@ -7,7 +7,7 @@ The library behind the runner (``experiments/run.py``, ``jaxad-run``); not to be
     rows = run_benchmark(spec, "runs/mnist_naive", resume=True)
 
 The output directory holds ``benchmark.json`` (what is being run), ``runs/gamma*/class*/seed*/``
-(one run directory each, see ``jaxad.fit``), and after every run ``results.json``,
+(one run directory each, see ``jaxad.runs``), and after every run ``results.json``,
 ``results.csv``, ``results.md`` and the plots. A finished run is never run again; an
 unfinished one restarts from its last checkpoint.
 """
@@ -30,7 +30,7 @@ from jaxad import checkpoint, report
 from jaxad.config import ExperimentConfig
 from jaxad.data import DATASETS, Dataset, batch_composition, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
-from jaxad.fit import fit, fit_many, is_complete
+from jaxad.runs import fit, fit_many, is_complete
 from jaxad.metrics import roc
 from jaxad.train import reconstruct
 
@@ -210,7 +210,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     """Run every (class, gamma, seed) of ``spec`` not yet finished under ``out_dir``; return the rows.
 
     ``models_at_once`` trains the seeds of each (class, gamma) together, the step vmapped over
-    a model axis (``jaxad.fit.fit_many``); otherwise runs go one by one, data-parallel over
+    a model axis (``jaxad.runs.fit_many``); otherwise runs go one by one, data-parallel over
     ``devices``. A run whose loss turns NaN is stopped with a message (its last good
     checkpoint kept, its result.json marked failed) and the benchmark goes on. SIGTERM and
     Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped.

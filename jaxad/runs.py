@@ -1,5 +1,8 @@
 """Train AGAD models, score images, save and load runs: the API for research code.
 
+``jaxad.fit`` is the function; this module is ``jaxad.runs`` (so ``import jaxad.runs`` and
+``mock.patch("jaxad.runs.X")`` reach the module, never a function of the same name).
+
     from jaxad import ExperimentConfig, fit, score, load_run
     result = fit(ExperimentConfig(), run_dir="runs/digits-0")   # digits, normal class 0
     print(result.final_auroc, result.best_auroc)                 # final epoch; test-selected best

@@ -20,7 +20,7 @@ from jaxad.benchmark import BenchmarkSpec, _row, classes_in_protocol, locked, ru
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import OneClassSplit, load_folder, load_split
 from jaxad.files import write_json_atomic
-from jaxad.fit import ConfigMismatchError, DataMismatchError, numbered_from_one, progress_postfix
+from jaxad.runs import ConfigMismatchError, DataMismatchError, numbered_from_one, progress_postfix
 from jaxad.metrics import auroc
 from jaxad.train import check_images, create_train_state
 
@@ -410,3 +410,9 @@ def test_the_progress_bar_names_its_units():
     assert progress_postfix([{"auroc": 97.25, "d_loss": 1.44, "g_loss": 40.2}]) == {
         "AUROC %": "97.2", "D loss": "1.44", "G loss": "40.2"}
     assert progress_postfix([{"auroc": 97.0, "d_loss": 1.0, "g_loss": 4.0}] * 2) == {"AUROC %": "97.0/97.0"}
+
+
+def test_the_module_behind_fit_is_reachable_by_its_own_name():
+    import jaxad
+    import jaxad.runs
+    assert jaxad.fit is jaxad.runs.fit and callable(jaxad.runs.fit_many)  # no module rebound to a function

@@ -19,7 +19,7 @@ import numpy as np
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_images
-from jaxad.fit import load_run, score
+from jaxad.runs import load_run, score
 from jaxad.report import pyplot, show_image
 from jaxad.train import check_images, reconstruct
 
