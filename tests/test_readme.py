@@ -7,7 +7,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch):
-    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    # The example of the "In your research code" section (other sections show fragments).
+    section = README.read_text().split("## In your research code", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
