@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from jaxad import checkpoint, parallel, xla
 from jaxad.config import ExperimentConfig
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
+from jaxad.ema import recalibrate_ema_statistics
 from jaxad.files import read_json, write_json_atomic
 from jaxad.metrics import auroc
 from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
@@ -322,6 +323,7 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
         raise ValueError("fit_many resumes only runs stopped at the same epoch; use fit for each")
     epochs_done, epochs = epochs_done[0], cfgs[0].train.epochs
     state = layout.place(states)
+    scored = list(states)  # each model as last scored and checkpointed
     normal_images, anomaly_images = jnp.asarray(splits[0].train_normal), jnp.asarray(anomaly_images)
     bar = tqdm(range(epochs_done + 1, epochs + 1), initial=epochs_done, total=epochs, disable=not progress,
                desc=desc, leave=False)
@@ -343,7 +345,10 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
                 check_finite(model_metrics, f"epoch {epoch}: loss ")
             state = new_state
             for k, (cfg, split, manager, history) in enumerate(zip(cfgs, splits, managers, histories)):
-                model_state = layout.model(state, k)
+                # The averaged generator scores with statistics of its own (jaxad.ema).
+                model_state = recalibrate_ema_statistics(layout.model(state, k), normal_images,
+                                                         cfg.train.batch_size)
+                scored[k] = model_state
                 record = _epoch_record(metrics[k], model_state, split, cfg, epoch, started)
                 history.append(record)
                 if manager is not None:
@@ -355,8 +360,7 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
     finally:
         _close(managers)
         bar.close()
-    return [_finish(d, c, s, layout.model(state, k), h)
-            for k, (c, s, d, h) in enumerate(zip(cfgs, splits, run_dirs, histories))]
+    return [_finish(d, c, s, scored[k], h) for k, (c, s, d, h) in enumerate(zip(cfgs, splits, run_dirs, histories))]
 
 
 def progress_postfix(records: list[dict[str, float]]) -> dict[str, str]:

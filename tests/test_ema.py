@@ -1,0 +1,76 @@
+"""The averaged generator's BatchNorm statistics, recomputed for its own weights."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxad import fit, load_run, score
+from jaxad.config import ExperimentConfig, ModelConfig
+from jaxad.data import load_split
+from jaxad.ema import recalibrate_ema_statistics
+from jaxad.metrics import auroc
+from jaxad.train import create_train_state, reconstruct, train_step
+
+step = jax.jit(train_step)
+
+
+def trained_state(pseudo_anomaly_bn: str = "auxiliary", ema_decay: float = 0.9, steps: int = 3):
+    cfg = ExperimentConfig(model=ModelConfig(backbone="naive", channels=1, width=0.125)).replace(
+        **{"train.ema_decay": ema_decay, "train.pseudo_anomaly_bn": pseudo_anomaly_bn})
+    state = create_train_state(cfg, jax.random.key(0))
+    for i in range(steps):
+        batch = {"normal": jax.random.uniform(jax.random.key(10 + i), (8, 32, 32, 1), minval=-1, maxval=1)}
+        state, _ = step(state, batch, jax.random.key(i))
+    return state
+
+
+def test_recalibrated_statistics_are_those_of_the_calibration_batch():
+    state = trained_state()
+    x = jax.random.uniform(jax.random.key(99), (16, 32, 32, 1), minval=-1, maxval=1)
+    # Before: the average scores with statistics gathered for the live weights.
+    assert not np.allclose(reconstruct(state, x), reconstruct(state, x, use_batch_statistics=True), atol=1e-4)
+    recalibrated = recalibrate_ema_statistics(state, x, batch_size=16)
+    # After, on that one batch, running statistics are exactly the batch's own.
+    np.testing.assert_allclose(reconstruct(recalibrated, x), reconstruct(recalibrated, x, use_batch_statistics=True),
+                               atol=2e-5)
+    assert recalibrated.g_ema_params is state.g_ema_params and recalibrated.g_batch_stats is state.g_batch_stats
+
+
+def test_statistics_average_over_full_batches():
+    state = trained_state()
+    x = jax.random.uniform(jax.random.key(7), (20, 32, 32, 1), minval=-1, maxval=1)
+    halves = [recalibrate_ema_statistics(state, x[i:i + 8], batch_size=8).g_ema_batch_stats for i in (0, 8)]
+    expected = jax.tree.map(lambda a, b: (a + b) / 2, *halves)
+    # Batches of 8 from 20 images: [0:8] and [8:16]; the last 4 are left out.
+    both = recalibrate_ema_statistics(state, x, batch_size=8).g_ema_batch_stats
+    assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b, atol=1e-6)), both, expected)))
+
+
+def test_auxiliary_statistics_and_a_state_without_average_are_left_alone():
+    state = trained_state()
+    x = jax.random.uniform(jax.random.key(5), (8, 32, 32, 1), minval=-1, maxval=1)
+    new = recalibrate_ema_statistics(state, x, batch_size=8).g_ema_batch_stats
+    flat_old = dict(jax.tree_util.tree_flatten_with_path(state.g_ema_batch_stats)[0])
+    flat_new = dict(jax.tree_util.tree_flatten_with_path(new)[0])
+    aux = [p for p in flat_old if any(getattr(k, "key", None) == "aux" for k in p)]
+    main = [p for p in flat_old if p not in aux]
+    assert aux and main
+    assert all(np.array_equal(flat_old[p], flat_new[p]) for p in aux)
+    assert all(not np.array_equal(flat_old[p], flat_new[p]) for p in main)
+    plain = trained_state(ema_decay=0.0, steps=1)
+    assert recalibrate_ema_statistics(plain, x) is plain
+    with pytest.raises(ValueError, match="at least one normal image"):
+        recalibrate_ema_statistics(state, x[:0])
+
+
+def test_fit_scores_checkpoints_and_returns_the_recalibrated_average(tmp_path):
+    cfg = ExperimentConfig(model=ModelConfig(width=0.125)).replace(
+        **{"train.ema_decay": 0.9, "train.epochs": 1, "train.batch_size": 32})
+    split = load_split(cfg.data)
+    result = fit(cfg, split, run_dir=tmp_path / "run", progress=False)
+    again = recalibrate_ema_statistics(result.state, split.train_normal, 32)
+    assert jax.tree.all(jax.tree.map(np.array_equal, again.g_ema_batch_stats, result.state.g_ema_batch_stats))
+    assert result.final_auroc == pytest.approx(auroc(split.test_labels, score(result.state, split.test_images)))
+    saved, _ = load_run(tmp_path / "run")
+    np.testing.assert_array_equal(score(saved, split.test_images), score(result.state, split.test_images))
