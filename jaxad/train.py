@@ -210,7 +210,8 @@ def _generator_loss(g_params, state: AGADState, batch: Batch):
                         "g_anomaly_reconstruction": terms.reconstruction,
                         "g_anomaly_latent": terms.latent, "g_anomaly_loss": anomaly_loss})
     metrics["g_loss"] = loss
-    return loss, (g_stats, lax.stop_gradient(x_hat), metrics)
+    # Differentiate the global-batch loss: see train_step on why this pmean is needed.
+    return _cross_device_mean(loss, s.axis_name), (g_stats, lax.stop_gradient(x_hat), metrics)
 
 
 def _discriminator_loss(d_params, state: AGADState, batch: Batch, x_hat: jax.Array):
@@ -224,7 +225,7 @@ def _discriminator_loss(d_params, state: AGADState, batch: Batch, x_hat: jax.Arr
         metrics["d_anomaly"] = jax.nn.sigmoid(anomaly_logits).mean()
     loss = discriminator_loss(real_logits, fake_logits, anomaly_logits)
     metrics["d_loss"] = loss
-    return loss, (d_stats, metrics)
+    return _cross_device_mean(loss, s.axis_name), (d_stats, metrics)
 
 
 def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADState, Metrics]:
@@ -237,6 +238,11 @@ def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADStat
     s = state.settings
     (_, (g_stats, x_hat, g_metrics)), g_grads = jax.value_and_grad(_generator_loss, has_aux=True)(
         state.g_params, state, batch)
+    # The losses are cross-device means, and the gradients then the global-batch gradient
+    # under pmap and under shard_map alike. Under shard_map (varying-axes checking) the
+    # replicated parameters' gradient is summed over devices by the transpose, so a local
+    # loss would give the sum (2x on 2 devices) and this pmean is the identity. Under pmap
+    # (no such tracking) each device gets its own part and this pmean combines them.
     g_grads = _cross_device_mean(g_grads, s.axis_name)
     g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
@@ -248,8 +254,8 @@ def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADStat
     d_params = optax.apply_updates(state.d_params, d_updates)
 
     # GANomaly's reset: a collapsed D gives G no signal; start D afresh (Adam state is kept).
-    # Decided on the cross-device mean loss so every device takes the same branch.
-    reset = _cross_device_mean(d_loss, s.axis_name) < s.d_reset_threshold
+    # Decided on the cross-device mean loss (d_loss is one) so every device takes the same branch.
+    reset = d_loss < s.d_reset_threshold
     d_params = lax.cond(
         reset,
         lambda: state.discriminator.clone(axis_name=None).init(key, batch["normal"][:1], train=False)["params"],

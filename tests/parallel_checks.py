@@ -12,30 +12,50 @@ import numpy as np
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit
 from jaxad.data import load_split
-from jaxad.parallel import AXIS, replicate, unreplicate
+from jaxad.parallel import (AXIS, device_mesh, replicate, shard_map_train_step, sharded_jit_train_step,
+                            unreplicate)
 from jaxad.train import create_train_state, train_step
 
 
 def max_relative_difference(a, b) -> float:
     diffs = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-12)), a, b)
-    return max(jax.tree.leaves(diffs))
+    return max(jax.tree.leaves(diffs), default=0.0)
 
 
-def one_step_1_vs_2_devices(backbone: str, with_anomalies: bool) -> dict:
+def two_device_step(mode: str, cfg: ExperimentConfig, batch: dict, key: jax.Array):
+    """One step on 2 devices, the state and metrics returned as one device's copy."""
+    if mode == "pmap":
+        state = replicate(create_train_state(cfg, jax.random.key(0), axis_name=AXIS), 2)
+        sharded = jax.tree.map(lambda x: x.reshape((2, x.shape[0] // 2) + x.shape[1:]), batch)
+        step = jax.pmap(train_step, axis_name=AXIS, in_axes=(0, 0, None))
+        return unreplicate(step(state, sharded, key))
+    mesh = device_mesh(2)
+    if mode == "shard_map":
+        state = create_train_state(cfg, jax.random.key(0), axis_name=AXIS)
+        return shard_map_train_step(mesh)(state, batch, key)
+    state = create_train_state(cfg, jax.random.key(0))  # "jit": no axis name, GSPMD partitions
+    step = sharded_jit_train_step(mesh).lower(state, batch, key).compile()
+    assert "all-reduce" in step.as_text()  # the partitioner did split the computation
+    return step(state, batch, key)
+
+
+def one_step_1_vs_2_devices(mode: str, backbone: str, with_anomalies: bool) -> dict:
+    """The relative difference of every part of the state (parameters, BatchNorm statistics,
+    Adam's moments) after one step on 2 devices under ``mode`` and one step on 1 device."""
     cfg = ExperimentConfig(model=ModelConfig(backbone=backbone, channels=1, width=0.125))
     key = jax.random.key(3)
     batch = {"normal": jax.random.uniform(jax.random.key(1), (8, 32, 32, 1), minval=-1, maxval=1)}
     if with_anomalies:
         batch["anomaly"] = jax.random.uniform(jax.random.key(2), (4, 32, 32, 1), minval=-1, maxval=1)
     single, single_metrics = jax.jit(train_step)(create_train_state(cfg, jax.random.key(0)), batch, key)
-
-    state = replicate(create_train_state(cfg, jax.random.key(0), axis_name=AXIS), 2)
-    sharded = jax.tree.map(lambda x: x.reshape((2, x.shape[0] // 2) + x.shape[1:]), batch)
-    step = jax.pmap(train_step, axis_name=AXIS, in_axes=(0, 0, None))
-    multi, multi_metrics = step(state, sharded, key)
-    multi = unreplicate(multi)
-    return {"params": max_relative_difference(multi.arrays(), single.arrays()),
-            "g_loss": abs(float(multi_metrics["g_loss"][0]) / float(single_metrics["g_loss"]) - 1),
+    multi, multi_metrics = two_device_step(mode, cfg, batch, key)
+    multi, single = multi.arrays(), single.arrays()
+    differences = {name: max_relative_difference(multi[name], single[name]) for name in single}
+    # Adam's moments as a ratio: a scaled gradient shows as 2x / 4x, not as a "difference".
+    mu_ratio = jax.tree.leaves(jax.tree.map(lambda x, y: float(jnp.sum(jnp.abs(x)) / jnp.sum(jnp.abs(y))),
+                                            multi["g_opt_state"][0].mu, single["g_opt_state"][0].mu))
+    return {"differences": differences, "g_mu_ratio": max(mu_ratio),
+            "g_loss": abs(float(multi_metrics["g_loss"]) / float(single_metrics["g_loss"]) - 1),
             "devices": jax.local_device_count()}
 
 
@@ -64,8 +84,8 @@ def short_run_1_vs_2_devices() -> dict:
 
 if __name__ == "__main__":
     name = sys.argv[1]
-    if name == "step":
-        out = one_step_1_vs_2_devices(sys.argv[2], sys.argv[3] == "anomalies")
+    if name == "step":  # step MODE BACKBONE anomalies|normal-only, MODE one of pmap, shard_map, jit
+        out = one_step_1_vs_2_devices(sys.argv[2], sys.argv[3], sys.argv[4] == "anomalies")
     else:
         out = short_run_1_vs_2_devices()
     print(json.dumps(out))
