@@ -96,7 +96,10 @@ class TrainConfig:
     ``freeze_bn``: true anomalies are normalised with running statistics and never update them.
     ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
     ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
-    (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it.
+    (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
+    recomputes its BatchNorm statistics before each scoring (``jaxad.ema``). The default 0.99
+    is the fidelity study's (BUILD_NOTES.md): it removes the epochs where the live G collapses
+    from the reported number. 0 scores with G's live weights, as the paper does.
     """
 
     learning_rate: float = _field(2e-4, "Adam's learning rate", flag="lr")
@@ -114,7 +117,8 @@ class TrainConfig:
                      "normal_batch = with the normal batch's statistics")
     freeze_bn: bool = _field(True, "true anomalies never update BN statistics (--no-freeze-bn lets them)")
     detach_pseudo: bool = _field(False, "no gradient into G(x) through G(G(x))")
-    ema_decay: float = _field(0.0, "score with an EMA of G's weights at this decay (0 = off)")
+    ema_decay: float = _field(0.99, "score with an EMA of G's weights at this decay, its BatchNorm statistics "
+                                    "recomputed on the training normals (0 = score with G itself)")
 
     @property
     def advprop(self) -> bool:

@@ -127,7 +127,7 @@ def test_detach_pseudo_changes_only_the_gradient():
 
 
 def test_ema_generator_scores_and_follows_the_warmed_up_average():
-    plain = create_train_state(tiny_config(), jax.random.key(0))
+    plain = create_train_state(tiny_config(**{"train.ema_decay": 0.0}), jax.random.key(0))
     after, _ = step(plain, NORMAL, jax.random.key(1))
     # Decay 0: no average is kept; G itself scores.
     assert after.g_ema_params is None and after.g_ema_batch_stats is None
