@@ -35,6 +35,7 @@ import numpy as np
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.data import load_split, padded_batches
+from jaxad.ema import recalibrate_ema_statistics
 from jaxad.runs import load_run, score
 from jaxad.metrics import auroc
 from jaxad.train import live_generator, reconstruct
@@ -58,9 +59,10 @@ def blur(images: np.ndarray) -> np.ndarray:
 
 def probe(run_dir: str, epoch: int | None, count: int, seed: int = 0, live: bool = False) -> dict[str, float]:
     state, cfg = load_run(run_dir, epoch)
-    if live:
-        state = live_generator(state)
     split = load_split(cfg.data, seed=cfg.seed)
+    # Checkpoints written before fit recalibrated the average hold statistics of the live G.
+    state = live_generator(state) if live else recalibrate_ema_statistics(state, split.train_normal,
+                                                                        cfg.train.batch_size)
     rng = np.random.default_rng(seed)
     labels = np.asarray(split.test_labels)
     normal = split.test_images[labels == 0][:count]
