@@ -209,10 +209,22 @@ def test_same_seed_same_inputs_give_bit_identical_parameters():
 
 
 def test_anomaly_recon_pair_switch_changes_the_anomaly_term():
+    # Freeze-BN: anomalies pass G with the running statistics the normal passes left, and
+    # never update them; so each term can be recomputed from the step's output statistics.
+    xa = WITH_ANOMALIES["anomaly"]
+    terms = {}
     for pair in ("input", "pseudo"):
         state = create_train_state(tiny_config(**{"loss.anomaly_recon_pair": pair}), jax.random.key(0))
-        _, metrics = train_step(state, WITH_ANOMALIES, jax.random.key(1))
-        assert np.isfinite(float(metrics["g_anomaly_reconstruction"]))
+        after, metrics = train_step(state, WITH_ANOMALIES, jax.random.key(1))
+        terms[pair] = float(metrics["g_anomaly_reconstruction"])
+    G = lambda x, aux=False: state.generator.apply({"params": state.g_params, "batch_stats": after.g_batch_stats},
+                                                   x, train=False, aux=aux)
+    xa_hat = G(xa)
+    # "input": G must fail to reconstruct the anomaly itself; "pseudo": Algorithm 1's pair,
+    # (x_hat, G(x_hat)), the second pass through AdvProp's auxiliary layers.
+    assert terms["input"] == pytest.approx(float(jnp.mean(jnp.abs(xa - xa_hat))), rel=1e-4)
+    assert terms["pseudo"] == pytest.approx(float(jnp.mean(jnp.abs(xa_hat - G(xa_hat, aux=True)))), rel=1e-4)
+    assert terms["input"] != pytest.approx(terms["pseudo"], rel=1e-2)
     with pytest.raises(ValueError, match="anomaly_recon_pair"):
         tiny_config(**{"loss.anomaly_recon_pair": "both"})
 
