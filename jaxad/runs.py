@@ -213,6 +213,9 @@ def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClass
     return manager, state.replace(**arrays), history, len(history)
 
 
+NORMAL_ERROR_IMAGES = 1024  # training normals scored each epoch for train_normal_score
+
+
 def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneClassSplit,
                   cfg: ExperimentConfig, epoch: int, started: float) -> dict[str, float]:
     """One epoch's history entry: mean of every step metric, D resets, test AUROC."""
@@ -222,9 +225,15 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
     if cfg.paper_protocol:
         batch_scores = score(state, split.test_images, use_batch_statistics=True)
         record["auroc_batch_statistics"] = auroc(split.test_labels, batch_scores)
+    # A label-free signal for choosing a model without test labels (a later study's input):
+    # the mean score of a fixed set of training normals.
+    normals = split.train_normal[:NORMAL_ERROR_IMAGES]
+    record["train_normal_score"] = float(np.mean(score(state, normals)))
     if cfg.train.ema_decay > 0:
         # What the live generator would have scored: the pair shows what the average buys.
-        record["auroc_live_generator"] = auroc(split.test_labels, score(live_generator(state), split.test_images))
+        live = live_generator(state)
+        record["auroc_live_generator"] = auroc(split.test_labels, score(live, split.test_images))
+        record["train_normal_score_live_generator"] = float(np.mean(score(live, normals)))
     record["epoch"] = epoch
     record["seconds"] = time.perf_counter() - started
     return record

@@ -10,7 +10,7 @@ from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.data import load_split
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.metrics import auroc
-from jaxad.train import create_train_state, reconstruct, train_step
+from jaxad.train import create_train_state, live_generator, reconstruct, train_step
 
 step = jax.jit(train_step)
 
@@ -72,5 +72,11 @@ def test_fit_scores_checkpoints_and_returns_the_recalibrated_average(tmp_path):
     again = recalibrate_ema_statistics(result.state, split.train_normal, 32)
     assert jax.tree.all(jax.tree.map(np.array_equal, again.g_ema_batch_stats, result.state.g_ema_batch_stats))
     assert result.final_auroc == pytest.approx(auroc(split.test_labels, score(result.state, split.test_images)))
+    # Each epoch also records, label-free, how both generators score training normals.
+    normals = split.train_normal[:1024]
+    last = result.history[-1]
+    assert last["train_normal_score"] == pytest.approx(float(np.mean(score(result.state, normals))), rel=1e-5)
+    assert last["train_normal_score_live_generator"] == pytest.approx(
+        float(np.mean(score(live_generator(result.state), normals))), rel=1e-5)
     saved, _ = load_run(tmp_path / "run")
     np.testing.assert_array_equal(score(saved, split.test_images), score(result.state, split.test_images))
