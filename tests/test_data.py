@@ -10,6 +10,7 @@ import gzip
 import io
 import os
 import pickle
+import sys
 import tarfile
 from pathlib import Path
 
@@ -528,3 +529,9 @@ def test_folder_without_images_is_an_error(tmp_path):
         load_dataset("folder", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_folder(tmp_path / "missing", tmp_path / "abnormal")
+
+
+def test_tfds_not_installed_says_which_extra_and_how_to_use_local_files(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"(?s)pip install 'jaxad\[tfds\]'.*--data-dir.*train-images-idx3-ubyte"):
+        load_dataset("mnist", str(tmp_path), source="tfds")

@@ -389,11 +389,15 @@ def read_tfds_dataset(name: str, data_dir: str | Path | None = None,
     ``manual_dir`` holds the original archives for TFDS to use instead of downloading
     (default: ``<data_dir>/downloads/manual``).
     """
-    import tensorflow_datasets as tfds  # deferred: heavy, and optional for raw-file users
-
     hint = (f"To work offline, download the raw files from {SOURCES_URL[name]} and pass their "
             f"folder as data_dir (--data-dir) with source='raw'; expected there: "
             f"{expected_raw_files(name)}")
+    try:
+        import tensorflow_datasets as tfds  # deferred: heavy, and an extra (jaxad[tfds])
+    except ImportError as err:
+        raise ImportError(f"loading {name} through TensorFlow Datasets needs it installed: "
+                          f"pip install 'jaxad[tfds]' (MNIST and Fashion-MNIST also need "
+                          f"'jaxad[tfds-prepare]' to prepare). {hint}") from err
     try:
         builder = tfds.builder(name, data_dir=None if data_dir is None else str(data_dir),
                                file_format="array_record")
