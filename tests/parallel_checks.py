@@ -84,8 +84,10 @@ def short_run_1_vs_2_devices() -> dict:
 
 if __name__ == "__main__":
     name = sys.argv[1]
-    if name == "step":  # step MODE BACKBONE anomalies|normal-only, MODE one of pmap, shard_map, jit
-        out = one_step_1_vs_2_devices(sys.argv[2], sys.argv[3], sys.argv[4] == "anomalies")
+    if name == "steps":  # steps MODE:BACKBONE:anomalies|normal-only ..., MODE one of pmap, shard_map, jit
+        # One process for every case: jax starts once and the one-device steps compile once.
+        out = {case: one_step_1_vs_2_devices(*case.split(":")[:2], case.split(":")[2] == "anomalies")
+               for case in sys.argv[2:]}
     else:
         out = short_run_1_vs_2_devices()
     print(json.dumps(out))
