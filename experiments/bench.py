@@ -373,11 +373,16 @@ def run_formulations(args: argparse.Namespace) -> dict[str, Any]:
     info["load_end"] = load()
     result = {"machine": info, "args": vars(args), "layers": layers_rows, "steps": steps}
     print_formulations(result)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2, default=str)
-        print(f"wrote {args.out}")
+    write_result(args.out, result)
     return result
+
+
+def write_result(path: str | None, result: dict[str, Any]) -> None:
+    """The benchmark's figures as JSON at ``path`` (--out), when one is given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=2, default=str)
+        print(f"wrote {path}")
 
 
 def print_formulations(result: dict[str, Any]) -> None:
@@ -828,10 +833,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "vmap": {"backbone": "naive", "channels": 1, "width": args.vmap_width,
                        "batch_per_model": args.vmap_batch, "rows": vm}}
     print_tables(result)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2, default=str)
-        print(f"wrote {args.out}")
+    write_result(args.out, result)
     return result
 
 

@@ -16,18 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxad.models.layers import BN_MOMENTUM
-from jaxad.train import AGADState, _apply
+from jaxad.train import AGADState, _reconstruct_normal
 
 
 @jax.jit
 def _batch_statistics(state: AGADState, images: jax.Array):
-    """Every main BatchNorm layer's statistics of the averaged generator on one batch."""
+    """Every main BatchNorm layer's statistics of the averaged generator on one batch (the
+    auxiliary layers', which this pass does not run, come back as zeros)."""
     G = state.generator.clone(axis_name=None)
-    zeros = jax.tree.map(jnp.zeros_like, state.g_ema_batch_stats)
-    # Fed zero running statistics, BatchNorm returns exactly (1 - momentum) * batch statistics.
-    _, increment = _apply(G, state.g_ema_params, zeros, images, True)
-    return jax.tree.map(lambda inc: inc / (1.0 - BN_MOMENTUM), increment)
+    _, _, batch_stats = _reconstruct_normal(G, state.g_ema_params, state.g_ema_batch_stats, images, True)
+    return batch_stats
 
 
 def _is_auxiliary(path) -> bool:
