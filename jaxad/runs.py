@@ -218,7 +218,8 @@ NORMAL_ERROR_IMAGES = 1024  # training normals scored each epoch for train_norma
 
 def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneClassSplit,
                   cfg: ExperimentConfig, epoch: int, started: float) -> dict[str, float]:
-    """One epoch's history entry: mean of every step metric, D resets, test AUROC."""
+    """One epoch's history entry: mean of every step metric, D resets, test AUROC (also with
+    test-batch statistics and by the live generator when asked), training normals' mean score."""
     record = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
     record["d_resets"] = float(np.sum(metrics["d_reset"]))
     record["auroc"] = auroc(split.test_labels, score(state, split.test_images))
