@@ -236,7 +236,7 @@ def tfds_written_order(split: str, n: int, tmp_path: Path) -> list[int]:
 @pytest.fixture
 def online(monkeypatch):
     """Pretend the download hosts resolve: the mocked TFDS never downloads anyway."""
-    monkeypatch.setattr("jaxad.data.sources.unreachable", lambda host: None)
+    monkeypatch.setattr("jaxad.data.tfds_source.unreachable", lambda host: None)
 
 
 def test_tfds_mnist_matches_raw_files(tmp_path, online):

@@ -7,26 +7,12 @@
     test_batches, mask = padded_batches(split.test_images, 256)
 """
 
-from jaxad.data.sources import (
-    DATASETS,
-    Dataset,
-    DatasetInfo,
-    channels_of,
-    load_dataset,
-    load_folder,
-    load_images,
-    make_dataset,
-    raw_files_present,
-    read_cifar_dataset,
-    read_digits,
-    read_idx,
-    read_idx_dataset,
-    read_tfds_dataset,
-    resize_images,
-    tfds_original_order,
-    tfds_records_to_arrays,
-    to_unit_range,
-)
+from jaxad.data.arrays import Dataset, make_dataset, resize_images, to_unit_range
+from jaxad.data.cifar import read_cifar_dataset
+from jaxad.data.digits import read_digits
+from jaxad.data.folder import load_folder, load_images
+from jaxad.data.idx import read_idx, read_idx_dataset
+from jaxad.data.sources import DATASETS, DatasetInfo, channels_of, load_dataset, raw_files_present
 from jaxad.data.split import (
     MIN_ANOMALIES_PER_BATCH,
     OneClassSplit,
@@ -39,6 +25,7 @@ from jaxad.data.split import (
     padded_batches,
     steps_per_epoch,
 )
+from jaxad.data.tfds_source import read_tfds_dataset, tfds_original_order, tfds_records_to_arrays
 
 __all__ = [
     "DATASETS", "Dataset", "DatasetInfo", "MIN_ANOMALIES_PER_BATCH", "OneClassSplit",

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jaxad.data.sources import Dataset, load_dataset
+from jaxad.data.arrays import Dataset
+from jaxad.data.sources import load_dataset
 
 if TYPE_CHECKING:
     import jax
