@@ -170,7 +170,7 @@ def step_model_flops(cfg: ExperimentConfig) -> dict[str, float]:
     """
     m = cfg.model
     x = jnp.zeros((1, m.image_size, m.image_size, m.channels), jnp.float32)
-    G, D = build_generator(m, advprop=cfg.train.advprop), build_discriminator(m)
+    G, D = build_generator(m), build_discriminator(m)
     g_vars = jax.eval_shape(lambda: G.init(jax.random.key(0), x, train=False))
     d_vars = jax.eval_shape(lambda: D.init(jax.random.key(0), x, train=False))
     g = forward_conv_flops(G, g_vars, x, train=False)
@@ -206,7 +206,7 @@ def compiled_step(cfg: ExperimentConfig, upsample_impl: str, options: dict | Non
     state = create_train_state(cfg, jax.random.key(0), upsample_impl=upsample_impl)
     if formulations is not None:
         state = state.replace(
-            generator=build_generator(m, advprop=cfg.train.advprop, upsample_impl=upsample_impl,
+            generator=build_generator(m, upsample_impl=upsample_impl,
                                       formulations=formulations),
             discriminator=build_discriminator(m, formulations=formulations))
     batch = {"normal": images(1, (cfg.train.batch_size, m.image_size, m.image_size, m.channels))}

@@ -13,7 +13,7 @@ import json
 import typing
 from typing import Any, Literal
 
-# How the generator's pseudo-anomaly pass G(x_hat) is batch-normalised (see TrainConfig).
+# How the generator's pseudo-anomaly pass G(x_hat) is batch-normalised (see ModelConfig).
 PseudoAnomalyBN = Literal["auxiliary", "shared", "shared_no_update", "normal_batch"]
 PSEUDO_ANOMALY_BN: tuple[str, ...] = typing.get_args(PseudoAnomalyBN)
 Source = Literal["auto", "raw", "tfds"]
@@ -37,18 +37,39 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The networks. ``width`` scales every channel count; 1.0 is the paper's nets."""
+    """The networks. ``width`` scales every channel count; 1.0 is the paper's nets.
+
+    ``pseudo_anomaly_bn``: how the generator's pass G(x_hat) is batch-normalised (paper section
+    6.2). It lives here because it decides G's parameters: ``"auxiliary"`` is the paper's
+    AdvProp (G carries a second set of BatchNorm layers, own scale, bias and running
+    statistics, used only by that pass); ``"shared"`` the paper's base configuration (the same
+    BatchNorm layers, the pass's own batch statistics, which also enter the running
+    statistics); ``"shared_no_update"`` the same without touching the running statistics;
+    ``"normal_batch"`` normalises x_hat with the statistics of the normal batch it was made
+    from and updates nothing, so G can tell a pseudo-anomaly from a normal image only by its
+    content, never by batch statistics.
+    """
 
     backbone: str = _field("naive", "the generator, one of jaxad.models.BACKBONES")
     channels: int = _field(1, "image channels, 1 or 3 (the runner takes the dataset's)")
     image_size: int = _field(32, "image side the nets take; images are resized to it")
     width: float = _field(1.0, "channel width factor (1 = the paper's nets)")
     latent_dim: int = _field(100, "size of the naive generator's latent code")
+    pseudo_anomaly_bn: PseudoAnomalyBN = _field(
+        "auxiliary", "how G(G(x)) is batch-normalised: auxiliary = AdvProp; shared = the same BN, its own "
+                     "statistics; shared_no_update = that without updating running statistics; "
+                     "normal_batch = with the normal batch's statistics")
+
+    @property
+    def advprop(self) -> bool:
+        """Whether G carries AdvProp's auxiliary BatchNorm layers (its own scale, bias, statistics)."""
+        return self.pseudo_anomaly_bn == "auxiliary"
 
     def __post_init__(self) -> None:
         # Deferred: jaxad.models holds the backbone registry and imports this module.
         from jaxad.models import BACKBONES
 
+        _check_choice("pseudo_anomaly_bn", self.pseudo_anomaly_bn, PseudoAnomalyBN)
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {tuple(BACKBONES)}")
         if self.channels not in (1, 3):
@@ -84,15 +105,8 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation, the BatchNorm switches of the paper's section 6.2, and stabilisers.
+    """Optimisation, Freeze-BN (paper section 6.2; AdvProp is ``ModelConfig.pseudo_anomaly_bn``), stabilisers.
 
-    ``pseudo_anomaly_bn``: how the pass G(x_hat) is batch-normalised.
-    ``"auxiliary"`` is the paper's AdvProp (own scale, bias and running statistics);
-    ``"shared"`` the paper's base configuration (the same BatchNorm layers, the pass's own
-    batch statistics, which also enter the running statistics); ``"shared_no_update"`` the
-    same without touching the running statistics; ``"normal_batch"`` normalises x_hat with
-    the statistics of the normal batch it was made from and updates nothing, so G can tell
-    a pseudo-anomaly from a normal image only by its content, never by batch statistics.
     ``freeze_bn``: true anomalies are normalised with running statistics and never update them.
     ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
     ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
@@ -111,22 +125,12 @@ class TrainConfig:
     min_anomalies_per_batch: int = _field(
         32, "with gamma > 0, anomalies in every batch at least (the paper's 32 of 256; lower it for "
             "small batches, e.g. 4 for a batch of 32)")
-    pseudo_anomaly_bn: PseudoAnomalyBN = _field(
-        "auxiliary", "how G(G(x)) is batch-normalised: auxiliary = AdvProp; shared = the same BN, its own "
-                     "statistics; shared_no_update = that without updating running statistics; "
-                     "normal_batch = with the normal batch's statistics")
     freeze_bn: bool = _field(True, "true anomalies never update BN statistics (--no-freeze-bn lets them)")
     detach_pseudo: bool = _field(False, "no gradient into G(x) through G(G(x))")
     ema_decay: float = _field(0.99, "score with an EMA of G's weights at this decay, its BatchNorm statistics "
                                     "recomputed on the training normals (0 = score with G itself)")
 
-    @property
-    def advprop(self) -> bool:
-        """Whether G carries AdvProp's auxiliary BatchNorm layers."""
-        return self.pseudo_anomaly_bn == "auxiliary"
-
     def __post_init__(self) -> None:
-        _check_choice("pseudo_anomaly_bn", self.pseudo_anomaly_bn, PseudoAnomalyBN)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.batch_size < 2:
@@ -159,8 +163,13 @@ class DataConfig:
     image_size: int = _field(32, "image side the data is resized to (the model's, ModelConfig.image_size)")
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise ValueError(f"gamma must lie in [0, 1), got {self.gamma}")
+        # Deferred: the data layer holds the dataset registry and the gamma rule.
+        from jaxad.data import DATASETS
+        from jaxad.data.split import check_gamma
+
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {tuple(DATASETS)}")
+        check_gamma(self.gamma)
         _check_choice("source", self.source, Source)
 
 
@@ -195,11 +204,15 @@ class ExperimentConfig:
         data = dict(d["data"])
         if data.get("anomaly_classes") is not None:
             data["anomaly_classes"] = tuple(data["anomaly_classes"])
-        train = dict(d["train"])
-        if "advprop" in train:  # run directories written before pseudo_anomaly_bn existed
-            train["pseudo_anomaly_bn"] = "auxiliary" if train.pop("advprop") else "shared"
+        model, train = dict(d["model"]), dict(d["train"])
+        # Run directories written before the switch moved to ModelConfig (it decides G's
+        # parameters), and before that, when it was TrainConfig.advprop.
+        if "pseudo_anomaly_bn" in train:
+            model["pseudo_anomaly_bn"] = train.pop("pseudo_anomaly_bn")
+        if "advprop" in train:
+            model["pseudo_anomaly_bn"] = "auxiliary" if train.pop("advprop") else "shared"
         return cls(
-            model=ModelConfig(**d["model"]),
+            model=ModelConfig(**model),
             loss=LossConfig(**d["loss"]),
             train=TrainConfig(**train),
             data=DataConfig(**data),

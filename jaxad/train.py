@@ -92,8 +92,7 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
     BatchNorm statistics, gradients and the D-reset decision are shared across devices.
     """
     m = cfg.model
-    generator = build_generator(m, advprop=cfg.train.advprop, axis_name=axis_name,
-                                upsample_impl=upsample_impl)
+    generator = build_generator(m, axis_name=axis_name, upsample_impl=upsample_impl)
     discriminator = build_discriminator(m, axis_name=axis_name)
     dummy = jnp.zeros((2, m.image_size, m.image_size, m.channels), jnp.float32)
     g_key, d_key = jax.random.split(key)
@@ -102,7 +101,7 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
     d_vars = discriminator.clone(axis_name=None).init(d_key, dummy, train=False)
     tx = make_optimizer(cfg)
     t = cfg.train
-    settings = StepSettings(cfg.loss, t.pseudo_anomaly_bn, t.freeze_bn, t.detach_pseudo, t.ema_decay,
+    settings = StepSettings(cfg.loss, m.pseudo_anomaly_bn, t.freeze_bn, t.detach_pseudo, t.ema_decay,
                             t.d_reset_threshold, axis_name)
     return AGADState(
         step=jnp.zeros((), jnp.int32),
@@ -153,7 +152,7 @@ def _reconstruct_normal(G: nn.Module, g_params, running_stats, x: jax.Array, wan
 
 def _reconstruct_pseudo(G: nn.Module, g_params, running_stats, normal_batch_stats, x_hat: jax.Array,
                         mode: str):
-    """G(x_hat), the pseudo-anomaly pass, normalised as ``TrainConfig.pseudo_anomaly_bn`` says.
+    """G(x_hat), the pseudo-anomaly pass, normalised as ``ModelConfig.pseudo_anomaly_bn`` says.
 
     Returns (G(x_hat), running statistics after the pass)."""
     if mode == "auxiliary":   # AdvProp: auxiliary BatchNorm with its own running statistics

@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from jaxad import ExperimentConfig, TrainConfig
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig
 from jaxad.cli import CONFIG_SECTIONS, add_config_flags, config_changes, config_flags, flag_name
 from jaxad.commands import run as run_command
 from jaxad.data import DATASETS
@@ -79,13 +79,13 @@ def test_defaults_are_the_dataclasses_and_flags_reach_every_section():
     assert (cfg.model.latent_dim, cfg.loss.w_adcon, cfg.loss.eps) == (50, 0.0, 1e-6)
     assert (cfg.train.learning_rate, cfg.train.beta1, cfg.train.beta2, cfg.train.d_reset_threshold) == (1e-3, 0.9, 0.99, 0)
     assert (cfg.train.freeze_bn, cfg.train.detach_pseudo, cfg.train.ema_decay) == (False, True, 0.9)
-    assert cfg.train.pseudo_anomaly_bn == "shared"
+    assert cfg.model.pseudo_anomaly_bn == "shared"
     assert (cfg.data.anomaly_classes, cfg.data.source, cfg.data.data_dir, cfg.paper_protocol) == ((1, 2), "raw", "d", True)
 
 
 def test_the_help_shows_the_dataclass_defaults_read_when_it_is_built(monkeypatch):
     help_text = " ".join(run_command.parser().format_help().split())
-    assert f"(default: {TrainConfig().pseudo_anomaly_bn})" in help_text
+    assert f"(default: {ModelConfig().pseudo_anomaly_bn})" in help_text
     monkeypatch.setattr(TrainConfig.__dataclass_fields__["ema_decay"], "default", 0.123)  # a default changed
     assert "(default: 0.123)" in " ".join(run_command.parser().format_help().split())
 

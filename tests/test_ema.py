@@ -17,7 +17,7 @@ step = jax.jit(train_step)
 
 def trained_state(pseudo_anomaly_bn: str = "auxiliary", ema_decay: float = 0.9, steps: int = 3):
     cfg = ExperimentConfig(model=ModelConfig(backbone="naive", channels=1, width=0.125)).replace(
-        **{"train.ema_decay": ema_decay, "train.pseudo_anomaly_bn": pseudo_anomaly_bn})
+        **{"train.ema_decay": ema_decay, "model.pseudo_anomaly_bn": pseudo_anomaly_bn})
     state = create_train_state(cfg, jax.random.key(0))
     for i in range(steps):
         batch = {"normal": jax.random.uniform(jax.random.key(10 + i), (8, 32, 32, 1), minval=-1, maxval=1)}

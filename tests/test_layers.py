@@ -120,7 +120,7 @@ def _loss_and_grads(backbone: str, formulations: str, params=None):
     D's own init), for networks built with ``formulations``."""
     cfg = ModelConfig(backbone=backbone, channels=3, width=0.125)
     x = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3), minval=-1, maxval=1)
-    G = build_generator(cfg, advprop=True, formulations=formulations)
+    G = build_generator(cfg, formulations=formulations)
     D = build_discriminator(cfg, formulations=formulations)
     g_vars, d_vars = G.init(jax.random.key(0), x, train=False), D.init(jax.random.key(2), x, train=False)
     g_params, d_params = params or (g_vars["params"], d_vars["params"])

@@ -9,8 +9,9 @@ from jaxad.config import ModelConfig
 from jaxad.models import build_discriminator, build_generator, count_params, layers
 
 
-def generator_params(backbone: str, channels: int, **kw) -> int:
-    cfg = ModelConfig(backbone=backbone, channels=channels, **kw)
+def generator_params(backbone: str, channels: int, pseudo_anomaly_bn: str = "shared", **kw) -> int:
+    # "shared": the nets without AdvProp's auxiliary BatchNorm layers, as the paper counts them.
+    cfg = ModelConfig(backbone=backbone, channels=channels, pseudo_anomaly_bn=pseudo_anomaly_bn, **kw)
     x = jnp.zeros((1, cfg.image_size, cfg.image_size, channels))
     variables = jax.eval_shape(lambda: build_generator(cfg).init(jax.random.key(0), x, train=False))
     return count_params(variables["params"])
@@ -31,6 +32,11 @@ def test_unet_counts_within_0_2_percent_of_paper(backbone, paper):
     assert abs(generator_params(backbone, 3) - paper) / paper < 0.002
 
 
+def test_advprop_adds_a_scale_and_bias_per_batchnorm_channel():
+    # naive, nc = 1: BatchNorm on 128 + 256 encoder and 256 + 128 + 64 decoder channels.
+    assert generator_params("naive", 1, "auxiliary") - generator_params("naive", 1) == 2 * (128 + 256 + 256 + 128 + 64)
+
+
 def test_discriminator_parameter_count():
     cfg = ModelConfig(channels=3)
     x = jnp.zeros((1, 32, 32, 3))
@@ -42,7 +48,7 @@ def test_discriminator_parameter_count():
 def test_generator_and_discriminator_shapes(backbone, size):
     cfg = ModelConfig(backbone=backbone, channels=3, image_size=size, width=0.125)
     x = jax.random.uniform(jax.random.key(1), (2, size, size, 3), minval=-1, maxval=1)
-    G, D = build_generator(cfg, advprop=True), build_discriminator(cfg)
+    G, D = build_generator(cfg), build_discriminator(cfg)
     g_vars = G.init(jax.random.key(0), x, train=False)
     out = G.apply(g_vars, x, train=False)
     assert out.shape == x.shape and float(jnp.abs(out).max()) <= 1.0

@@ -70,7 +70,7 @@ def normal_pass_statistics(state):
 
 
 def test_advprop_pseudo_anomaly_pass_updates_only_auxiliary_statistics():
-    cfg = tiny_config(**{"train.pseudo_anomaly_bn": "auxiliary"})
+    cfg = tiny_config(**{"model.pseudo_anomaly_bn": "auxiliary"})
     state = create_train_state(cfg, jax.random.key(0))
     new_state, _ = step(state, NORMAL, jax.random.key(1))
     # What one training-mode pass of the normal images alone does to the main statistics:
@@ -87,14 +87,14 @@ def test_advprop_pseudo_anomaly_pass_updates_only_auxiliary_statistics():
 
 
 def test_shared_bn_pseudo_pass_mixes_into_the_normal_statistics():
-    state = create_train_state(tiny_config(**{"train.pseudo_anomaly_bn": "shared"}), jax.random.key(0))
+    state = create_train_state(tiny_config(**{"model.pseudo_anomaly_bn": "shared"}), jax.random.key(0))
     new_state, _ = step(state, NORMAL, jax.random.key(1))
     assert not tree_close(new_state.g_batch_stats, normal_pass_statistics(state))
 
 
 @pytest.mark.parametrize("mode", ["shared_no_update", "normal_batch"])
 def test_pseudo_pass_that_never_updates_leaves_only_the_normal_pass_in_the_statistics(mode):
-    state = create_train_state(tiny_config(**{"train.pseudo_anomaly_bn": mode}), jax.random.key(0))
+    state = create_train_state(tiny_config(**{"model.pseudo_anomaly_bn": mode}), jax.random.key(0))
     new_state, _ = step(state, NORMAL, jax.random.key(1))
     assert tree_close(new_state.g_batch_stats, normal_pass_statistics(state))
 
@@ -102,7 +102,7 @@ def test_pseudo_pass_that_never_updates_leaves_only_the_normal_pass_in_the_stati
 def test_normal_batch_mode_normalises_the_pseudo_pass_with_the_normal_batch_statistics():
     # Fed the normal images themselves, a pass normalised with their batch statistics is
     # exactly the training-mode pass; "shared_no_update" (its own statistics) is not, for x_hat.
-    state = create_train_state(tiny_config(**{"train.pseudo_anomaly_bn": "normal_batch"}), jax.random.key(0))
+    state = create_train_state(tiny_config(**{"model.pseudo_anomaly_bn": "normal_batch"}), jax.random.key(0))
     x, G = NORMAL["normal"], state.generator
     x_hat, _, batch_stats = _reconstruct_normal(G, state.g_params, state.g_batch_stats, x, True)
     again, stats_after = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, batch_stats, x,
@@ -153,11 +153,14 @@ def test_ema_generator_scores_and_follows_the_warmed_up_average():
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"train.pseudo_anomaly_bn": "separate"}, "pseudo_anomaly_bn"),
+    ({"model.pseudo_anomaly_bn": "separate"}, "pseudo_anomaly_bn"),
     ({"train.ema_decay": 1.0}, "ema_decay"),
     ({"train.ema_decay": -0.1}, "ema_decay"),
+    ({"data.dataset": "svhn"}, "unknown dataset 'svhn'.*mnist"),
+    ({"data.gamma": 1.0}, r"gamma must lie in \[0, 1\), got 1.0"),
+    ({"data.gamma": -0.01}, "gamma must lie in"),
 ])
-def test_bad_training_switches_are_refused(changes, message):
+def test_bad_settings_are_refused_when_the_config_is_built(changes, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**changes)
 
@@ -254,9 +257,14 @@ def test_bad_images_are_refused_before_jit(bad, message):
         check_images(bad, TINY)
 
 
-def test_run_configs_written_with_the_advprop_flag_still_load():
+def test_run_configs_written_by_earlier_versions_still_load():
     saved = json.loads(ExperimentConfig().to_json())
-    del saved["train"]["pseudo_anomaly_bn"]
+    del saved["model"]["pseudo_anomaly_bn"]
+    # Written when the switch was TrainConfig.advprop ...
     for advprop, mode in ((True, "auxiliary"), (False, "shared")):
-        saved["train"]["advprop"] = advprop
-        assert ExperimentConfig.from_dict(saved).train.pseudo_anomaly_bn == mode
+        old = {**saved, "train": {**saved["train"], "advprop": advprop}}
+        assert ExperimentConfig.from_dict(old).model.pseudo_anomaly_bn == mode
+    # ... and when it was TrainConfig.pseudo_anomaly_bn.
+    old = {**saved, "train": {**saved["train"], "pseudo_anomaly_bn": "normal_batch"}}
+    cfg = ExperimentConfig.from_dict(old)
+    assert cfg.model.pseudo_anomaly_bn == "normal_batch" and not cfg.model.advprop

@@ -40,22 +40,22 @@ def unet_side_problem(image_size: int) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
-    """A generator: ``build(cfg, advprop, axis_name, formulations)`` makes the module, called as
+    """A generator: ``build(cfg, axis_name, formulations)`` makes the module, called as
     ``G.apply(vars, x, train, aux)``; ``image_size_problem(side)`` says why a side does not fit
     (None when it does)."""
 
-    build: Callable[[ModelConfig, bool, str | None, Formulations], nn.Module]
+    build: Callable[[ModelConfig, str | None, Formulations], nn.Module]
     image_size_problem: Callable[[int], str | None]
 
 
-def _naive(cfg: ModelConfig, advprop: bool, axis_name: str | None, f: Formulations) -> nn.Module:
-    return NaiveGenerator(cfg.channels, cfg.image_size, cfg.width, cfg.latent_dim, advprop, axis_name,
+def _naive(cfg: ModelConfig, axis_name: str | None, f: Formulations) -> nn.Module:
+    return NaiveGenerator(cfg.channels, cfg.image_size, cfg.width, cfg.latent_dim, cfg.advprop, axis_name,
                           conv=f.conv, upsample=f.upsample)
 
 
-def _unet(nested: bool) -> Callable[[ModelConfig, bool, str | None, Formulations], nn.Module]:
-    def build(cfg: ModelConfig, advprop: bool, axis_name: str | None, f: Formulations) -> nn.Module:
-        return NestedUNet(cfg.channels, cfg.width, nested, advprop, axis_name, conv=f.conv, upsample=f.upsample,
+def _unet(nested: bool) -> Callable[[ModelConfig, str | None, Formulations], nn.Module]:
+    def build(cfg: ModelConfig, axis_name: str | None, f: Formulations) -> nn.Module:
+        return NestedUNet(cfg.channels, cfg.width, nested, cfg.advprop, axis_name, conv=f.conv, upsample=f.upsample,
                           pool=f.pool)
     return build
 
@@ -67,15 +67,18 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
-def build_generator(cfg: ModelConfig, advprop: bool = False, axis_name: str | None = None,
+def build_generator(cfg: ModelConfig, axis_name: str | None = None,
                     upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE,
                     formulations: Formulations | str | None = None) -> nn.Module:
     """The generator ``cfg.backbone`` names; called as ``G.apply(vars, x, train, aux)``.
 
+    It carries AdvProp's auxiliary BatchNorm layers (``aux=True`` selects them) when
+    ``cfg.pseudo_anomaly_bn == "auxiliary"``.
+
     ``formulations``: how its layers are computed, a name in ``layers.FORMULATIONS``, a
     ``Formulations``, or None for the default backend's; ``upsample_impl`` other than "auto"
     overrides its up-sampling."""
-    return BACKBONES[cfg.backbone].build(cfg, advprop, axis_name, choose_formulations(formulations, upsample_impl))
+    return BACKBONES[cfg.backbone].build(cfg, axis_name, choose_formulations(formulations, upsample_impl))
 
 
 def build_discriminator(cfg: ModelConfig, axis_name: str | None = None,
