@@ -8,7 +8,10 @@ epoch on the test split: optimistic), the number of epochs after epoch 3 below 8
 50, the final and best test-batch-statistics AUROC when recorded (``--paper-protocol``), the
 live generator's final AUROC and its epochs below 50 when the run scored with an EMA, and the
 final ``g_contextual_adversarial`` (L1 between G(x_hat) and x_hat; 2 is the most possible).
-Epochs count from 1.
+Where a run recorded both generators' error on training normals (``train_normal_score``), two
+more columns give the label-free choice between them: at each epoch, the generator with the
+lower mean score on the training normals (``label_free_choice``). Epochs count from 1.
+Below the runs, a summary per (setting, class): mean and seed-to-seed SD of the final AUROC.
 """
 
 from __future__ import annotations
@@ -20,11 +23,21 @@ from pathlib import Path
 
 COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
            "final (batch stats)", "best (batch stats)", "live G final", "live G <50 after 3",
-           "final L1(G(x_hat), x_hat)")
+           "final L1(G(x_hat), x_hat)", "lower-normal-error G final", "lower-normal-error G <50 after 3")
 
 
 def _low(values: list[float], bound: float) -> int:
     return sum(v < bound for v in values[3:])
+
+
+def label_free_choice(history: list[dict[str, float]]) -> list[float]:
+    """Per epoch, the AUROC of whichever generator (averaged or live) reconstructs the training
+    normals better: a choice made without any test label. Empty if the run did not record both."""
+    keys = ("train_normal_score", "train_normal_score_live_generator", "auroc_live_generator")
+    if not all(k in h for h in history for k in keys):
+        return []
+    return [h["auroc"] if h["train_normal_score"] <= h["train_normal_score_live_generator"]
+            else h["auroc_live_generator"] for h in history]
 
 
 def run_row(setting: str, history_file: Path) -> dict[str, str]:
@@ -33,6 +46,7 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
     auroc = [h["auroc"] for h in history]
     batch = [h["auroc_batch_statistics"] for h in history if "auroc_batch_statistics" in h]
     live = [h["auroc_live_generator"] for h in history if "auroc_live_generator" in h]
+    chosen = label_free_choice(history)
     seed_dir, class_dir = history_file.parent, history_file.parent.parent
     return {
         "setting": setting, "class": class_dir.name.removeprefix("class"),
@@ -44,7 +58,28 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
         "live G final": f"{live[-1]:.1f}" if live else "",
         "live G <50 after 3": str(_low(live, 50)) if live else "",
         "final L1(G(x_hat), x_hat)": f"{history[-1]['g_contextual_adversarial']:.2f}",
+        "lower-normal-error G final": f"{chosen[-1]:.1f}" if chosen else "",
+        "lower-normal-error G <50 after 3": str(_low(chosen, 50)) if chosen else "",
     }
+
+
+def _mean_sd(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {sd:.1f}"
+
+
+def summary(rows: list[dict[str, str]]) -> str:
+    """Per (setting, class): seeds, and mean ± SD (among seeds) of each final-AUROC column."""
+    columns = ("final", "live G final", "lower-normal-error G final")
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault((row["setting"], row["class"]), []).append(row)
+    lines = ["| setting | class | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (3 + len(columns))]
+    for (setting, cls), group in groups.items():
+        cells = [_mean_sd([float(r[c]) for r in group]) if all(r[c] for r in group) else "" for c in columns]
+        lines.append(f"| {setting} | {cls} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(out_dirs: list[Path]) -> str:
@@ -52,7 +87,7 @@ def table(out_dirs: list[Path]) -> str:
             for f in sorted(d.glob("runs/gamma*/class*/seed*/history.json"))]
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + summary(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,47 @@
+"""The ablation summary reads runs' histories and makes the label-free choice of generator."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import ablation_table  # noqa: E402
+
+
+def epoch(auroc, live, score, live_score, **extra):
+    return {"auroc": auroc, "auroc_live_generator": live, "train_normal_score": score,
+            "train_normal_score_live_generator": live_score, "g_contextual_adversarial": 1.4, **extra}
+
+
+def write_run(out: Path, normal_class: int, seed: int, history: list[dict]) -> None:
+    run = out / "runs" / "gamma0" / f"class{normal_class}" / f"seed{seed}"
+    run.mkdir(parents=True)
+    (run / "history.json").write_text(json.dumps(history))
+
+
+def test_each_epoch_takes_the_generator_with_the_lower_error_on_training_normals():
+    history = [epoch(90.0, 80.0, 7.0, 9.0),    # the average reconstructs normals better
+               epoch(60.0, 95.0, 12.0, 10.0),  # the live G does
+               epoch(70.0, 20.0, 8.0, 8.0)]    # a tie keeps the average
+    assert ablation_table.label_free_choice(history) == [90.0, 95.0, 70.0]
+    # Runs that did not record both errors have no choice to make.
+    assert ablation_table.label_free_choice([{"auroc": 90.0, "g_contextual_adversarial": 1.0}]) == []
+
+
+def test_table_has_a_row_per_run_and_a_seed_summary_per_class(tmp_path):
+    out = tmp_path / "ema_3seeds"
+    for seed, (final, live) in enumerate([(90.0, 80.0), (80.0, 99.0)]):
+        low_epochs = [epoch(95.0, 40.0, 7.0, 20.0)] * 4  # the live G falls below 50 after epoch 3
+        write_run(out, 2, seed, low_epochs + [epoch(final, live, 7.0 + 2 * seed, 8.0)])
+    text = ablation_table.table([out])
+    rows = [line for line in text.splitlines() if line.startswith("| ema_3seeds | 2 |")]
+    assert len(rows) == 3  # two runs, one summary line
+    seed0 = rows[0].split(" | ")
+    columns = dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in seed0]))
+    assert (columns["final"], columns["live G final"], columns["live G <50 after 3"]) == ("90.0", "80.0", "1")
+    assert (columns["lower-normal-error G final"], columns["lower-normal-error G <50 after 3"]) == ("90.0", "0")
+    # Seed 1: the live G reconstructs normals better at the end (8.0 < 9.0), so the choice is its 99.0.
+    assert "99.0" == dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in rows[1].split(" | ")]))[
+        "lower-normal-error G final"]
+    # Summary: mean ± SD among seeds of the final AUROC (85.0 ± 7.1), the live G's, the choice's.
+    assert rows[2] == "| ema_3seeds | 2 | 2 | 85.0 ± 7.1 | 89.5 ± 13.4 | 94.5 ± 6.4 |"
