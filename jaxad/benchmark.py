@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxad import checkpoint, report
-from jaxad.config import ExperimentConfig
+from jaxad.config import ExperimentConfig, upgrade_config_dict
 from jaxad.data import DATASETS, Dataset, batch_composition, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.runs import fit, fit_many, is_complete
@@ -114,6 +114,8 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
     identity = json.loads(json.dumps(spec.identity()))
     if marker.exists():
         saved = read_json(marker)
+        if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
+            saved["base"] = upgrade_config_dict(saved["base"])
         if saved != identity:
             differs = sorted(k for k in identity if saved.get(k) != identity[k])
             raise BenchmarkMismatchError(

@@ -173,6 +173,20 @@ class DataConfig:
         _check_choice("source", self.source, Source)
 
 
+def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (``ExperimentConfig.to_dict()``, or a section-keyed part of one) as this
+    version lays it out: what earlier versions wrote in ``config.json`` and ``benchmark.json``
+    moved to where the field now lives. The input is not changed."""
+    d = {**d, "model": dict(d.get("model", {})), "train": dict(d.get("train", {}))}
+    model, train = d["model"], d["train"]
+    # The switch moved to ModelConfig (it decides G's parameters); before, it was TrainConfig.advprop.
+    if "pseudo_anomaly_bn" in train:
+        model["pseudo_anomaly_bn"] = train.pop("pseudo_anomaly_bn")
+    if "advprop" in train:
+        model["pseudo_anomaly_bn"] = "auxiliary" if train.pop("advprop") else "shared"
+    return d
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """One run: (dataset, backbone, normal class, gamma, seed)."""
@@ -201,16 +215,10 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
-        data = dict(d["data"])
+        d = upgrade_config_dict(d)
+        data, model, train = dict(d["data"]), d["model"], d["train"]
         if data.get("anomaly_classes") is not None:
             data["anomaly_classes"] = tuple(data["anomaly_classes"])
-        model, train = dict(d["model"]), dict(d["train"])
-        # Run directories written before the switch moved to ModelConfig (it decides G's
-        # parameters), and before that, when it was TrainConfig.advprop.
-        if "pseudo_anomaly_bn" in train:
-            model["pseudo_anomaly_bn"] = train.pop("pseudo_anomaly_bn")
-        if "advprop" in train:
-            model["pseudo_anomaly_bn"] = "auxiliary" if train.pop("advprop") else "shared"
         return cls(
             model=ModelConfig(**model),
             loss=LossConfig(**d["loss"]),

@@ -45,7 +45,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxad import checkpoint, parallel, xla
-from jaxad.config import ExperimentConfig
+from jaxad.config import ExperimentConfig, upgrade_config_dict
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.files import read_json, write_json_atomic
@@ -155,7 +155,7 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
     current = json.loads(cfg.to_json())
     fingerprint = split_fingerprint(split)
     if config_file.exists():
-        differences = config_differences(read_json(config_file), current)
+        differences = config_differences(upgrade_config_dict(read_json(config_file)), current)
         if differences:
             raise ConfigMismatchError(
                 f"{run_dir} holds a run of another configuration ({'; '.join(differences)}); "

@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,27 @@ def test_output_dir_of_another_benchmark_is_refused(benchmark_dir):
         run_benchmark(spec, benchmark_dir, resume=True, progress=False)
     assert run_cli.main(["--dataset", "digits", "--classes", "0", "--out", str(benchmark_dir),
                          "--no-progress"]) == 2
+
+
+def test_a_benchmark_written_in_an_earlier_config_layout_resumes(benchmark_dir, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(benchmark_dir, out)
+
+    def as_written_before(config: dict) -> dict:  # pseudo_anomaly_bn was a TrainConfig field
+        config["train"]["pseudo_anomaly_bn"] = config["model"].pop("pseudo_anomaly_bn")
+        return config
+
+    marker = json.loads((out / "benchmark.json").read_text())
+    as_written_before(marker["base"])
+    (out / "benchmark.json").write_text(json.dumps(marker))
+    run_dir = out / "runs" / "gamma0" / "class3" / "seed0"
+    (run_dir / "config.json").write_text(json.dumps(as_written_before(json.loads((run_dir / "config.json").read_text()))))
+    (run_dir / "result.json").unlink()  # unfinished: resuming it checks its config.json
+    assert run_cli.main(["--dataset", "digits", "--classes", "0", "3", "--seeds", "1", "--epochs", "2",
+                         "--batch-size", "32", "--width", "0.125", "--out", str(out), "--no-progress",
+                         "--paper-protocol", "--resume"]) == 0
+    assert json.loads((run_dir / "result.json").read_text())["final_auroc"] == pytest.approx(
+        json.loads((benchmark_dir / "runs" / "gamma0" / "class3" / "seed0" / "result.json").read_text())["final_auroc"])
 
 
 def test_resume_after_interruption_equals_a_straight_run(tmp_path):
