@@ -6,7 +6,9 @@ Reads every ``runs/gamma*/class*/seed*/history.json`` under each benchmark outpu
 (finished or not) and prints, per run: epochs done, final AUROC, test-selected AUROC (best
 epoch on the test split: optimistic), the number of epochs after epoch 3 below 80 and below
 50, the final and best test-batch-statistics AUROC when recorded (``--paper-protocol``), the
-live generator's final AUROC and its epochs below 50 when the run scored with an EMA, and the
+averaged and the live generator's final AUROC and the live one's epochs below 50 when the run kept an
+EMA ("final" is the generator the run scored with: the average, or with ``pick_generator`` the
+one it chose), and the
 final ``g_contextual_adversarial`` (L1 between G(x_hat) and x_hat; 2 is the most possible).
 Where a run recorded both generators' error on training normals (``train_normal_score``), two
 more columns give the label-free choice between them: at each epoch, the generator with the
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 
 COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
-           "final (batch stats)", "best (batch stats)", "live G final", "live G <50 after 3",
+           "final (batch stats)", "best (batch stats)", "average G final", "live G final", "live G <50 after 3",
            "final L1(G(x_hat), x_hat)", "lower-normal-error G final", "lower-normal-error G <50 after 3")
 
 
@@ -36,8 +38,16 @@ def label_free_choice(history: list[dict[str, float]]) -> list[float]:
     keys = ("train_normal_score", "train_normal_score_live_generator", "auroc_live_generator")
     if not all(k in h for h in history for k in keys):
         return []
-    return [h["auroc"] if h["train_normal_score"] <= h["train_normal_score_live_generator"]
-            else h["auroc_live_generator"] for h in history]
+    average = [_average(h) for h in history]
+    # Runs with pick_generator record the average's own score; earlier ones scored with it.
+    return [a if h.get("train_normal_score_average_generator", h["train_normal_score"])
+            <= h["train_normal_score_live_generator"] else h["auroc_live_generator"]
+            for a, h in zip(average, history)]
+
+
+def _average(record: dict[str, float]) -> float:
+    """The averaged generator's AUROC of an epoch (runs before pick_generator scored with it)."""
+    return record.get("auroc_average_generator", record["auroc"])
 
 
 def run_row(setting: str, history_file: Path) -> dict[str, str]:
@@ -46,6 +56,7 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
     auroc = [h["auroc"] for h in history]
     batch = [h["auroc_batch_statistics"] for h in history if "auroc_batch_statistics" in h]
     live = [h["auroc_live_generator"] for h in history if "auroc_live_generator" in h]
+    average = [_average(h) for h in history] if live else []
     chosen = label_free_choice(history)
     seed_dir, class_dir = history_file.parent, history_file.parent.parent
     return {
@@ -55,6 +66,7 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
         "<80 after 3": str(_low(auroc, 80)), "<50 after 3": str(_low(auroc, 50)),
         "final (batch stats)": f"{batch[-1]:.1f}" if batch else "",
         "best (batch stats)": f"{max(batch):.1f}" if batch else "",
+        "average G final": f"{average[-1]:.1f}" if average else "",
         "live G final": f"{live[-1]:.1f}" if live else "",
         "live G <50 after 3": str(_low(live, 50)) if live else "",
         "final L1(G(x_hat), x_hat)": f"{history[-1]['g_contextual_adversarial']:.2f}",
@@ -71,7 +83,7 @@ def _mean_sd(values: list[float]) -> str:
 
 def summary(rows: list[dict[str, str]]) -> str:
     """Per (setting, class): seeds, and mean ± SD (among seeds) of each final-AUROC column."""
-    columns = ("final", "live G final", "lower-normal-error G final")
+    columns = ("final", "average G final", "live G final", "lower-normal-error G final")
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault((row["setting"], row["class"]), []).append(row)

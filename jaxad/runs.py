@@ -216,28 +216,57 @@ def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClass
 NORMAL_ERROR_IMAGES = 1024  # training normals scored each epoch for train_normal_score
 
 
+def scoring_candidates(state: AGADState) -> dict[str, AGADState]:
+    """The generators a run can score with: ``"live"`` (G itself) and, when the run keeps an
+    EMA of G, ``"average"`` (scored with the statistics ``jaxad.ema`` recomputes)."""
+    if state.g_ema_params is None:
+        return {"live": state}
+    return {"average": state, "live": live_generator(state)}
+
+
+def choose_scoring_generator(normal_scores: dict[str, float], pick: bool) -> str:
+    """Which candidate scores: the average when there is one, unless ``pick`` and the live
+    generator reconstructs the training normals better (a lower mean score; a tie keeps the
+    average). No test label enters the choice."""
+    if "average" not in normal_scores:
+        return "live"
+    return "live" if pick and normal_scores["live"] < normal_scores["average"] else "average"
+
+
+def as_scored(state: AGADState, record: dict[str, Any] | None) -> AGADState:
+    """``state`` (a checkpoint's, both generators in it) as the generator its epoch's history
+    ``record`` says scored."""
+    return live_generator(state) if record and record.get("scoring_generator") == "live" else state
+
+
 def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneClassSplit,
-                  cfg: ExperimentConfig, epoch: int, started: float) -> dict[str, float]:
-    """One epoch's history entry: mean of every step metric, D resets, test AUROC (also with
-    test-batch statistics and by the live generator when asked), training normals' mean score."""
-    record = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
+                  cfg: ExperimentConfig, epoch: int, started: float) -> tuple[dict[str, Any], AGADState]:
+    """One epoch's history entry and the generator that scores it.
+
+    The entry: the mean of every step metric, D resets, the test AUROC of the scoring
+    generator (also with test-batch statistics when asked) and its mean score on training
+    normals; with an EMA, also each candidate's AUROC and normal score, and which scored."""
+    record: dict[str, Any] = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
     record["d_resets"] = float(np.sum(metrics["d_reset"]))
-    record["auroc"] = auroc(split.test_labels, score(state, split.test_images))
-    if cfg.paper_protocol:
-        batch_scores = score(state, split.test_images, use_batch_statistics=True)
-        record["auroc_batch_statistics"] = auroc(split.test_labels, batch_scores)
-    # A label-free signal for choosing a model without test labels (a later study's input):
-    # the mean score of a fixed set of training normals.
+    candidates = scoring_candidates(state)
+    # The mean score of a fixed set of training normals: a collapse of G shows as a jump of it.
     normals = split.train_normal[:NORMAL_ERROR_IMAGES]
-    record["train_normal_score"] = float(np.mean(score(state, normals)))
-    if cfg.train.ema_decay > 0:
-        # What the live generator would have scored: the pair shows what the average buys.
-        live = live_generator(state)
-        record["auroc_live_generator"] = auroc(split.test_labels, score(live, split.test_images))
-        record["train_normal_score_live_generator"] = float(np.mean(score(live, normals)))
+    normal_scores = {name: float(np.mean(score(s, normals))) for name, s in candidates.items()}
+    chosen = choose_scoring_generator(normal_scores, cfg.train.pick_generator)
+    aurocs = {name: auroc(split.test_labels, score(s, split.test_images)) for name, s in candidates.items()}
+    record["auroc"] = aurocs[chosen]
+    if cfg.paper_protocol:
+        batch_scores = score(candidates[chosen], split.test_images, use_batch_statistics=True)
+        record["auroc_batch_statistics"] = auroc(split.test_labels, batch_scores)
+    record["train_normal_score"] = normal_scores[chosen]
+    if len(candidates) > 1:
+        record["scoring_generator"] = chosen
+        for name in candidates:
+            record[f"auroc_{name}_generator"] = aurocs[name]
+            record[f"train_normal_score_{name}_generator"] = normal_scores[name]
     record["epoch"] = epoch
     record["seconds"] = time.perf_counter() - started
-    return record
+    return record, candidates[chosen]
 
 
 def _anomaly_images(split: OneClassSplit) -> np.ndarray:
@@ -333,7 +362,7 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
         raise ValueError("fit_many resumes only runs stopped at the same epoch; use fit for each")
     epochs_done, epochs = epochs_done[0], cfgs[0].train.epochs
     state = layout.place(states)
-    scored = list(states)  # each model as last scored and checkpointed
+    scored = [as_scored(s, h[-1] if h else None) for s, h in zip(states, histories)]  # as last scored
     normal_images, anomaly_images = jnp.asarray(splits[0].train_normal), jnp.asarray(anomaly_images)
     bar = tqdm(range(epochs_done + 1, epochs + 1), initial=epochs_done, total=epochs, disable=not progress,
                desc=desc, leave=False)
@@ -358,8 +387,7 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
                 # The averaged generator scores with statistics of its own (jaxad.ema).
                 model_state = recalibrate_ema_statistics(layout.model(state, k), normal_images,
                                                          cfg.train.batch_size)
-                scored[k] = model_state
-                record = _epoch_record(metrics[k], model_state, split, cfg, epoch, started)
+                record, scored[k] = _epoch_record(metrics[k], model_state, split, cfg, epoch, started)
                 history.append(record)
                 if manager is not None:
                     checkpoint.save(manager, epoch, model_state.arrays(), {"epochs": history})
@@ -472,7 +500,8 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
 def load_run(run_dir: str | Path, epoch: int | str | None = None) -> tuple[AGADState, ExperimentConfig]:
     """The trained model of a run directory: its last checkpoint, unless ``epoch`` names one
     (counting from 1), or ``"best"``, the test-selected epoch's. An epoch that was not kept
-    raises ``CheckpointError`` listing those that were."""
+    raises ``CheckpointError`` listing those that were. With an EMA, the state scores with the
+    generator that scored that epoch (``TrainConfig.pick_generator``)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
@@ -480,10 +509,12 @@ def load_run(run_dir: str | Path, epoch: int | str | None = None) -> tuple[AGADS
     state = create_train_state(cfg, jax.random.key(cfg.seed))
     manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
     try:
-        arrays, _, _ = checkpoint.restore(manager, state.arrays(), epoch)
+        arrays, saved, restored_epoch = checkpoint.restore(manager, state.arrays(), epoch)
     finally:
         manager.close()
-    return state.replace(**arrays), cfg
+    # The generator that scored that epoch (pick_generator), as its history entry says.
+    records = [r for r in numbered_from_one(saved.get("epochs", [])) if r.get("epoch") == restored_epoch]
+    return as_scored(state.replace(**arrays), records[-1] if records else None), cfg
 
 
 def is_complete(run_dir: str | Path) -> bool:

@@ -10,6 +10,7 @@ from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.data import load_split
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.metrics import auroc
+from jaxad.runs import as_scored, choose_scoring_generator
 from jaxad.train import create_train_state, live_generator, reconstruct, train_step
 
 step = jax.jit(train_step)
@@ -66,7 +67,7 @@ def test_auxiliary_statistics_and_a_state_without_average_are_left_alone():
 
 def test_fit_scores_checkpoints_and_returns_the_recalibrated_average(tmp_path):
     cfg = ExperimentConfig(model=ModelConfig(width=0.125)).replace(
-        **{"train.ema_decay": 0.9, "train.epochs": 1, "train.batch_size": 32})
+        **{"train.ema_decay": 0.9, "train.epochs": 1, "train.batch_size": 32, "train.pick_generator": False})
     split = load_split(cfg.data)
     result = fit(cfg, split, run_dir=tmp_path / "run", progress=False)
     again = recalibrate_ema_statistics(result.state, split.train_normal, 32)
@@ -80,3 +81,34 @@ def test_fit_scores_checkpoints_and_returns_the_recalibrated_average(tmp_path):
         float(np.mean(score(live_generator(result.state), normals))), rel=1e-5)
     saved, _ = load_run(tmp_path / "run")
     np.testing.assert_array_equal(score(saved, split.test_images), score(result.state, split.test_images))
+
+
+def test_the_choice_takes_the_generator_that_reconstructs_training_normals_better():
+    assert choose_scoring_generator({"average": 5.0, "live": 4.0}, pick=True) == "live"
+    assert choose_scoring_generator({"average": 4.0, "live": 5.0}, pick=True) == "average"
+    assert choose_scoring_generator({"average": 4.0, "live": 4.0}, pick=True) == "average"  # a tie
+    assert choose_scoring_generator({"average": 5.0, "live": 4.0}, pick=False) == "average"
+    assert choose_scoring_generator({"live": 4.0}, pick=True) == "live"  # no average kept
+
+
+def test_each_epoch_scores_with_the_chosen_generator_and_load_run_returns_it(tmp_path):
+    cfg = ExperimentConfig(model=ModelConfig(width=0.125)).replace(
+        **{"train.ema_decay": 0.9, "train.epochs": 2, "train.batch_size": 32})
+    assert cfg.train.pick_generator  # the default
+    split = load_split(cfg.data)
+    result = fit(cfg, split, run_dir=tmp_path / "run", progress=False)
+    for record in result.history:
+        chosen, other = (("average", "live") if record["scoring_generator"] == "average" else ("live", "average"))
+        assert record[f"train_normal_score_{chosen}_generator"] <= record[f"train_normal_score_{other}_generator"]
+        assert record["train_normal_score"] == record[f"train_normal_score_{chosen}_generator"]
+        assert record["auroc"] == record[f"auroc_{chosen}_generator"]
+    # The returned model, its scores and the saved run all are the final epoch's choice.
+    assert (result.state.g_ema_params is None) == (result.history[-1]["scoring_generator"] == "live")
+    np.testing.assert_allclose(score(result.state, split.test_images), result.test_scores, rtol=1e-6)
+    saved, _ = load_run(tmp_path / "run")
+    np.testing.assert_array_equal(score(saved, split.test_images), score(result.state, split.test_images))
+    # Each epoch's model as its record says it scored.
+    for record in result.history:
+        state, _ = load_run(tmp_path / "run", epoch=record["epoch"])
+        assert (state.g_ema_params is None) == (record["scoring_generator"] == "live")
+    assert as_scored(saved, {"scoring_generator": "live"}).g_ema_params is None
