@@ -181,11 +181,22 @@ class DataConfig:
         _check_choice("source", self.source, Source)
 
 
+# Fields added after run directories were first written, with the value that describes what
+# the versions without them did (not today's default): a run directory that lacks one was
+# made that way, and resuming it with another value is refused as another configuration.
+ADDED_LATER: dict[str, dict[str, Any]] = {
+    "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False},
+}
+
+
 def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
     """A config dict (``ExperimentConfig.to_dict()``, or a section-keyed part of one) as this
     version lays it out: what earlier versions wrote in ``config.json`` and ``benchmark.json``
-    moved to where the field now lives. The input is not changed."""
+    moved to where the field now lives, and fields they predate given the value that
+    describes them (``ADDED_LATER``). The input is not changed."""
     d = {**d, "model": dict(d.get("model", {})), "train": dict(d.get("train", {}))}
+    for section, fields in ADDED_LATER.items():
+        d[section] = {**fields, **d.get(section, {})}
     model, train = d["model"], d["train"]
     # The switch moved to ModelConfig (it decides G's parameters); before, it was TrainConfig.advprop.
     if "pseudo_anomaly_bn" in train:

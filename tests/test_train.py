@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxad.config import ExperimentConfig, ModelConfig
+from jaxad.config import ExperimentConfig, ModelConfig, upgrade_config_dict
+from jaxad.runs import config_differences
 from jaxad.train import (_reconstruct_normal, _reconstruct_pseudo, check_images, create_train_state,
                          live_generator, reconstruct, score_step, train_step)
 
@@ -268,3 +269,13 @@ def test_run_configs_written_by_earlier_versions_still_load():
     old = {**saved, "train": {**saved["train"], "pseudo_anomaly_bn": "normal_batch"}}
     cfg = ExperimentConfig.from_dict(old)
     assert cfg.model.pseudo_anomaly_bn == "normal_batch" and not cfg.model.advprop
+    # A field the writing version did not have takes the value that describes what it did:
+    # before pick_generator, the average always scored.
+    del old["train"]["pick_generator"]
+    assert ExperimentConfig.from_dict(old).train.pick_generator is False
+    assert ExperimentConfig().train.pick_generator is True
+    # Resuming such a run directory with today's default is refused, naming the field.
+    before_the_choice = json.loads(ExperimentConfig().to_json())
+    del before_the_choice["train"]["pick_generator"]
+    assert config_differences(upgrade_config_dict(before_the_choice), json.loads(ExperimentConfig().to_json())) == [
+        "train.pick_generator: False in the run directory, True now"]
