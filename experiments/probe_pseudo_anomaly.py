@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
     p.add_argument("--live-generator", action="store_true",
-                   help="probe G's live weights rather than their EMA (runs with --ema-decay)")
+                   help="probe G's live weights rather than the scoring generator (the EMA of runs with "
+                        "--ema-decay, unless --pick-generator chose the live G at that epoch)")
     p.add_argument("--count", type=int, default=1000, help="test images per group (default %(default)s)")
     args = p.parse_args(argv)
     rows = {d: probe(d, args.epoch, args.count, live=args.live_generator) for d in args.run_dirs}

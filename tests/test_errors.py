@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, checkpoint, fit, load_run, report, score, score_step
-from jaxad.benchmark import BenchmarkSpec, _row, classes_in_protocol, locked, run_dir_of
+from jaxad.grid import BenchmarkSpec, _row, classes_in_protocol, locked, run_dir_of
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import OneClassSplit, load_folder, load_split
 from jaxad.files import write_json_atomic

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, load_run, report, score
-from jaxad.benchmark import BenchmarkMismatchError, BenchmarkSpec, run_benchmark
+from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, run_benchmark
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_split
 

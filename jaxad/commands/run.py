@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from jaxad.allocator import restart_with_fast_malloc
-from jaxad.benchmark import BenchmarkSpec, device_summary, run_benchmark
+from jaxad.grid import BenchmarkSpec, device_summary, run_benchmark
 from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
 from jaxad.cli import add_config_flags, config_changes
 from jaxad.config import ExperimentConfig
