@@ -30,8 +30,13 @@ def _xla_optimisations(request):
         yield
         return
     previous = jax.config.values[FLAG]
+    # The flag is not part of jit's cache key: without clearing, a step compiled unoptimised by
+    # an earlier module with the same shapes would be reused, and this module's numbers would
+    # depend on which modules ran before it.
+    jax.clear_caches()
     jax.config.update(FLAG, False)
     try:
         yield
     finally:
+        jax.clear_caches()
         jax.config.update(FLAG, previous)

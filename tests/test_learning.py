@@ -1,6 +1,8 @@
 """A short real training on sklearn's digits: AGAD learns, and its contextual adversarial term
 does what the paper claims."""
 
+import statistics
+
 import pytest
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit
@@ -19,16 +21,23 @@ def runs():
     return {w: fit(CFG.replace(**{"loss.w_adcon": w}), split, progress=False) for w in (15.0, 0.0)}
 
 
+def late(history: list[dict], metric: str) -> float:
+    """The median of a training metric over the last 5 epochs. AGAD's training swings for
+    single epochs (BUILD_NOTES, fidelity study), and which epoch swings depends on float
+    rounding, so a claim about where training got to is not read off one epoch."""
+    return statistics.median(h[metric] for h in history[-5:])
+
+
 def test_training_reaches_clearly_better_than_chance_auroc(runs):
     history = runs[15.0].history
     assert history[0]["auroc"] < 75          # near chance before learning
-    assert runs[15.0].final_auroc > 85       # clearly learnt
-    assert history[-1]["g_contextual"] < 0.6 * history[0]["g_contextual"]   # reconstructs better
+    assert runs[15.0].final_auroc > 85       # clearly learnt (the generator chosen label-free)
+    assert late(history, "g_contextual") < 0.6 * history[0]["g_contextual"]   # reconstructs better
 
 
 def test_contextual_adversarial_term_makes_g_fail_on_its_own_reconstructions(runs):
     # |x_hat - G(x_hat)| grows when maximised (w_adcon = 15) and stays small without it.
-    with_term = runs[15.0].history[-1]["g_contextual_adversarial"]
-    without = runs[0.0].history[-1]["g_contextual_adversarial"]
+    with_term = late(runs[15.0].history, "g_contextual_adversarial")
+    without = late(runs[0.0].history, "g_contextual_adversarial")
     assert with_term > 4 * without, (with_term, without)
     assert with_term > runs[15.0].history[0]["g_contextual_adversarial"]
