@@ -23,6 +23,8 @@ import json
 import sys
 from pathlib import Path
 
+from jaxad.runs import choose_scoring_generator
+
 COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
            "final (batch stats)", "best (batch stats)", "average G final", "live G final", "live G <50 after 3",
            "final L1(G(x_hat), x_hat)", "lower-normal-error G final", "lower-normal-error G <50 after 3")
@@ -38,11 +40,14 @@ def label_free_choice(history: list[dict[str, float]]) -> list[float]:
     keys = ("train_normal_score", "train_normal_score_live_generator", "auroc_live_generator")
     if not all(k in h for h in history for k in keys):
         return []
-    average = [_average(h) for h in history]
-    # Runs with pick_generator record the average's own score; earlier ones scored with it.
-    return [a if h.get("train_normal_score_average_generator", h["train_normal_score"])
-            <= h["train_normal_score_live_generator"] else h["auroc_live_generator"]
-            for a, h in zip(average, history)]
+    chosen = []
+    for h in history:
+        # Runs with pick_generator record the average's own score; earlier ones scored with it.
+        normal_scores = {"average": h.get("train_normal_score_average_generator", h["train_normal_score"]),
+                         "live": h["train_normal_score_live_generator"]}
+        generator = choose_scoring_generator(normal_scores, pick=True)
+        chosen.append(_average(h) if generator == "average" else h["auroc_live_generator"])
+    return chosen
 
 
 def _average(record: dict[str, float]) -> float:
