@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxad import load_run, score
+from jaxad import load_run
 from jaxad.data import load_split
-from jaxad.runs import NORMAL_ERROR_IMAGES, choose_scoring_generator, scoring_candidates
+from jaxad.runs import choose_scoring_generator, scoring_candidates, training_normal_scores
 
 
 def run_row(run_dir: Path, data_dir: str) -> dict[str, str]:
@@ -28,9 +28,7 @@ def run_row(run_dir: Path, data_dir: str) -> dict[str, str]:
     history = json.loads((run_dir / "history.json").read_text())
     final = history[-1]
     split = load_split(cfg.replace(**{"data.data_dir": data_dir}).data, seed=cfg.seed)
-    normals = split.train_normal[:NORMAL_ERROR_IMAGES]
-    candidates = scoring_candidates(state)
-    normal_scores = {name: float(np.mean(score(s, normals))) for name, s in candidates.items()}
+    normal_scores = training_normal_scores(scoring_candidates(state), split.train_normal)
     chosen = choose_scoring_generator(normal_scores, pick=True)
     aurocs = {"average": final.get("auroc_average_generator", final["auroc"]),
               "live": final.get("auroc_live_generator", final["auroc"])}

@@ -224,6 +224,13 @@ def scoring_candidates(state: AGADState) -> dict[str, AGADState]:
     return {"average": state, "live": live_generator(state)}
 
 
+def training_normal_scores(candidates: dict[str, AGADState], train_normal: np.ndarray) -> dict[str, float]:
+    """Each candidate's mean score on the first ``NORMAL_ERROR_IMAGES`` training normals: the
+    label-free signal the choice reads (a collapse of G shows as a jump of it)."""
+    normals = train_normal[:NORMAL_ERROR_IMAGES]
+    return {name: float(np.mean(score(s, normals))) for name, s in candidates.items()}
+
+
 def choose_scoring_generator(normal_scores: dict[str, float], pick: bool) -> str:
     """Which candidate scores: the average when there is one, unless ``pick`` and the live
     generator reconstructs the training normals better (a lower mean score; a tie keeps the
@@ -249,9 +256,7 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
     record: dict[str, Any] = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
     record["d_resets"] = float(np.sum(metrics["d_reset"]))
     candidates = scoring_candidates(state)
-    # The mean score of a fixed set of training normals: a collapse of G shows as a jump of it.
-    normals = split.train_normal[:NORMAL_ERROR_IMAGES]
-    normal_scores = {name: float(np.mean(score(s, normals))) for name, s in candidates.items()}
+    normal_scores = training_normal_scores(candidates, split.train_normal)
     chosen = choose_scoring_generator(normal_scores, cfg.train.pick_generator)
     aurocs = {name: auroc(split.test_labels, score(s, split.test_images)) for name, s in candidates.items()}
     record["auroc"] = aurocs[chosen]
