@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit
 from jaxad.data import load_split
+from jaxad.models import build_generator
 from jaxad.parallel import (AXIS, device_mesh, replicate, shard_map_train_step, sharded_jit_train_step,
                             unreplicate)
 from jaxad.train import create_train_state, train_step
@@ -59,6 +60,29 @@ def one_step_1_vs_2_devices(mode: str, backbone: str, with_anomalies: bool) -> d
             "devices": jax.local_device_count()}
 
 
+def generator_forward_1_vs_2_devices(backbone: str) -> dict:
+    """The relative difference of a train-mode generator pass (output and new BatchNorm
+    statistics, main and auxiliary BatchNorm) on 2 devices under pmap and on 1 device.
+
+    This is what a backbone adds to the data-parallel step: every BatchNorm layer must average
+    its statistics over the devices. The rest of the step (gradients, Adam, the anomaly
+    branch) is one code path for every backbone, checked on the naive net."""
+    model = ModelConfig(backbone=backbone, channels=1, width=0.125)
+    G = build_generator(model, axis_name=AXIS)
+    images = jax.random.uniform(jax.random.key(1), (8, 32, 32, 1), minval=-1, maxval=1)
+    variables = G.clone(axis_name=None).init(jax.random.key(0), images[:1], train=False)
+    differences = {}
+    for aux in (False, True):
+        def forward(g, x):
+            out, updates = g.apply(variables, x, train=True, aux=aux, mutable=["batch_stats"])
+            return out, updates["batch_stats"]
+        single = jax.jit(lambda x: forward(G.clone(axis_name=None), x))(images)
+        multi = jax.pmap(lambda x: forward(G, x), axis_name=AXIS)(images.reshape(2, 4, 32, 32, 1))
+        multi = (multi[0].reshape(single[0].shape), unreplicate(multi[1]))
+        differences[f"aux={aux}"] = max_relative_difference(multi, single)
+    return {"differences": differences, "devices": jax.local_device_count()}
+
+
 def short_run_1_vs_2_devices() -> dict:
     cfg = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2))
     split = load_split(cfg.data)
@@ -84,10 +108,14 @@ def short_run_1_vs_2_devices() -> dict:
 
 if __name__ == "__main__":
     name = sys.argv[1]
-    if name == "steps":  # steps MODE:BACKBONE:anomalies|normal-only ..., MODE one of pmap, shard_map, jit
+    if name == "checks":  # checks CASE ...: MODE:BACKBONE:anomalies|normal-only (MODE one of pmap,
+        # shard_map, jit) for the step, forward:BACKBONE for the generator's train-mode pass.
         # One process for every case: jax starts once and the one-device steps compile once.
-        out = {case: one_step_1_vs_2_devices(*case.split(":")[:2], case.split(":")[2] == "anomalies")
-               for case in sys.argv[2:]}
+        out = {}
+        for case in sys.argv[2:]:
+            mode, backbone, *rest = case.split(":")
+            out[case] = (generator_forward_1_vs_2_devices(backbone) if mode == "forward" else
+                         one_step_1_vs_2_devices(mode, backbone, rest == ["anomalies"]))
     else:
         out = short_run_1_vs_2_devices()
     print(json.dumps(out))
