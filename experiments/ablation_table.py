@@ -12,8 +12,12 @@ one it chose), and the
 final ``g_contextual_adversarial`` (L1 between G(x_hat) and x_hat; 2 is the most possible).
 Where a run recorded both generators' error on training normals (``train_normal_score``), two
 more columns give the label-free choice between them: at each epoch, the generator with the
-lower mean score on the training normals (``label_free_choice``). Epochs count from 1.
-Below the runs, a summary per (setting, class): mean and seed-to-seed SD of the final AUROC.
+lower mean score on the training normals (``label_free_choice``). Where a run recorded that
+score, three more give the label-free selected epoch (``RunResult.selected_epoch``: the lowest
+training-normal score over epochs and generators, ``label_free_selection``): its AUROC, the
+epoch, and the epochs after 3 at which a run stopped there would have reported below 50.
+Epochs count from 1. Below the runs, a summary per (setting, class): mean and seed-to-seed
+SD of the final AUROC.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from jaxad.runs import choose_scoring_generator
 
 COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
            "final (batch stats)", "best (batch stats)", "average G final", "live G final", "live G <50 after 3",
-           "final L1(G(x_hat), x_hat)", "lower-normal-error G final", "lower-normal-error G <50 after 3")
+           "final L1(G(x_hat), x_hat)", "lower-normal-error G final", "lower-normal-error G <50 after 3",
+           "selected", "selected epoch", "selected <50 after 3")
 
 
 def _low(values: list[float], bound: float) -> int:
@@ -50,6 +55,26 @@ def label_free_choice(history: list[dict[str, float]]) -> list[float]:
     return chosen
 
 
+def label_free_selection(history: list[dict[str, float]]) -> tuple[list[float], list[int]]:
+    """Per epoch e, what a run stopped after e reports as its label-free selected model
+    (``RunResult.selected_epoch``): the AUROC, and the epoch, of the lowest training-normal
+    score among epochs 1..e (over both generators where both were recorded, as with
+    ``pick_generator``). Empty lists if the run recorded no training-normal score."""
+    if not all("train_normal_score" in h for h in history):
+        return [], []
+    aurocs, epochs, best = [], [], None
+    for e, h in enumerate(history, 1):
+        candidates = [(h.get("train_normal_score_average_generator", h["train_normal_score"]), _average(h))]
+        if "train_normal_score_live_generator" in h:
+            candidates.append((h["train_normal_score_live_generator"], h["auroc_live_generator"]))
+        for normal_score, value in candidates:
+            if best is None or normal_score < best[0]:  # the earliest on a tie
+                best = (normal_score, value, e)
+        aurocs.append(best[1])
+        epochs.append(best[2])
+    return aurocs, epochs
+
+
 def _average(record: dict[str, float]) -> float:
     """The averaged generator's AUROC of an epoch (runs before pick_generator scored with it)."""
     return record.get("auroc_average_generator", record["auroc"])
@@ -63,6 +88,7 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
     live = [h["auroc_live_generator"] for h in history if "auroc_live_generator" in h]
     average = [_average(h) for h in history] if live else []
     chosen = label_free_choice(history)
+    selected, selected_epochs = label_free_selection(history)
     seed_dir, class_dir = history_file.parent, history_file.parent.parent
     return {
         "setting": setting, "class": class_dir.name.removeprefix("class"),
@@ -77,6 +103,9 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
         "final L1(G(x_hat), x_hat)": f"{history[-1]['g_contextual_adversarial']:.2f}",
         "lower-normal-error G final": f"{chosen[-1]:.1f}" if chosen else "",
         "lower-normal-error G <50 after 3": str(_low(chosen, 50)) if chosen else "",
+        "selected": f"{selected[-1]:.1f}" if selected else "",
+        "selected epoch": str(selected_epochs[-1]) if selected else "",
+        "selected <50 after 3": str(_low(selected, 50)) if selected else "",
     }
 
 
@@ -88,7 +117,7 @@ def _mean_sd(values: list[float]) -> str:
 
 def summary(rows: list[dict[str, str]]) -> str:
     """Per (setting, class): seeds, and mean ± SD (among seeds) of each final-AUROC column."""
-    columns = ("final", "average G final", "live G final", "lower-normal-error G final")
+    columns = ("final", "average G final", "live G final", "lower-normal-error G final", "selected")
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault((row["setting"], row["class"]), []).append(row)

@@ -2,9 +2,11 @@
 
 The checkpoint after epoch e is step e (epochs count from 1). orbax's preservation policy
 keeps the ``keep_recent`` latest epochs (2 by default: the final one and the one before, which
-resuming falls back to if the final one is damaged) and the test-selected one, the epoch of
-highest test AUROC (each checkpoint records its AUROC as orbax metrics; ``manager.best_step()``
-names it). ``keep_recent=None`` keeps every epoch.
+resuming falls back to if the final one is damaged), the test-selected one, the epoch of
+highest test AUROC (``manager.best_step()`` names it), and the label-free selected one, the
+epoch whose scoring generator had the lowest mean score on training normals (no test label;
+``RunResult.selected_epoch``). Each checkpoint records both figures as orbax metrics.
+``keep_recent=None`` keeps every epoch.
 
 orbax writes each step to a temporary directory and renames it on commit, so a kill never
 leaves a half-written checkpoint that reads as complete. Checkpoints hold unreplicated
@@ -25,12 +27,29 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read back (corrupt, truncated, or of another model)."""
 
 
-KEEP_RECENT = 2  # the latest epochs' checkpoints kept, beside the test-selected one
+KEEP_RECENT = 2  # the latest epochs' checkpoints kept, beside the test-selected and label-free selected ones
 
 
 def _test_selection(metrics: dict[str, float]) -> tuple[float, int]:
     # The highest AUROC, the earliest epoch on a tie: RunResult.best_epoch's choice.
     return metrics["auroc"], -metrics["epoch"]
+
+
+def _label_free_selection(metrics: dict[str, float]) -> tuple[float, int]:
+    # The lowest mean score on training normals, the earliest epoch on a tie:
+    # RunResult.selected_epoch's choice.
+    return -metrics["train_normal_score"], -metrics["epoch"]
+
+
+class _KeepLabelFreeSelected:
+    """orbax preservation policy: keep the label-free selected checkpoint, the best by
+    ``_label_free_selection`` among those that record a training-normal score (none of a run
+    written before it was recorded; orbax's ``BestN`` would keep one of those)."""
+
+    def should_preserve(self, checkpoints, *, context) -> list[bool]:
+        scored = [i for i, info in enumerate(checkpoints) if "train_normal_score" in (info.metrics or {})]
+        keep = max(scored, key=lambda i: _label_free_selection(checkpoints[i].metrics), default=None)
+        return [i == keep for i in range(len(checkpoints))]
 
 
 def check_keep_recent(keep_recent: int | None) -> None:
@@ -42,8 +61,9 @@ def check_keep_recent(keep_recent: int | None) -> None:
 
 
 def checkpoint_manager(directory: str | Path, keep_recent: int | None = KEEP_RECENT) -> ocp.CheckpointManager:
-    """An orbax manager under ``directory`` keeping the ``keep_recent`` latest epochs (None: all)
-    and the test-selected one (highest test AUROC, ``best_step()``). Checkpoints saved without
+    """An orbax manager under ``directory`` keeping the ``keep_recent`` latest epochs (None: all),
+    the test-selected one (highest test AUROC, ``best_step()``) and the label-free selected one
+    (lowest training-normal score, ``selected_step``). Checkpoints saved without
     an AUROC (an untrained state; run directories from before) are kept."""
     check_keep_recent(keep_recent)
     policies = ocp.checkpoint_managers
@@ -51,34 +71,49 @@ def checkpoint_manager(directory: str | Path, keep_recent: int | None = KEEP_REC
         create=True, best_fn=_test_selection, best_mode="max",
         preservation_policy=policies.AnyPreservationPolicy([
             policies.LatestN(n=keep_recent),
-            policies.BestN(get_metric_fn=_test_selection, n=1, keep_checkpoints_without_metrics=True)]))
+            policies.BestN(get_metric_fn=_test_selection, n=1, keep_checkpoints_without_metrics=True),
+            _KeepLabelFreeSelected()]))
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
 def save(manager: ocp.CheckpointManager, epoch: int, arrays: Any, history: dict[str, Any]) -> None:
     """Save the state's arrays and the JSON history after ``epoch`` (asynchronously), with the
-    test AUROC of its last record as the metric the test-selected checkpoint is chosen by."""
+    test AUROC and the training-normal score of its last record as the metrics the test-selected
+    and the label-free selected checkpoints are chosen by."""
     records = history.get("epochs") or []
     metrics = {"auroc": float(records[-1]["auroc"]), "epoch": epoch} if records else None
+    if records and "train_normal_score" in records[-1]:
+        metrics["train_normal_score"] = float(records[-1]["train_normal_score"])
     manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
                                                 history=ocp.args.JsonSave(history)), metrics=metrics)
 
 
+def selected_step(manager: ocp.CheckpointManager) -> int | None:
+    """The label-free selected epoch among those saved: the lowest training-normal score (None
+    when no checkpoint records one)."""
+    steps = [s for s in manager.all_steps() if "train_normal_score" in (manager.metrics(s) or {})]
+    return max(steps, key=lambda s: _label_free_selection(manager.metrics(s)), default=None)
+
+
 def saved_epochs(manager: ocp.CheckpointManager) -> str:
-    """``"[3, 9, 10] (10 the latest, 3 the test-selected)"``: what a user can load."""
+    """``"[3, 9, 10] (10 the latest, 3 the test-selected, 9 the label-free selected)"``: what a
+    user can load."""
     steps = sorted(manager.all_steps())
     if not steps:
         return "none"
     names = [f"{steps[-1]} the latest"]
-    best = manager.best_step()
+    best, selected = manager.best_step(), selected_step(manager)
     if best is not None and best != steps[-1]:
         names.append(f"{best} the test-selected")
+    if selected is not None and selected != steps[-1]:
+        names.append(f"{selected} the label-free selected")
     return f"{steps} ({', '.join(names)})"
 
 
 def resolve_epoch(manager: ocp.CheckpointManager, epoch: int | str | None) -> int:
-    """The step to load for ``epoch``: a number, ``None`` or ``"final"`` (the latest), or ``"best"``
-    (the test-selected epoch). Raises ``CheckpointError`` listing the saved epochs."""
+    """The step to load for ``epoch``: a number, ``None`` or ``"final"`` (the latest), ``"best"``
+    (the test-selected epoch) or ``"selected"`` (the label-free selected epoch). Raises
+    ``CheckpointError`` listing the saved epochs."""
     steps = sorted(manager.all_steps())
     if not steps:
         raise CheckpointError(f"no checkpoint under {manager.directory}")
@@ -90,10 +125,18 @@ def resolve_epoch(manager: ocp.CheckpointManager, epoch: int | str | None) -> in
             raise CheckpointError(f"no checkpoint under {manager.directory} records its test AUROC (written "
                                   f"before jaxad kept the test-selected one); saved epochs: {saved_epochs(manager)}")
         return manager.best_step()
+    if epoch == "selected":
+        selected = selected_step(manager)
+        if selected is None:
+            raise CheckpointError(f"no checkpoint under {manager.directory} records its training-normal score "
+                                  f"(written before jaxad kept the label-free selected one); saved epochs: "
+                                  f"{saved_epochs(manager)}")
+        return selected
     if isinstance(epoch, str) or epoch not in steps:
         raise CheckpointError(
             f"no checkpoint of epoch {epoch!r} under {manager.directory}; saved epochs: {saved_epochs(manager)}, "
-            f"or 'final' / 'best'. fit keeps the latest {KEEP_RECENT} epochs and the test-selected one by default; "
+            f"or 'final' / 'best' / 'selected'. fit keeps the latest {KEEP_RECENT} epochs, the test-selected and the "
+            f"label-free selected one by default; "
             f"fit(..., keep_checkpoints=None) or run.py --keep-checkpoints all keeps every epoch")
     return epoch
 

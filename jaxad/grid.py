@@ -258,8 +258,10 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
         _save_reconstructions(result.state, split, run_dir)
         report.plot_score_extremes(split.test_images, result.test_scores, result.test_labels,
                                    run_dir / "score_extremes.png")
+        selected = ("" if result.selected_epoch is None else
+                    f"{result.selected_auroc:.2f} (label-free selected epoch {result.selected_epoch}), ")
         tqdm.write(f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}: "
-                   f"AUROC {result.final_auroc:.2f} (final epoch), "
+                   f"AUROC {result.final_auroc:.2f} (final epoch), {selected}"
                    f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch})")
 
     def fit_one(cfg: ExperimentConfig) -> None:

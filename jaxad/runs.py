@@ -6,14 +6,17 @@
     from jaxad import ExperimentConfig, fit, score, load_run
     result = fit(ExperimentConfig(), run_dir="runs/digits-0")   # digits, normal class 0
     print(result.final_auroc, result.best_auroc)                 # final epoch; test-selected best
+    print(result.selected_auroc)                                 # the label-free selected epoch
     scores = score(result.state, images)                         # ||x - G(x)||_2 per image
     state, config = load_run("runs/digits-0")                    # the saved final model
+    state, config = load_run("runs/digits-0", epoch="selected")  # the label-free selected epoch's
     state, config = load_run("runs/digits-0", epoch="best")      # the test-selected epoch's
 
 One run = (dataset, backbone, normal class, gamma, seed) in its own directory:
 ``config.json``, ``data.json`` (a fingerprint of the split it trains on), ``checkpoints/``
-(orbax, saved every epoch; the latest ``keep_checkpoints`` epochs, 2 by default, and the
-test-selected one are kept: ``load_run(run_dir, epoch="best")``), ``history.json`` (per-epoch losses and AUROC), ``scores.npz`` (raw
+(orbax, saved every epoch; the latest ``keep_checkpoints`` epochs, 2 by default, the
+test-selected one and the label-free selected one are kept: ``load_run(run_dir, epoch="best")``,
+``epoch="selected"``), ``history.json`` (per-epoch losses and AUROC), ``scores.npz`` (raw
 test scores, labels and classes) and ``result.json``, written last, which marks the run
 complete. ``fit_many`` trains the seeds of one class and
 gamma at once, each into its own run directory. Both run one epoch loop; a layout says how it
@@ -85,6 +88,23 @@ class RunResult:
     def final_auroc(self) -> float:
         """AUROC (%) of the final epoch: the honest headline figure."""
         return self.history[-1]["auroc"]
+
+    @property
+    def selected_epoch(self) -> int | None:
+        """The label-free selected epoch (counting from 1, the first on a tie): the one whose
+        scoring generator reconstructed the training normals best (lowest ``train_normal_score``).
+        No test label enters it. A collapse of G shows as a jump of that score, so this skips
+        collapsed epochs (BUILD_NOTES, issue 11). None for a history that does not record it."""
+        scores = [h.get("train_normal_score") for h in self.history]
+        if not scores or None in scores:
+            return None
+        return int(np.argmin(scores)) + 1
+
+    @property
+    def selected_auroc(self) -> float | None:
+        """AUROC (%) of the label-free selected epoch: honest, as no test label chose it."""
+        epoch = self.selected_epoch
+        return None if epoch is None else self.history[epoch - 1]["auroc"]
 
     @property
     def best_epoch(self) -> int:
@@ -427,8 +447,8 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
 
     ``split`` defaults to ``load_split(cfg.data, seed=cfg.seed)``. With ``run_dir`` every epoch
     is checkpointed and an interrupted run resumes from its last checkpoint, giving the same
-    numbers as an uninterrupted one; the latest ``keep_checkpoints`` epochs (None: all) and the
-    test-selected one are kept. ``devices`` > 1 trains data-parallel under pmap (0 = all
+    numbers as an uninterrupted one; the latest ``keep_checkpoints`` epochs (None: all), the
+    test-selected and the label-free selected one (``RunResult.selected_epoch``) are kept. ``devices`` > 1 trains data-parallel under pmap (0 = all
     local devices). Raises ``FloatingPointError`` if a loss turns NaN or inf (the last good
     checkpoint is kept). A ``run_dir`` that holds a run of another configuration or of other
     data (``data.json`` records a fingerprint of the split) is refused. ``on_epoch(epoch, record)``
@@ -482,14 +502,17 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
     tmp = run_dir / "scores.tmp.npz"
     np.savez(tmp, scores=result.test_scores, labels=result.test_labels, classes=result.test_classes)
     tmp.replace(run_dir / "scores.npz")
-    # The checkpoints of the final and the test-selected epoch (kept by the preservation policy;
-    # absent in run directories whose checkpoint steps counted from 0).
+    # The checkpoints of the final, the test-selected and the label-free selected epoch (kept by
+    # the preservation policy; absent in run directories whose checkpoint steps counted from 0).
     checkpoints = {name: f"checkpoints/{epoch}" for name, epoch in
-                   (("final", len(result.history)), ("test_selected", result.best_epoch))
-                   if (run_dir / "checkpoints" / str(epoch)).is_dir()}
+                   (("final", len(result.history)), ("test_selected", result.best_epoch),
+                    ("selected", result.selected_epoch))
+                   if epoch is not None and (run_dir / "checkpoints" / str(epoch)).is_dir()}
     write_json_atomic(run_dir / "result.json", {
         "status": "complete",
         "final_auroc": result.final_auroc,
+        "selected_auroc": result.selected_auroc,
+        "selected_epoch": result.selected_epoch,
         "best_auroc": result.best_auroc,
         "best_epoch": result.best_epoch,
         "epochs_count_from": 1,  # absent in run directories written when best_epoch counted from 0
@@ -504,7 +527,8 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
 
 def load_run(run_dir: str | Path, epoch: int | str | None = None) -> tuple[AGADState, ExperimentConfig]:
     """The trained model of a run directory: its last checkpoint, unless ``epoch`` names one
-    (counting from 1), or ``"best"``, the test-selected epoch's. An epoch that was not kept
+    (counting from 1), ``"best"``, the test-selected epoch's, or ``"selected"``, the label-free
+    selected epoch's (``RunResult.selected_epoch``). An epoch that was not kept
     raises ``CheckpointError`` listing those that were. With an EMA, the state scores with the
     generator that scored that epoch (``TrainConfig.pick_generator``)."""
     run_dir = Path(run_dir)

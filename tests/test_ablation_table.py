@@ -43,9 +43,21 @@ def test_table_has_a_row_per_run_and_a_seed_summary_per_class(tmp_path):
     # Seed 1: the live G reconstructs normals better at the end (8.0 < 9.0), so the choice is its 99.0.
     assert "99.0" == dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in rows[1].split(" | ")]))[
         "lower-normal-error G final"]
+    # The label-free selected epoch: the lowest training-normal score over epochs and generators;
+    # seed 0 ties at 7.0 (epochs 1-5): the first, epoch 1's average G (95.0).
+    assert (columns["selected"], columns["selected epoch"], columns["selected <50 after 3"]) == ("95.0", "1", "0")
     # Summary: mean ± SD among seeds of the final AUROC (85.0 ± 7.1; here the average's), the
-    # average's, the live G's, the choice's.
-    assert rows[2] == "| ema_3seeds | 2 | 2 | 85.0 ± 7.1 | 85.0 ± 7.1 | 89.5 ± 13.4 | 94.5 ± 6.4 |"
+    # average's, the live G's, the choice's, the selected epoch's.
+    assert rows[2] == "| ema_3seeds | 2 | 2 | 85.0 ± 7.1 | 85.0 ± 7.1 | 89.5 ± 13.4 | 94.5 ± 6.4 | 95.0 ± 0.0 |"
+
+
+def test_the_selection_reports_at_each_epoch_the_lowest_normal_error_so_far():
+    history = [epoch(70.0, 60.0, 9.0, 10.0),   # epoch 1: the average (9.0)
+               epoch(90.0, 20.0, 6.0, 7.0),    # epoch 2: the average (6.0)
+               epoch(30.0, 25.0, 20.0, 25.0),  # a collapse: both errors jump, epoch 2 stays selected
+               epoch(80.0, 97.0, 6.5, 5.0)]    # the live G beats epoch 2
+    assert ablation_table.label_free_selection(history) == ([70.0, 90.0, 90.0, 97.0], [1, 2, 2, 4])
+    assert ablation_table.label_free_selection([{"auroc": 90.0}]) == ([], [])
 
 
 def test_runs_that_picked_their_generator_are_read_the_same_way():

@@ -251,9 +251,11 @@ def test_the_latest_two_epochs_and_the_test_selected_one_are_kept_and_load(state
         checkpoint.save(manager, epoch, state.arrays(), {"epochs": list(history)})
     manager.wait_until_finished()
     manager.close()
-    assert kept_epochs(tmp_path) == [2, 5, 6]
+    assert kept_epochs(tmp_path) == [2, 5, 6]  # no training-normal score recorded: no third kept
     manager = checkpoint.checkpoint_manager(tmp_path / "checkpoints")
     assert checkpoint.restore(manager, state.arrays(), "best")[2] == 2
+    with pytest.raises(CheckpointError, match="records its training-normal score"):
+        checkpoint.restore(manager, state.arrays(), "selected")
     manager.close()
     for epoch in (2, 6, "best", "final", None):
         load_run(tmp_path, epoch=epoch)
@@ -262,18 +264,44 @@ def test_the_latest_two_epochs_and_the_test_selected_one_are_kept_and_load(state
         load_run(tmp_path, epoch=3)
 
 
-def test_fit_keeps_the_final_and_the_test_selected_checkpoint_and_names_them(tmp_path):
+def test_fit_keeps_the_final_and_both_selected_checkpoints_and_names_them(tmp_path):
     cfg = TINY.replace(**{"train.epochs": 3})
     with pytest.raises(ValueError, match="keep_checkpoints is how many"):
         fit(cfg, run_dir=tmp_path, progress=False, keep_checkpoints=0)
     result = fit(cfg, run_dir=tmp_path, progress=False, keep_checkpoints=1)
-    assert kept_epochs(tmp_path) == sorted({3, result.best_epoch})
+    # The label-free selected epoch: the lowest training-normal score, read from the history alone.
+    normal_scores = [h["train_normal_score"] for h in result.history]
+    assert result.selected_epoch == normal_scores.index(min(normal_scores)) + 1
+    assert result.selected_auroc == result.history[result.selected_epoch - 1]["auroc"]
+    assert kept_epochs(tmp_path) == sorted({3, result.best_epoch, result.selected_epoch})
     saved = json.loads((tmp_path / "result.json").read_text())
-    assert saved["checkpoints"] == {"final": "checkpoints/3", "test_selected": f"checkpoints/{result.best_epoch}"}
-    load_run(tmp_path, epoch="best")
+    assert saved["checkpoints"] == {"final": "checkpoints/3", "test_selected": f"checkpoints/{result.best_epoch}",
+                                    "selected": f"checkpoints/{result.selected_epoch}"}
+    assert (saved["selected_epoch"], saved["selected_auroc"]) == (result.selected_epoch, result.selected_auroc)
+    for epoch in ("best", "selected"):
+        state, _ = load_run(tmp_path, epoch=epoch)
+        wanted = result.best_epoch if epoch == "best" else result.selected_epoch
+        assert float(np.mean(score(state, unit_images()))) == pytest.approx(
+            float(np.mean(score(load_run(tmp_path, epoch=wanted)[0], unit_images()))))
     np.save(tmp_path / "x.npy", unit_images())
-    assert score_cli.main(["--run", str(tmp_path), "--images", str(tmp_path / "x.npy"), "--out",
-                           str(tmp_path / "o"), "--no-maps", "--epoch", "best"]) == 0
+    for epoch in ("best", "selected"):
+        assert score_cli.main(["--run", str(tmp_path), "--images", str(tmp_path / "x.npy"), "--out",
+                               str(tmp_path / "o"), "--no-maps", "--epoch", epoch]) == 0
+
+
+def test_the_label_free_selected_epoch_is_kept_beside_the_latest_and_the_test_selected(state, tmp_path):
+    manager = checkpoint.checkpoint_manager(tmp_path / "checkpoints")
+    history = []
+    # (test AUROC, training-normal score): the lowest score at epoch 3, a tie with epoch 5
+    for epoch, (value, normal_score) in enumerate([(50.0, 9.0), (90.0, 8.0), (70.0, 5.0), (60.0, 30.0),
+                                                   (65.0, 5.0), (66.0, 7.0), (64.0, 6.0)], 1):
+        history.append({"epoch": epoch, "auroc": value, "train_normal_score": normal_score})
+        checkpoint.save(manager, epoch, state.arrays(), {"epochs": list(history)})
+    manager.wait_until_finished()
+    assert kept_epochs(tmp_path) == [2, 3, 6, 7]
+    assert checkpoint.restore(manager, state.arrays(), "selected")[2] == 3
+    assert "3 the label-free selected" in checkpoint.saved_epochs(manager)
+    manager.close()
 
 
 def test_the_runner_takes_the_number_of_checkpoints_to_keep():

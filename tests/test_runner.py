@@ -65,6 +65,10 @@ def test_tables_agree_with_results_json(benchmark_dir):
     assert float(final_row[2]) == round(avg, 1)
     assert "PARTIAL: 2 of 10 classes" in table
     assert "ours (test-selected)" in table
+    selected_row = re.search(r"\| ours \(label-free selected\) \| (.*) \|", table).group(1).split(" | ")
+    assert [float(x) for x in selected_row[:2]] == [round(runs[0]["selected_auroc"], 1),
+                                                    round(runs[3]["selected_auroc"], 1)]
+    assert float(rows[3]["selected_auroc"]) == pytest.approx(runs[3]["selected_auroc"])
 
 
 def test_output_dir_of_another_benchmark_is_refused(benchmark_dir):

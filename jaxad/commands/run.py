@@ -60,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
     p.add_argument("--keep-checkpoints", type=keep_count, default=KEEP_RECENT, metavar="N|all",
                    help="checkpoints of each run's latest N epochs to keep, beside its test-selected "
-                   "epoch's (default %(default)s; all = every epoch)")
+                   "and its label-free selected epoch's (default %(default)s; all = every epoch)")
     p.add_argument("--devices", type=int, default=0, help="data-parallel devices (0 = all local)")
     p.add_argument("--models-at-once", action="store_true",
                    help="train the seeds of each (class, gamma) together, vmapped in one step")

@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True, help="a folder of images or a .npy array")
     p.add_argument("--out", required=True, help="where to write scores.csv and error_maps/")
     p.add_argument("--no-maps", action="store_true", help="only the CSV")
-    p.add_argument("--epoch", type=lambda text: text if text == "best" else int(text),
-                   help="score with the checkpoint of this epoch, or 'best' (the test-selected epoch's); "
+    p.add_argument("--epoch", type=lambda text: text if text in ("best", "selected") else int(text),
+                   help="score with the checkpoint of this epoch, 'selected' (the label-free selected "
+                   "epoch's: lowest error on training normals) or 'best' (the test-selected epoch's); "
                    "default: the last")
     args = p.parse_args(argv)
     try:
