@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-from jaxad.runs import choose_scoring_generator
+from jaxad.runs import choose_scoring_generator, select_epoch
 
 COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
            "final (batch stats)", "best (batch stats)", "average G final", "live G final", "live G <50 after 3",
@@ -45,34 +45,30 @@ def label_free_choice(history: list[dict[str, float]]) -> list[float]:
     keys = ("train_normal_score", "train_normal_score_live_generator", "auroc_live_generator")
     if not all(k in h for h in history for k in keys):
         return []
-    chosen = []
-    for h in history:
-        # Runs with pick_generator record the average's own score; earlier ones scored with it.
-        normal_scores = {"average": h.get("train_normal_score_average_generator", h["train_normal_score"]),
-                         "live": h["train_normal_score_live_generator"]}
-        generator = choose_scoring_generator(normal_scores, pick=True)
-        chosen.append(_average(h) if generator == "average" else h["auroc_live_generator"])
-    return chosen
+    return [_chosen(h)[1] for h in history]
+
+
+def _chosen(record: dict[str, float]) -> tuple[float, float]:
+    """(training-normal score, AUROC) of the generator ``choose_scoring_generator`` picks in an
+    epoch that recorded both generators."""
+    # Runs with pick_generator record the average's own score; earlier ones scored with it.
+    normal_scores = {"average": record.get("train_normal_score_average_generator", record["train_normal_score"]),
+                     "live": record["train_normal_score_live_generator"]}
+    generator = choose_scoring_generator(normal_scores, pick=True)
+    return normal_scores[generator], _average(record) if generator == "average" else record["auroc_live_generator"]
 
 
 def label_free_selection(history: list[dict[str, float]]) -> tuple[list[float], list[int]]:
-    """Per epoch e, what a run stopped after e reports as its label-free selected model
-    (``RunResult.selected_epoch``): the AUROC, and the epoch, of the lowest training-normal
-    score among epochs 1..e (over both generators where both were recorded, as with
-    ``pick_generator``). Empty lists if the run recorded no training-normal score."""
+    """Per epoch e, what a run stopped after e reports as its label-free selected model: the
+    AUROC, and the epoch, that ``jaxad.runs.select_epoch`` picks from epochs 1..e, each epoch
+    scored by the generator ``label_free_choice`` picks (as with ``pick_generator``). Empty
+    lists if the run recorded no training-normal score."""
     if not all("train_normal_score" in h for h in history):
         return [], []
-    aurocs, epochs, best = [], [], None
-    for e, h in enumerate(history, 1):
-        candidates = [(h.get("train_normal_score_average_generator", h["train_normal_score"]), _average(h))]
-        if "train_normal_score_live_generator" in h:
-            candidates.append((h["train_normal_score_live_generator"], h["auroc_live_generator"]))
-        for normal_score, value in candidates:
-            if best is None or normal_score < best[0]:  # the earliest on a tie
-                best = (normal_score, value, e)
-        aurocs.append(best[1])
-        epochs.append(best[2])
-    return aurocs, epochs
+    scored = [_chosen(h) if "train_normal_score_live_generator" in h else (h["train_normal_score"], h["auroc"])
+              for h in history]
+    epochs = [select_epoch([normal_score for normal_score, _ in scored[:e]]) for e in range(1, len(scored) + 1)]
+    return [scored[e - 1][1] for e in epochs], epochs
 
 
 def _average(record: dict[str, float]) -> float:

@@ -96,9 +96,7 @@ class RunResult:
         No test label enters it. A collapse of G shows as a jump of that score, so this skips
         collapsed epochs (BUILD_NOTES, issue 11). None for a history that does not record it."""
         scores = [h.get("train_normal_score") for h in self.history]
-        if not scores or None in scores:
-            return None
-        return int(np.argmin(scores)) + 1
+        return None if not scores or None in scores else select_epoch(scores)
 
     @property
     def selected_auroc(self) -> float | None:
@@ -258,6 +256,12 @@ def choose_scoring_generator(normal_scores: dict[str, float], pick: bool) -> str
     if "average" not in normal_scores:
         return "live"
     return "live" if pick and normal_scores["live"] < normal_scores["average"] else "average"
+
+
+def select_epoch(train_normal_scores: Sequence[float]) -> int:
+    """The label-free selected epoch (counting from 1) of a run whose epochs scored these mean
+    errors on training normals: the lowest, the earliest on a tie."""
+    return int(np.argmin(train_normal_scores)) + 1
 
 
 def as_scored(state: AGADState, record: dict[str, Any] | None) -> AGADState:
