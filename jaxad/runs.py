@@ -452,9 +452,9 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     ``split`` defaults to ``load_split(cfg.data, seed=cfg.seed)``. With ``run_dir`` every epoch
     is checkpointed and an interrupted run resumes from its last checkpoint, giving the same
     numbers as an uninterrupted one; the latest ``keep_checkpoints`` epochs (None: all), the
-    test-selected and the label-free selected one (``RunResult.selected_epoch``) are kept. ``devices`` > 1 trains data-parallel under pmap (0 = all
-    local devices). Raises ``FloatingPointError`` if a loss turns NaN or inf (the last good
-    checkpoint is kept). A ``run_dir`` that holds a run of another configuration or of other
+    test-selected and the label-free selected one (``RunResult.selected_epoch``) are kept.
+    ``devices`` > 1 trains data-parallel under pmap (0 = all local devices). Raises
+    ``FloatingPointError`` if a loss turns NaN or inf (the last good checkpoint is kept). A ``run_dir`` that holds a run of another configuration or of other
     data (``data.json`` records a fingerprint of the split) is refused. ``on_epoch(epoch, record)``
     is called after each epoch, counting from 1, with its history record.
     """

@@ -15,7 +15,7 @@ from jaxad.data import load_split
 from jaxad.models import build_generator
 from jaxad.parallel import (AXIS, device_mesh, replicate, shard_map_train_step, sharded_jit_train_step,
                             unreplicate)
-from jaxad.train import create_train_state, train_step
+from jaxad.train import _apply, create_train_state, train_step
 
 
 def max_relative_difference(a, b) -> float:
@@ -73,9 +73,8 @@ def generator_forward_1_vs_2_devices(backbone: str) -> dict:
     variables = G.clone(axis_name=None).init(jax.random.key(0), images[:1], train=False)
     differences = {}
     for aux in (False, True):
-        def forward(g, x):
-            out, updates = g.apply(variables, x, train=True, aux=aux, mutable=["batch_stats"])
-            return out, updates["batch_stats"]
+        def forward(g, x):  # the step's own train-mode apply: output and new statistics
+            return _apply(g, variables["params"], variables["batch_stats"], x, True, aux=aux)
         single = jax.jit(lambda x: forward(G.clone(axis_name=None), x))(images)
         multi = jax.pmap(lambda x: forward(G, x), axis_name=AXIS)(images.reshape(2, 4, 32, 32, 1))
         multi = (multi[0].reshape(single[0].shape), unreplicate(multi[1]))
