@@ -97,8 +97,8 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
     dummy = jnp.zeros((2, m.image_size, m.image_size, m.channels), jnp.float32)
     g_key, d_key = jax.random.split(key)
     # Init without the axis: there is no device axis outside pmap.
-    g_vars = generator.clone(axis_name=None).init(g_key, dummy, train=False)
-    d_vars = discriminator.clone(axis_name=None).init(d_key, dummy, train=False)
+    g_vars = _init_variables(generator.clone(axis_name=None), g_key, dummy)
+    d_vars = _init_variables(discriminator.clone(axis_name=None), d_key, dummy)
     tx = make_optimizer(cfg)
     t = cfg.train
     settings = StepSettings(cfg.loss, m.pseudo_anomaly_bn, t.freeze_bn, t.detach_pseudo, t.ema_decay,
@@ -112,6 +112,14 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
         g_ema_params=_copy(g_vars["params"]) if t.ema_decay > 0 else None,
         g_ema_batch_stats=_copy(g_vars["batch_stats"]) if t.ema_decay > 0 else None,
         generator=generator, discriminator=discriminator, g_tx=tx, d_tx=tx, settings=settings)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(module: nn.Module, key: jax.Array, dummy: jax.Array):
+    # One compiled program per network (modules are static and compare by their fields)
+    # instead of eager init's op-by-op dispatch: 2-3x faster in a fresh process (BUILD_NOTES,
+    # "Test suite speed"); equal to eager init within float32 rounding.
+    return module.init(key, dummy, train=False)
 
 
 def _copy(tree):

@@ -2,15 +2,27 @@
 
 The tests build tiny networks and run them for a few steps, where XLA's optimisation passes
 cost more time than they save: most of them are off (``JAX_DISABLE_MOST_OPTIMIZATIONS``,
-set before jax is imported so that the subprocesses tests start inherit it). A module whose
+set before jax is imported so that the subprocesses tests start inherit it), and compiled
+programs are shared through a compilation cache kept for the session. A module whose
 run time dominates, real training to a quality bar, sets ``pytestmark = pytest.mark.optimized``
 and compiles with every pass. ``pytest -m "not slow"`` leaves out the multi-device
 subprocess checks for a quick local run; ``.ci/run`` runs everything.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# A compilation cache for this session only: test modules (and the processes tests start)
+# compile the same tiny steps through different jit objects; the cache key holds the compile
+# options, so optimised and unoptimised programs never stand in for each other.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxad-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import jax  # noqa: E402  (after the environment it reads)
 import pytest  # noqa: E402

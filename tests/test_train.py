@@ -178,25 +178,31 @@ def test_freeze_bn_anomalies_leave_normal_statistics_unchanged():
 
 
 def test_discriminator_reset_fires_below_threshold_and_only_then():
+    # Two batches whose D losses differ, and a threshold between them: the same step (one
+    # compile) must reset D on the batch below it and only there.
     key = jax.random.key(7)
-    probe = create_train_state(tiny_config(**{"train.d_reset_threshold": 0.0}), jax.random.key(0))
-    kept, metrics = train_step(probe, NORMAL, key)
-    d_loss = float(metrics["d_loss"])
-    assert float(metrics["d_reset"]) == 0.0
+    batches = [NORMAL, {"normal": images(3, 8)}]
+    never = create_train_state(tiny_config(**{"train.d_reset_threshold": 0.0}), jax.random.key(0))
+    kept = [step(never, batch, key) for batch in batches]
+    assert [float(m["d_reset"]) for _, m in kept] == [0.0, 0.0]
+    d_losses = [float(m["d_loss"]) for _, m in kept]
+    assert abs(d_losses[0] - d_losses[1]) > 1e-3 * max(d_losses), d_losses
+    low = min(range(2), key=d_losses.__getitem__)
 
-    above = create_train_state(tiny_config(**{"train.d_reset_threshold": d_loss * 0.999}), jax.random.key(0))
-    not_reset, metrics = train_step(above, NORMAL, key)
-    assert float(metrics["d_reset"]) == 0.0
-    assert tree_equal(not_reset.d_params, kept.d_params)
-
-    below = create_train_state(tiny_config(**{"train.d_reset_threshold": d_loss * 1.001}), jax.random.key(0))
-    reset, metrics = train_step(below, NORMAL, key)
-    assert float(metrics["d_reset"]) == 1.0
-    fresh = reset.discriminator.init(key, NORMAL["normal"][:1], train=False)["params"]
-    assert tree_close(reset.d_params, fresh)
-    assert not tree_close(reset.d_params, kept.d_params)
-    # Adam's state is kept, as GANomaly does.
-    assert tree_equal(reset.d_opt_state, kept.d_opt_state)
+    state = create_train_state(tiny_config(**{"train.d_reset_threshold": sum(d_losses) / 2}), jax.random.key(0))
+    for i, batch in enumerate(batches):
+        after, metrics = step(state, batch, key)
+        kept_state = kept[i][0]
+        if i != low:  # above the threshold: D trained as with no reset at all
+            assert float(metrics["d_reset"]) == 0.0
+            assert tree_equal(after.d_params, kept_state.d_params)
+            continue
+        assert float(metrics["d_reset"]) == 1.0
+        fresh = after.discriminator.init(key, batch["normal"][:1], train=False)["params"]
+        assert tree_close(after.d_params, fresh)
+        assert not tree_close(after.d_params, kept_state.d_params)
+        # Adam's state is kept, as GANomaly does.
+        assert tree_equal(after.d_opt_state, kept_state.d_opt_state)
 
 
 def run_steps(seed: int, n: int):
@@ -219,7 +225,7 @@ def test_anomaly_recon_pair_switch_changes_the_anomaly_term():
     terms = {}
     for pair in ("input", "pseudo"):
         state = create_train_state(tiny_config(**{"loss.anomaly_recon_pair": pair}), jax.random.key(0))
-        after, metrics = train_step(state, WITH_ANOMALIES, jax.random.key(1))
+        after, metrics = step(state, WITH_ANOMALIES, jax.random.key(1))
         terms[pair] = float(metrics["g_anomaly_reconstruction"])
     G = lambda x, aux=False: state.generator.apply({"params": state.g_params, "batch_stats": after.g_batch_stats},
                                                    x, train=False, aux=aux)
