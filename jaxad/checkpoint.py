@@ -41,14 +41,20 @@ def _label_free_selection(metrics: dict[str, float]) -> tuple[float, int]:
     return -metrics["train_normal_score"], -metrics["epoch"]
 
 
+def _label_free_selected(metrics: list[dict[str, float] | None]) -> int | None:
+    """The index of the label-free selected checkpoint among checkpoints with these metrics: the
+    best by ``_label_free_selection`` among those that record a training-normal score (None if
+    none does, as in a run written before it was recorded)."""
+    scored = [i for i, m in enumerate(metrics) if "train_normal_score" in (m or {})]
+    return max(scored, key=lambda i: _label_free_selection(metrics[i]), default=None)
+
+
 class _KeepLabelFreeSelected:
-    """orbax preservation policy: keep the label-free selected checkpoint, the best by
-    ``_label_free_selection`` among those that record a training-normal score (none of a run
-    written before it was recorded; orbax's ``BestN`` would keep one of those)."""
+    """orbax preservation policy: keep the label-free selected checkpoint (orbax's ``BestN``
+    would also keep one of those that record no training-normal score)."""
 
     def should_preserve(self, checkpoints, *, context) -> list[bool]:
-        scored = [i for i, info in enumerate(checkpoints) if "train_normal_score" in (info.metrics or {})]
-        keep = max(scored, key=lambda i: _label_free_selection(checkpoints[i].metrics), default=None)
+        keep = _label_free_selected([info.metrics for info in checkpoints])
         return [i == keep for i in range(len(checkpoints))]
 
 
@@ -91,8 +97,9 @@ def save(manager: ocp.CheckpointManager, epoch: int, arrays: Any, history: dict[
 def selected_step(manager: ocp.CheckpointManager) -> int | None:
     """The label-free selected epoch among those saved: the lowest training-normal score (None
     when no checkpoint records one)."""
-    steps = [s for s in manager.all_steps() if "train_normal_score" in (manager.metrics(s) or {})]
-    return max(steps, key=lambda s: _label_free_selection(manager.metrics(s)), default=None)
+    steps = sorted(manager.all_steps())
+    index = _label_free_selected([manager.metrics(step) for step in steps])
+    return None if index is None else steps[index]
 
 
 def saved_epochs(manager: ocp.CheckpointManager) -> str:

@@ -454,8 +454,9 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     numbers as an uninterrupted one; the latest ``keep_checkpoints`` epochs (None: all), the
     test-selected and the label-free selected one (``RunResult.selected_epoch``) are kept.
     ``devices`` > 1 trains data-parallel under pmap (0 = all local devices). Raises
-    ``FloatingPointError`` if a loss turns NaN or inf (the last good checkpoint is kept). A ``run_dir`` that holds a run of another configuration or of other
-    data (``data.json`` records a fingerprint of the split) is refused. ``on_epoch(epoch, record)``
+    ``FloatingPointError`` if a loss turns NaN or inf (the last good checkpoint is kept). A
+    ``run_dir`` that holds a run of another configuration or of other data (``data.json``
+    records a fingerprint of the split) is refused. ``on_epoch(epoch, record)``
     is called after each epoch, counting from 1, with its history record.
     """
     if split is not None and not isinstance(split, OneClassSplit):
