@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import run as run_cli  # noqa: E402
 import score as score_cli  # noqa: E402
+import test_batch_layout  # noqa: E402
 
 TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2))
 
@@ -152,6 +153,20 @@ def test_score_command_reproduces_the_run_scores(benchmark_dir, tmp_path):
         scored = [float(r["score"]) for r in csv.DictReader(f)]
     with np.load(run_dir / "scores.npz") as z:
         np.testing.assert_allclose(scored, z["scores"], rtol=1e-5)
+
+
+def test_test_batch_layout_rescores_kept_checkpoints_under_each_test_time_layout(benchmark_dir, tmp_path):
+    labels = np.array([1, 0, 1, 1, 0])
+    assert test_batch_layout.normal_first(labels).tolist() == [1, 4, 0, 2, 3]  # GANomaly's test layout
+    assert test_batch_layout.main([str(benchmark_dir), "--checkpoints", "final", "best",
+                                   "--json", str(tmp_path / "rows.json")]) == 0
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["class"], r["checkpoint"]) for r in rows] == [("0", "final"), ("0", "best"), ("3", "final"), ("3", "best")]
+    for row in rows[::2]:  # the final checkpoints: the first two layouts are what the run recorded
+        result = json.loads((Path(row["run"]) / "result.json").read_text())
+        assert float(row["running"]) == pytest.approx(result["final_auroc"], abs=0.01)
+        assert float(row["batch, mixed"]) == pytest.approx(result["final_auroc_batch_statistics"], abs=0.01)
+        assert 0 <= float(row["batch, normal first"]) <= 100
 
 
 def test_score_command_reads_an_image_folder(benchmark_dir, tmp_path):
