@@ -2,7 +2,8 @@
 
 The tests build tiny networks and run them for a few steps, where XLA's optimisation passes
 cost more time than they save: most of them are off (``JAX_DISABLE_MOST_OPTIMIZATIONS``,
-set before jax is imported so that the subprocesses tests start inherit it), and compiled
+set before jax is imported so that the subprocesses tests start inherit it), XLA:CPU's
+fusion emitters too (``XLA_FLAGS``, likewise inherited), and compiled
 programs are shared through a compilation cache kept for the session. A module whose
 run time dominates, real training to a quality bar, sets ``pytestmark = pytest.mark.optimized``
 and compiles with every pass. ``pytest -m "not slow"`` leaves out the multi-device
@@ -15,6 +16,9 @@ import shutil
 import tempfile
 
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# XLA:CPU's MLIR fusion emitters take most of an unoptimised compile: off, a test's train step
+# compiles 2-3x faster (BUILD_NOTES, "Test suite speed"). With every pass on they save nothing.
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_use_fusion_emitters=false"]))
 # A compilation cache for this session only: test modules (and the processes tests start)
 # compile the same tiny steps through different jit objects; the cache key holds the compile
 # options, so optimised and unoptimised programs never stand in for each other.

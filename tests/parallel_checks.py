@@ -5,6 +5,7 @@ is imported, hence a separate process). Prints one JSON object."""
 import json
 import sys
 import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -90,10 +91,8 @@ def short_run_1_vs_2_devices() -> dict:
     # A checkpoint written on 2 devices resumes on 1.
     with tempfile.TemporaryDirectory() as run_dir:
         fit(cfg.replace(**{"train.epochs": 1}), split, run_dir=run_dir, devices=2, progress=False)
-        import shutil, pathlib
-        config = pathlib.Path(run_dir) / "config.json"
-        config.write_text(cfg.to_json())  # same run, now asked for 2 epochs
-        (pathlib.Path(run_dir) / "result.json").unlink()
+        (Path(run_dir) / "config.json").write_text(cfg.to_json())  # same run, now asked for 2 epochs
+        (Path(run_dir) / "result.json").unlink()
         resumed = fit(cfg, split, run_dir=run_dir, devices=1, progress=False)
     try:
         bad = cfg.replace(**{"train.batch_size": 33})
@@ -106,15 +105,16 @@ def short_run_1_vs_2_devices() -> dict:
 
 
 if __name__ == "__main__":
-    name = sys.argv[1]
-    if name == "checks":  # checks CASE ...: MODE:BACKBONE:anomalies|normal-only (MODE one of pmap,
-        # shard_map, jit) for the step, forward:BACKBONE for the generator's train-mode pass.
-        # One process for every case: jax starts once and the one-device steps compile once.
-        out = {}
-        for case in sys.argv[2:]:
-            mode, backbone, *rest = case.split(":")
-            out[case] = (generator_forward_1_vs_2_devices(backbone) if mode == "forward" else
-                         one_step_1_vs_2_devices(mode, backbone, rest == ["anomalies"]))
-    else:
-        out = short_run_1_vs_2_devices()
+    # CASE ...: MODE:BACKBONE:anomalies|normal-only (MODE one of pmap, shard_map, jit) for the
+    # step, forward:BACKBONE for the generator's train-mode pass, run for the short run. One
+    # process for every case: jax starts once and what the cases share compiles once.
+    out = {}
+    for case in sys.argv[1:]:
+        mode, *rest = case.split(":")
+        if mode == "run":
+            out[case] = short_run_1_vs_2_devices()
+        elif mode == "forward":
+            out[case] = generator_forward_1_vs_2_devices(rest[0])
+        else:
+            out[case] = one_step_1_vs_2_devices(mode, rest[0], rest[1:] == ["anomalies"])
     print(json.dumps(out))

@@ -24,8 +24,9 @@ FORWARD_BACKBONES = ["unet", "unetpp"]
 
 
 def run_on_two_devices(*args: str) -> dict:
-    # The subprocess inherits the suite's compile setting (conftest.py: most XLA passes off).
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    # The subprocess inherits the suite's compile settings (conftest.py), the device count added.
+    xla_flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+    env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, str(CHECKS), *args], env=env, capture_output=True, text=True,
                           timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -34,9 +35,9 @@ def run_on_two_devices(*args: str) -> dict:
 
 @pytest.fixture(scope="module")
 def checks() -> dict:
-    """Every case's comparison, from one process (jax starts and compiles once)."""
-    return run_on_two_devices("checks", *(":".join(case) for case in STEP_CASES),
-                              *(f"forward:{backbone}" for backbone in FORWARD_BACKBONES))
+    """Every case's comparison and the short run, from one process (jax starts once)."""
+    return run_on_two_devices(*(":".join(case) for case in STEP_CASES),
+                              *(f"forward:{backbone}" for backbone in FORWARD_BACKBONES), "run")
 
 
 @pytest.mark.parametrize("mode,backbone,anomalies", STEP_CASES)
@@ -59,8 +60,8 @@ def test_every_batchnorm_of_the_unets_averages_over_devices(checks, backbone):
     assert max(result["differences"].values()) < 1e-5, result
 
 
-def test_short_run_on_two_devices_matches_one_device_and_checkpoints_move_between_counts():
-    result = run_on_two_devices("run")
+def test_short_run_on_two_devices_matches_one_device_and_checkpoints_move_between_counts(checks):
+    result = checks["run"]
     assert abs(result["auroc_2"] - result["auroc_1"]) < 1.0, result
     assert abs(result["auroc_resumed_on_1"] - result["auroc_1"]) < 1.0, result
     assert "does not split over 2 devices" in result["refused"]
