@@ -16,7 +16,7 @@ from jaxad.train import create_train_state, live_generator, reconstruct, train_s
 step = jax.jit(train_step)
 
 
-def trained_state(pseudo_anomaly_bn: str = "auxiliary", ema_decay: float = 0.9, steps: int = 3):
+def trained_state(pseudo_anomaly_bn: str = "auxiliary", ema_decay: float = 0.99, steps: int = 3):
     cfg = ExperimentConfig(model=ModelConfig(backbone="naive", channels=1, width=0.125)).replace(
         **{"train.ema_decay": ema_decay, "model.pseudo_anomaly_bn": pseudo_anomaly_bn})
     state = create_train_state(cfg, jax.random.key(0))
@@ -67,7 +67,7 @@ def test_auxiliary_statistics_and_a_state_without_average_are_left_alone():
 
 def test_fit_scores_checkpoints_and_returns_the_recalibrated_average(tmp_path):
     cfg = ExperimentConfig(model=ModelConfig(width=0.125)).replace(
-        **{"train.ema_decay": 0.9, "train.epochs": 1, "train.batch_size": 32, "train.pick_generator": False})
+        **{"train.epochs": 1, "train.batch_size": 32, "train.pick_generator": False})
     split = load_split(cfg.data)
     result = fit(cfg, split, run_dir=tmp_path / "run", progress=False)
     again = recalibrate_ema_statistics(result.state, split.train_normal, 32)
@@ -93,7 +93,7 @@ def test_the_choice_takes_the_generator_that_reconstructs_training_normals_bette
 
 def test_each_epoch_scores_with_the_chosen_generator_and_load_run_returns_it(tmp_path):
     cfg = ExperimentConfig(model=ModelConfig(width=0.125)).replace(
-        **{"train.ema_decay": 0.9, "train.epochs": 2, "train.batch_size": 32})
+        **{"train.epochs": 2, "train.batch_size": 32})
     assert cfg.train.pick_generator  # the default
     split = load_split(cfg.data)
     result = fit(cfg, split, run_dir=tmp_path / "run", progress=False)
