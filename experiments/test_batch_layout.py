@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxad import load_run
+from jaxad import ExperimentConfig, load_run
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_split
 from jaxad.metrics import auroc
-from jaxad.runs import choose_scoring_generator, score
-from jaxad.train import live_generator
+from jaxad.runs import as_scored, choose_scoring_generator, score
 
 LAYOUTS = ("running", "batch, mixed", "batch, normal first")
 
@@ -54,20 +53,20 @@ def layout_aurocs(state, images: np.ndarray, labels: np.ndarray, batch_size: int
 
 def scoring_generator(state, history: list[dict], epoch: int):
     """The generator that scores ``epoch`` under the label-free choice (``pick_generator``):
-    as the history records it or, for runs from before the choice was recorded, as it
-    follows from the two generators' recorded training-normal scores."""
+    as the history records it (``load_run`` has applied that) or, for runs from before the
+    choice was recorded, as it follows from the two generators' recorded training-normal scores."""
     record = history[epoch - 1]
     if "scoring_generator" in record or "train_normal_score_live_generator" not in record:
-        return state  # load_run already scores with the recorded generator
+        return state
     normal_scores = {"average": record["train_normal_score"], "live": record["train_normal_score_live_generator"]}
-    return live_generator(state) if choose_scoring_generator(normal_scores, pick=True) == "live" else state
+    return as_scored(state, {"scoring_generator": choose_scoring_generator(normal_scores, pick=True)})
 
 
 def run_rows(run_dir: Path, data_dir: str | None, batch_size: int, kept: list[str]) -> list[dict[str, str]]:
     """One row per kept checkpoint (``final``, ``selected``, ``best``) of one run."""
     result = json.loads((run_dir / "result.json").read_text())
     history = json.loads((run_dir / "history.json").read_text())
-    _, cfg = load_run(run_dir)
+    cfg = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     data = cfg.data if data_dir is None else cfg.replace(**{"data.data_dir": data_dir}).data
     split = load_split(data, seed=cfg.seed)
     rows = []
@@ -82,8 +81,7 @@ def run_rows(run_dir: Path, data_dir: str | None, batch_size: int, kept: list[st
         state = scoring_generator(state, history, epoch_number)
         aurocs = layout_aurocs(state, split.test_images, split.test_labels, batch_size)
         row = {"run": str(run_dir), "class": str(cfg.data.normal_class), "seed": str(cfg.seed),
-               "checkpoint": which,
-               "epoch": str(epoch_number)}
+               "checkpoint": which, "epoch": str(epoch_number)}
         row.update({name: f"{value:.2f}" for name, value in aurocs.items()})
         rows.append(row)
         print(" | ".join(row.values()), file=sys.stderr, flush=True)
