@@ -5,9 +5,10 @@
 GANomaly and Skip-GANomaly score test images in training-mode BatchNorm (each batch
 normalised by its own statistics) and build their one-class test set as the normal test
 images followed by the anomalies, loaded without shuffling: most batches then hold one kind
-of image only. jaxad's ``--paper-protocol`` records batch-statistics scoring with the test
-split in its given (mixed) order. This script scores each kept checkpoint of each run three
-ways, so the part of a published figure that comes from the layout can be measured:
+of image only. jaxad's ``--paper-protocol`` records both layouts every epoch (runs made
+before 2026-12-02 recorded the first only). This script scores each kept checkpoint of
+finished runs three ways, so the part of a published figure that comes from the layout can be
+measured on runs made without it:
 
 - ``running``: running BatchNorm statistics (jaxad's honest scoring);
 - ``batch, mixed``: batch statistics, the test split in its given order;
@@ -29,26 +30,17 @@ from jaxad import ExperimentConfig, load_run
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_split
 from jaxad.metrics import auroc
-from jaxad.runs import as_scored, choose_scoring_generator, score
+from jaxad.runs import as_scored, batch_statistics_aurocs, choose_scoring_generator, score
 
 LAYOUTS = ("running", "batch, mixed", "batch, normal first")
 
 
-def normal_first(labels: np.ndarray) -> np.ndarray:
-    """The order GANomaly's loader gives a one-class test split: every normal (label 0),
-    then every anomaly, each in its given order."""
-    return np.concatenate([np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)])
-
-
 def layout_aurocs(state, images: np.ndarray, labels: np.ndarray, batch_size: int) -> dict[str, float]:
     """AUROC (%) of one model under each test-time layout."""
-    order = normal_first(labels)
-    return {
-        "running": auroc(labels, score(state, images, batch_size)),
-        "batch, mixed": auroc(labels, score(state, images, batch_size, use_batch_statistics=True)),
-        "batch, normal first": auroc(labels[order],
-                                     score(state, images[order], batch_size, use_batch_statistics=True)),
-    }
+    batch = batch_statistics_aurocs(state, images, labels, batch_size)
+    return {"running": auroc(labels, score(state, images, batch_size)),
+            "batch, mixed": batch["auroc_batch_statistics"],
+            "batch, normal first": batch["auroc_batch_statistics_normal_first"]}
 
 
 def scoring_generator(state, history: list[dict], epoch: int):

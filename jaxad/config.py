@@ -217,7 +217,8 @@ class ExperimentConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     seed: int = _field(0, "the run's seed (initialisation, sampler, anomaly draw)")
     paper_protocol: bool = _field(
-        False, "also score with test-batch BatchNorm statistics, as GANomaly's code does")
+        False, "also score with test-batch BatchNorm statistics, as GANomaly's code does: over the "
+               "test split as given, and laid out normals first as its loaders do")
 
     def __post_init__(self) -> None:
         if self.model.image_size != self.data.image_size:

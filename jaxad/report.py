@@ -49,7 +49,8 @@ PAPER_MAIN_BACKBONE = {"mnist": "naive", "fashion_mnist": "unetpp", "cifar10": "
 
 CSV_FIELDS = ("dataset", "backbone", "normal_class", "gamma", "seed", "status", "final_auroc",
               "selected_auroc", "selected_epoch", "best_auroc", "best_epoch", "epochs", "d_resets",
-              "final_auroc_batch_statistics", "best_auroc_batch_statistics", "run_dir")
+              "final_auroc_batch_statistics", "best_auroc_batch_statistics",
+              "final_auroc_batch_statistics_normal_first", "best_auroc_batch_statistics_normal_first", "run_dir")
 
 
 def paper_class_auroc(dataset: str, backbone: str, gamma: float, normal_class: int) -> float | None:
