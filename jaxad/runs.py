@@ -296,8 +296,9 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
     """One epoch's history entry and the generator that scores it.
 
     The entry: the mean of every step metric, D resets, the test AUROC of the scoring
-    generator (also with test-batch statistics when asked: ``batch_statistics_aurocs``) and its mean score on training
-    normals; with an EMA, also each candidate's AUROC and normal score, and which scored."""
+    generator (also with test-batch statistics when asked: ``batch_statistics_aurocs``) and
+    its mean score on training normals; with an EMA, also each candidate's AUROC and normal
+    score, and which scored."""
     record: dict[str, Any] = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
     record["d_resets"] = float(np.sum(metrics["d_reset"]))
     candidates = scoring_candidates(state)

@@ -307,8 +307,9 @@ def indexed_train_step(state: AGADState, normal_images: jax.Array, anomaly_image
 
 
 def reconstruct(state: AGADState, images: jax.Array, use_batch_statistics: bool = False) -> jax.Array:
-    """G(x), by the scoring generator (the EMA of G when ``ema_decay`` > 0). With ``use_batch_statistics`` BatchNorm normalises with the batch's own statistics
-    (what GANomaly's code does at test time, SPEC's ``paper_protocol``); by default it uses the
+    """G(x), by the scoring generator (the EMA of G when ``ema_decay`` > 0). With
+    ``use_batch_statistics`` BatchNorm normalises with the batch's own statistics (what
+    GANomaly's code does at test time, SPEC's ``paper_protocol``); by default it uses the
     running statistics learnt in training."""
     G = state.generator.clone(axis_name=None)
     params, stats = ((state.g_params, state.g_batch_stats) if state.g_ema_params is None
