@@ -124,6 +124,9 @@ class TrainConfig:
     learning_rate: float = _field(2e-4, "Adam's learning rate", flag="lr")
     beta1: float = _field(0.5, "Adam's beta1")
     beta2: float = _field(0.999, "Adam's beta2")
+    grad_clip_norm: float | None = _field(
+        None, "clip each network's gradient to this global norm before Adam (not in the paper; "
+              "a guard against the anomaly terms' reciprocal spikes at gamma > 0)")
     batch_size: int = _field(256, "training batch size")
     epochs: int = _field(15, "training epochs")
     d_reset_threshold: float = _field(1e-5, "re-initialise D when its loss falls below this")
@@ -141,6 +144,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            raise ValueError(f"grad_clip_norm must be positive (or None: no clipping), got {self.grad_clip_norm}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
         if self.epochs < 1:
@@ -185,7 +190,7 @@ class DataConfig:
 # the versions without them did (not today's default): a run directory that lacks one was
 # made that way, and resuming it with another value is refused as another configuration.
 ADDED_LATER: dict[str, dict[str, Any]] = {
-    "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False},
+    "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None},
 }
 
 

@@ -74,15 +74,19 @@ class AGADState:
 
 
 def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
-    """Adam with the paper's learning rate and GANomaly's beta1."""
-    return _adam(cfg.train.learning_rate, cfg.train.beta1, cfg.train.beta2)
+    """Adam with the paper's learning rate and GANomaly's beta1; with ``grad_clip_norm``, the
+    gradient clipped to that global norm first."""
+    t = cfg.train
+    return _adam(t.learning_rate, t.beta1, t.beta2, t.grad_clip_norm)
 
 
 @functools.lru_cache(maxsize=None)
-def _adam(learning_rate: float, beta1: float, beta2: float) -> optax.GradientTransformation:
+def _adam(learning_rate: float, beta1: float, beta2: float,
+          grad_clip_norm: float | None = None) -> optax.GradientTransformation:
     # One object per setting: the optimiser is a static part of the state, so equal
     # settings must compare equal for jit to reuse its compiled step across runs.
-    return optax.adam(learning_rate, b1=beta1, b2=beta2)
+    adam = optax.adam(learning_rate, b1=beta1, b2=beta2)
+    return adam if grad_clip_norm is None else optax.chain(optax.clip_by_global_norm(grad_clip_norm), adam)
 
 
 def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | None = None,

@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxad.config import ExperimentConfig, ModelConfig, upgrade_config_dict
@@ -161,6 +162,7 @@ def test_ema_generator_scores_and_follows_the_warmed_up_average():
 @pytest.mark.parametrize("changes,message", [
     ({"model.pseudo_anomaly_bn": "separate"}, "pseudo_anomaly_bn"),
     ({"train.ema_decay": 1.0}, "ema_decay"),
+    ({"train.grad_clip_norm": 0.0}, "grad_clip_norm"),
     ({"train.ema_decay": -0.1}, "ema_decay"),
     ({"data.dataset": "svhn"}, "unknown dataset 'svhn'.*mnist"),
     ({"data.gamma": 1.0}, r"gamma must lie in \[0, 1\), got 1.0"),
@@ -268,6 +270,20 @@ def test_bad_images_are_refused_before_jit(bad, message):
         check_images(bad, TINY)
 
 
+def test_gradient_clipping_bounds_what_adam_sees():
+    # One step with anomalies: Adam's second moment after step 1 is (1 - beta2) g^2, so the
+    # global norm of sqrt(nu / (1 - beta2)) is the norm of the gradient Adam was given.
+    def adam_gradient_norms(clip):
+        state = create_train_state(tiny_config(**{"train.grad_clip_norm": clip}), jax.random.key(0))
+        after, _ = step(state, WITH_ANOMALIES, jax.random.key(1))
+        adam = [opt[-1][0] if clip else opt[0] for opt in (after.g_opt_state, after.d_opt_state)]
+        return [float(optax.global_norm(jax.tree.map(lambda v: jnp.sqrt(v / (1 - 0.999)), a.nu))) for a in adam]
+
+    unclipped = adam_gradient_norms(None)
+    clip = min(unclipped) / 4
+    assert all(norm == pytest.approx(clip, rel=1e-3) for norm in adam_gradient_norms(clip)), (unclipped, clip)
+
+
 def test_run_configs_written_by_earlier_versions_still_load():
     saved = json.loads(ExperimentConfig().to_json())
     del saved["model"]["pseudo_anomaly_bn"]
@@ -281,8 +297,9 @@ def test_run_configs_written_by_earlier_versions_still_load():
     assert cfg.model.pseudo_anomaly_bn == "normal_batch" and not cfg.model.advprop
     # A field the writing version did not have takes the value that describes what it did:
     # before pick_generator, the average always scored.
-    del old["train"]["pick_generator"]
+    del old["train"]["pick_generator"], old["train"]["grad_clip_norm"]
     assert ExperimentConfig.from_dict(old).train.pick_generator is False
+    assert ExperimentConfig.from_dict(old).train.grad_clip_norm is None  # no clipping before it
     assert ExperimentConfig().train.pick_generator is True
     # Resuming such a run directory with today's default is refused, naming the field.
     before_the_choice = json.loads(ExperimentConfig().to_json())
