@@ -277,7 +277,7 @@ def test_gradient_clipping_bounds_what_adam_sees():
         state = create_train_state(tiny_config(**{"train.grad_clip_norm": clip}), jax.random.key(0))
         after, _ = step(state, WITH_ANOMALIES, jax.random.key(1))
         adam = [opt[-1][0] if clip else opt[0] for opt in (after.g_opt_state, after.d_opt_state)]
-        return [float(optax.global_norm(jax.tree.map(lambda v: jnp.sqrt(v / (1 - 0.999)), a.nu))) for a in adam]
+        return [float(optax.tree.norm(jax.tree.map(lambda v: jnp.sqrt(v / (1 - 0.999)), a.nu))) for a in adam]
 
     unclipped = adam_gradient_norms(None)
     clip = min(unclipped) / 4
