@@ -274,10 +274,11 @@ def test_gradient_clipping_bounds_what_adam_sees():
     # One step with anomalies: Adam's second moment after step 1 is (1 - beta2) g^2, so the
     # global norm of sqrt(nu / (1 - beta2)) is the norm of the gradient Adam was given.
     def adam_gradient_norms(clip):
-        state = create_train_state(tiny_config(**{"train.grad_clip_norm": clip}), jax.random.key(0))
-        after, _ = step(state, WITH_ANOMALIES, jax.random.key(1))
+        cfg = tiny_config(**{"train.grad_clip_norm": clip})
+        after, _ = step(create_train_state(cfg, jax.random.key(0)), WITH_ANOMALIES, jax.random.key(1))
         adam = [opt[-1][0] if clip else opt[0] for opt in (after.g_opt_state, after.d_opt_state)]
-        return [float(optax.tree.norm(jax.tree.map(lambda v: jnp.sqrt(v / (1 - 0.999)), a.nu))) for a in adam]
+        beta2 = cfg.train.beta2
+        return [float(optax.tree.norm(jax.tree.map(lambda v: jnp.sqrt(v / (1 - beta2)), a.nu))) for a in adam]
 
     unclipped = adam_gradient_norms(None)
     clip = min(unclipped) / 4
