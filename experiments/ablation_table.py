@@ -48,12 +48,17 @@ def label_free_choice(history: list[dict[str, float]]) -> list[float]:
     return [_chosen(h)[1] for h in history]
 
 
+def recorded_normal_scores(record: dict[str, float]) -> dict[str, float]:
+    """Both generators' training-normal scores in an epoch that recorded both."""
+    # Runs with pick_generator record the average's own score; earlier ones scored with it.
+    return {"average": record.get("train_normal_score_average_generator", record["train_normal_score"]),
+            "live": record["train_normal_score_live_generator"]}
+
+
 def _chosen(record: dict[str, float]) -> tuple[float, float]:
     """(training-normal score, AUROC) of the generator ``choose_scoring_generator`` picks in an
     epoch that recorded both generators."""
-    # Runs with pick_generator record the average's own score; earlier ones scored with it.
-    normal_scores = {"average": record.get("train_normal_score_average_generator", record["train_normal_score"]),
-                     "live": record["train_normal_score_live_generator"]}
+    normal_scores = recorded_normal_scores(record)
     generator = choose_scoring_generator(normal_scores, pick=True)
     return normal_scores[generator], _average(record) if generator == "average" else record["auroc_live_generator"]
 

@@ -32,6 +32,8 @@ from jaxad.data import load_split
 from jaxad.metrics import auroc
 from jaxad.runs import as_scored, batch_statistics_aurocs, choose_scoring_generator, score
 
+from ablation_table import recorded_normal_scores  # a sibling script (experiments/ is on sys.path)
+
 LAYOUTS = ("running", "batch, mixed", "batch, normal first")
 
 
@@ -50,8 +52,8 @@ def scoring_generator(state, history: list[dict], epoch: int):
     record = history[epoch - 1]
     if "scoring_generator" in record or "train_normal_score_live_generator" not in record:
         return state
-    normal_scores = {"average": record["train_normal_score"], "live": record["train_normal_score_live_generator"]}
-    return as_scored(state, {"scoring_generator": choose_scoring_generator(normal_scores, pick=True)})
+    chosen = choose_scoring_generator(recorded_normal_scores(record), pick=True)
+    return as_scored(state, {"scoring_generator": chosen})
 
 
 def run_rows(run_dir: Path, data_dir: str | None, batch_size: int, kept: list[str]) -> list[dict[str, str]]:
