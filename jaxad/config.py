@@ -90,12 +90,12 @@ class LossConfig:
     ``"input"`` (x, G(x)), SPEC's default, or ``"pseudo"`` (G(x), G(G(x))), Algorithm 1's print.
     """
 
-    w_adv: float = _field(1.0, "weight of the adversarial (feature-matching) term")
+    w_adv: float = _field(1.0, "weight of the adversarial term")
     w_con: float = _field(50.0, "weight of the reconstruction term")
     w_adcon: float = _field(15.0, "weight of the contextual adversarial term (0 = the ablation "
                                   "without contextual adversarial information)")
-    w_lat: float = _field(5.0, "weight of the latent term")
-    eps: float = _field(1e-8, "guard inside the logarithms of the losses")
+    w_lat: float = _field(5.0, "weight of the latent (feature-matching) term")
+    eps: float = _field(1e-8, "guard in the anomaly branch's reciprocals, w / (error + eps)")
     anomaly_recon_pair: ReconPair = _field(
         "input", "the anomaly branch's reconstruction pair: input = (x, G(x)), pseudo = (G(x), G(G(x)))")
 

@@ -60,6 +60,16 @@ _train_step = xla.jit(indexed_train_step, donate_argnums=(0,))
 _train_step_many = xla.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
 _score_step = xla.jit(score_step, static_argnames="use_batch_statistics")
 SCORE_BATCH = 256
+# Step metrics whose extreme over an epoch's steps its record keeps beside their mean: a spike
+# of the anomaly loss is one step, and which reciprocal made it shows as the smallest of its
+# error (``w / (error + eps)``); the smallest D loss is what the D reset compares.
+EPOCH_EXTREMES: dict[str, tuple[str, Callable[[np.ndarray], Any]]] = {
+    "g_anomaly_loss": ("max", np.max),
+    "g_anomaly_adversarial": ("min", np.min),
+    "g_anomaly_reconstruction": ("min", np.min),
+    "g_anomaly_latent": ("min", np.min),
+    "d_loss": ("min", np.min),
+}
 # What --paper-protocol adds to each epoch's record (``batch_statistics_aurocs``).
 BATCH_STATISTICS_AUROCS = ("auroc_batch_statistics", "auroc_batch_statistics_normal_first")
 
@@ -295,12 +305,15 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
                   cfg: ExperimentConfig, epoch: int, started: float) -> tuple[dict[str, Any], AGADState]:
     """One epoch's history entry and the generator that scores it.
 
-    The entry: the mean of every step metric, D resets, the test AUROC of the scoring
-    generator (also with test-batch statistics when asked: ``batch_statistics_aurocs``) and
-    its mean score on training normals; with an EMA, also each candidate's AUROC and normal
-    score, and which scored."""
+    The entry: the mean of every step metric (and the extremes ``EPOCH_EXTREMES`` names), D
+    resets, the test AUROC of the scoring generator (also with test-batch statistics when
+    asked: ``batch_statistics_aurocs``) and its mean score on training normals; with an EMA,
+    also each candidate's AUROC and normal score, and which scored."""
     record: dict[str, Any] = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
     record["d_resets"] = float(np.sum(metrics["d_reset"]))
+    for name, (suffix, extreme) in EPOCH_EXTREMES.items():
+        if name in metrics:
+            record[f"{name}_{suffix}"] = float(extreme(metrics[name]))
     candidates = scoring_candidates(state)
     normal_scores = training_normal_scores(candidates, split.train_normal)
     chosen = choose_scoring_generator(normal_scores, cfg.train.pick_generator)
@@ -343,9 +356,10 @@ def _close(managers) -> None:
 _EpochInputs = tuple[np.ndarray, np.ndarray, jax.Array]  # per step: normal indices, anomaly indices, key
 
 
-def _epoch_inputs(cfg: ExperimentConfig, split: OneClassSplit, index: int) -> _EpochInputs:
-    """One model's epoch of 0-based ``index`` (the epoch's number - 1): (steps, Bn) normal and
-    (steps, Ba) anomaly indices, (steps,) keys."""
+def epoch_inputs(cfg: ExperimentConfig, split: OneClassSplit, index: int) -> _EpochInputs:
+    """What ``fit`` feeds the train step in the epoch of 0-based ``index`` (the epoch's number
+    - 1): (steps, Bn) normal and (steps, Ba) anomaly indices, (steps,) keys. A script that
+    calls ``indexed_train_step`` with these replays a run's steps exactly."""
     t = cfg.train
     normal_index, anomaly_index = epoch_indices(len(split.train_normal), len(split.train_anomaly), t.batch_size,
                                                 cfg.data.gamma, cfg.seed, index, t.min_anomalies_per_batch)
@@ -420,7 +434,7 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
         for epoch in bar:  # counting from 1
             started = time.perf_counter()
             normal_index, anomaly_index, keys = layout.step_inputs(
-                [_epoch_inputs(c, s, epoch - 1) for c, s in zip(cfgs, splits)])
+                [epoch_inputs(c, s, epoch - 1) for c, s in zip(cfgs, splits)])
             new_state, step_metrics = state, []
             for i in range(len(normal_index)):
                 # Dispatch is asynchronous: the host queues steps while the device works.

@@ -22,6 +22,13 @@ def test_models_trained_at_once_match_separate_runs(tmp_path):
         assert result.final_auroc == pytest.approx(alone.final_auroc, abs=0.5)
         np.testing.assert_allclose(result.test_scores, alone.test_scores, rtol=2e-3)
     assert together[0].final_auroc != together[1].final_auroc  # two different models
+    # Beside each step metric's mean, an epoch's record keeps the extremes a spike shows in:
+    # the largest anomaly loss, and the smallest of each error it takes the reciprocal of.
+    for record in together[0].history:
+        assert record["g_anomaly_loss_max"] >= record["g_anomaly_loss"]
+        for error in ("adversarial", "reconstruction", "latent"):
+            assert record[f"g_anomaly_{error}_min"] <= record[f"g_anomaly_{error}"]
+        assert record["d_loss_min"] <= record["d_loss"]
     assert (tmp_path / "b" / "result.json").exists()
 
 
