@@ -35,14 +35,15 @@ Metrics = dict[str, jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class StepSettings:
-    """What the step needs beyond arrays; static under jit."""
+    """What the step needs beyond arrays; static under jit. Built from the config by
+    ``create_train_state``, where the defaults live."""
 
-    loss: LossConfig = LossConfig()
-    pseudo_anomaly_bn: str = "auxiliary"
-    freeze_bn: bool = True
-    detach_pseudo: bool = False
-    ema_decay: float = 0.0
-    d_reset_threshold: float = 1e-5
+    loss: LossConfig
+    pseudo_anomaly_bn: str
+    freeze_bn: bool
+    detach_pseudo: bool
+    ema_decay: float
+    d_reset_threshold: float
     axis_name: str | None = None
 
 
