@@ -184,6 +184,20 @@ def test_freeze_bn_anomalies_leave_normal_statistics_unchanged():
     assert not tree_close(a.g_batch_stats, b.g_batch_stats)
 
 
+def test_freeze_bn_starts_the_latent_reciprocal_on_a_near_zero_error():
+    # Under Freeze-BN the anomaly passes are normalised with running statistics, which start
+    # at mean 0 and variance 1 while a fresh net's N(0, 0.02) activations are far smaller: D's
+    # features of x_a and of G(x_a) nearly vanish, and with them their L2, which the latent
+    # term w_lat / (L2 + eps) divides by. Batch statistics give features of unit scale.
+    metrics = {}
+    for freeze in (True, False):
+        state = create_train_state(tiny_config(**{"train.freeze_bn": freeze}), jax.random.key(0))
+        _, metrics[freeze] = step(state, WITH_ANOMALIES, jax.random.key(1))
+    assert float(metrics[False]["g_anomaly_latent"]) > 0.1
+    assert float(metrics[True]["g_anomaly_latent"]) < 1e-3 * float(metrics[False]["g_anomaly_latent"])
+    assert float(metrics[True]["g_anomaly_loss"]) > 1e3 * float(metrics[False]["g_anomaly_loss"])
+
+
 def test_discriminator_reset_fires_below_threshold_and_only_then():
     # Two batches whose D losses differ, and a threshold between them: the same step (one
     # compile) must reset D on the batch below it and only there.
@@ -230,7 +244,8 @@ def test_anomaly_recon_pair_switch_changes_the_anomaly_term():
     xa = WITH_ANOMALIES["anomaly"]
     terms = {}
     for pair in ("input", "pseudo"):
-        state = create_train_state(tiny_config(**{"loss.anomaly_recon_pair": pair}), jax.random.key(0))
+        state = create_train_state(tiny_config(**{"loss.anomaly_recon_pair": pair, "train.freeze_bn": True}),
+                                   jax.random.key(0))
         after, metrics = step(state, WITH_ANOMALIES, jax.random.key(1))
         terms[pair] = float(metrics["g_anomaly_reconstruction"])
     G = lambda x, aux=False: state.generator.apply({"params": state.g_params, "batch_stats": after.g_batch_stats},
