@@ -35,8 +35,7 @@ import numpy as np
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.data import load_split, padded_batches
-from jaxad.ema import recalibrate_ema_statistics
-from jaxad.runs import load_run, score
+from jaxad.runs import load_run, recalibrated, score
 from jaxad.metrics import auroc
 from jaxad.train import live_generator, reconstruct
 
@@ -61,8 +60,7 @@ def probe(run_dir: str, epoch: int | None, count: int, seed: int = 0, live: bool
     state, cfg = load_run(run_dir, epoch)
     split = load_split(cfg.data, seed=cfg.seed)
     # Checkpoints written before fit recalibrated the average hold statistics of the live G.
-    state = live_generator(state) if live else recalibrate_ema_statistics(state, split.train_normal,
-                                                                        cfg.train.batch_size)
+    state = live_generator(state) if live else recalibrated(state, cfg, split)
     rng = np.random.default_rng(seed)
     labels = np.asarray(split.test_labels)
     normal = split.test_images[labels == 0][:count]

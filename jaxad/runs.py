@@ -301,6 +301,15 @@ def as_scored(state: AGADState, record: dict[str, Any] | None) -> AGADState:
     return live_generator(state) if record and record.get("scoring_generator") == "live" else state
 
 
+def recalibrated(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit) -> AGADState:
+    """``state`` as ``fit`` scores and checkpoints it: the averaged generator's statistics
+    recomputed (``jaxad.ema``) on the training images, in batches composed as the step's are."""
+    normals_per_batch, anomalies_per_batch = batch_composition(
+        cfg.train.batch_size, cfg.data.gamma, cfg.train.min_anomalies_per_batch)
+    return recalibrate_ema_statistics(state, split.train_normal, normals_per_batch,
+                                      anomaly_images=split.train_anomaly, anomalies_per_batch=anomalies_per_batch)
+
+
 def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneClassSplit,
                   cfg: ExperimentConfig, epoch: int, started: float) -> tuple[dict[str, Any], AGADState]:
     """One epoch's history entry and the generator that scores it.
@@ -448,9 +457,7 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
                 check_finite(model_metrics, f"epoch {epoch}: loss ")
             state = new_state
             for k, (cfg, split, manager, history) in enumerate(zip(cfgs, splits, managers, histories)):
-                # The averaged generator scores with statistics of its own (jaxad.ema).
-                model_state = recalibrate_ema_statistics(layout.model(state, k), normal_images,
-                                                         cfg.train.batch_size)
+                model_state = recalibrated(layout.model(state, k), cfg, split)
                 record, scored[k] = _epoch_record(metrics[k], model_state, split, cfg, epoch, started)
                 history.append(record)
                 if manager is not None:

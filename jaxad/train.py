@@ -171,32 +171,66 @@ def _reconstruct_pseudo(G: nn.Module, g_params, running_stats, normal_batch_stat
                         mode: str):
     """G(x_hat), the pseudo-anomaly pass, normalised as ``ModelConfig.pseudo_anomaly_bn`` says.
 
-    Returns (G(x_hat), running statistics after the pass)."""
+    Returns (G(x_hat), running statistics after the pass, whether the pass updated G's main
+    running statistics)."""
     if mode == "auxiliary":   # AdvProp: auxiliary BatchNorm with its own running statistics
-        return _apply(G, g_params, running_stats, x_hat, True, aux=True)
+        return (*_apply(G, g_params, running_stats, x_hat, True, aux=True), False)
     if mode == "shared":      # the same BatchNorm; x_hat's statistics enter the running ones
-        return _apply(G, g_params, running_stats, x_hat, True)
+        return (*_apply(G, g_params, running_stats, x_hat, True), True)
     if mode == "shared_no_update":
-        return _apply(G, g_params, running_stats, x_hat, True)[0], running_stats
+        return _apply(G, g_params, running_stats, x_hat, True)[0], running_stats, False
     # "normal_batch": normalised exactly as the normal batch was, so no batch-level cue
     # (x_hat's own statistics) can tell G which pass it is in.
-    return _apply(G, g_params, normal_batch_stats, x_hat, False)[0], running_stats
+    return _apply(G, g_params, normal_batch_stats, x_hat, False)[0], running_stats, False
+
+
+class GeneratorPasses(NamedTuple):
+    """Every pass a train step makes through G, and what they leave in its running statistics."""
+
+    x_hat: jax.Array            # G(x), the normals' reconstructions
+    x_hat2: jax.Array           # G(x_hat), the pseudo-anomaly pass
+    xa_hat: jax.Array | None    # G(x_a), with anomalies in the batch
+    xa_hat2: jax.Array | None   # G(G(x_a)), with anomaly_recon_pair "pseudo"
+    batch_stats: Any            # G's running statistics after the passes
+    updates: int                # how many passes updated G's main running statistics (static)
+
+
+def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: StepSettings) -> GeneratorPasses:
+    """G's passes of one train step, in order, normalised as ``s`` says: the normals, the
+    pseudo-anomaly pass on their reconstructions, and with anomalies in ``batch`` the
+    anomalies (running statistics under Freeze-BN) and, for the "pseudo" pair, their
+    reconstructions. Shared by the step and by ``jaxad.ema``, which recomputes the running
+    statistics these passes would give the averaged generator."""
+    x = batch["normal"]
+    x_hat, stats, normal_batch_stats = _reconstruct_normal(
+        G, g_params, running_stats, x, want_batch_stats=s.pseudo_anomaly_bn == "normal_batch")
+    # The reconstruction is a pseudo-anomaly that G must fail to reconstruct.
+    pseudo = lax.stop_gradient(x_hat) if s.detach_pseudo else x_hat
+    x_hat2, stats, pseudo_updates = _reconstruct_pseudo(G, g_params, stats, normal_batch_stats, pseudo,
+                                                        s.pseudo_anomaly_bn)
+    updates = 1 + pseudo_updates
+    xa_hat = xa_hat2 = None
+    if has_anomalies(batch):
+        # Freeze-BN: true anomalies are normalised with running statistics and never update them.
+        train_on_anomalies = not s.freeze_bn
+        xa_hat, stats = _apply(G, g_params, stats, batch["anomaly"], train_on_anomalies)
+        updates += train_on_anomalies
+        if s.loss.anomaly_recon_pair == "pseudo":
+            auxiliary = s.pseudo_anomaly_bn == "auxiliary"
+            xa_hat2, stats = _apply(G, g_params, stats, xa_hat, train_on_anomalies, aux=auxiliary)
+            updates += train_on_anomalies and not auxiliary
+    return GeneratorPasses(x_hat, x_hat2, xa_hat, xa_hat2, stats, int(updates))
 
 
 def _generator_loss(g_params, state: AGADState, batch: Batch):
     s, G, D = state.settings, state.generator, state.discriminator
     x = batch["normal"]
-    x_hat, g_stats, normal_batch_stats = _reconstruct_normal(
-        G, g_params, state.g_batch_stats, x, want_batch_stats=s.pseudo_anomaly_bn == "normal_batch")
-    # The reconstruction is a pseudo-anomaly that G must fail to reconstruct.
-    pseudo = lax.stop_gradient(x_hat) if s.detach_pseudo else x_hat
-    x_hat2, g_stats = _reconstruct_pseudo(G, g_params, g_stats, normal_batch_stats, pseudo,
-                                          s.pseudo_anomaly_bn)
+    g = generator_passes(G, g_params, state.g_batch_stats, batch, s)
     # D's statistics are updated by its own step; here they only normalise.
     (_, real_features), _ = _apply(D, state.d_params, state.d_batch_stats, x, True)
-    (fake_logits, fake_features), _ = _apply(D, state.d_params, state.d_batch_stats, x_hat, True)
-    normal = NormalTerms(adversarial_loss(fake_logits), contextual_loss(x, x_hat),
-                         contextual_adversarial_loss(x_hat, x_hat2),
+    (fake_logits, fake_features), _ = _apply(D, state.d_params, state.d_batch_stats, g.x_hat, True)
+    normal = NormalTerms(adversarial_loss(fake_logits), contextual_loss(x, g.x_hat),
+                         contextual_adversarial_loss(g.x_hat, g.x_hat2),
                          latent_loss(real_features, fake_features))
     loss = generator_normal_loss(normal, s.loss)
     metrics = {"g_adversarial": normal.adversarial, "g_contextual": normal.contextual,
@@ -204,18 +238,11 @@ def _generator_loss(g_params, state: AGADState, batch: Batch):
                "g_latent": normal.latent, "g_normal_loss": loss}
     if has_anomalies(batch):
         xa = batch["anomaly"]
-        # Freeze-BN: true anomalies are normalised with running statistics and never update them.
-        train_on_anomalies = not s.freeze_bn
-        xa_hat, g_stats = _apply(G, g_params, g_stats, xa, train_on_anomalies)
+        train_on_anomalies = not s.freeze_bn  # D too: Freeze-BN normalises anomalies with running statistics
         (_, anomaly_features), _ = _apply(D, state.d_params, state.d_batch_stats, xa, train_on_anomalies)
         (anomaly_fake_logits, anomaly_fake_features), _ = _apply(
-            D, state.d_params, state.d_batch_stats, xa_hat, train_on_anomalies)
-        if s.loss.anomaly_recon_pair == "input":
-            recon = l1(xa, xa_hat)
-        else:
-            xa_hat2, g_stats = _apply(G, g_params, g_stats, xa_hat, train_on_anomalies,
-                                      aux=s.pseudo_anomaly_bn == "auxiliary")
-            recon = l1(xa_hat, xa_hat2)
+            D, state.d_params, state.d_batch_stats, g.xa_hat, train_on_anomalies)
+        recon = l1(xa, g.xa_hat) if s.loss.anomaly_recon_pair == "input" else l1(g.xa_hat, g.xa_hat2)
         terms = AnomalyTerms(bce(anomaly_fake_logits, 0.0), recon,
                              latent_loss(anomaly_features, anomaly_fake_features))
         # Reciprocals of errors averaged over the global anomaly batch, on every device count.
@@ -227,7 +254,7 @@ def _generator_loss(g_params, state: AGADState, batch: Batch):
                         "g_anomaly_latent": terms.latent, "g_anomaly_loss": anomaly_loss})
     metrics["g_loss"] = loss
     # Differentiate the global-batch loss: see train_step on why this pmean is needed.
-    return _cross_device_mean(loss, s.axis_name), (g_stats, lax.stop_gradient(x_hat), metrics)
+    return _cross_device_mean(loss, s.axis_name), (g.batch_stats, lax.stop_gradient(g.x_hat), metrics)
 
 
 def _discriminator_loss(d_params, state: AGADState, batch: Batch, x_hat: jax.Array):

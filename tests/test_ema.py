@@ -10,15 +10,16 @@ from jaxad.config import ExperimentConfig, ModelConfig
 from jaxad.data import load_split
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.metrics import auroc
-from jaxad.runs import as_scored, choose_scoring_generator
-from jaxad.train import create_train_state, live_generator, reconstruct, train_step
+from jaxad.runs import as_scored, choose_scoring_generator, recalibrated
+from jaxad.train import create_train_state, generator_passes, live_generator, reconstruct, train_step
 
 step = jax.jit(train_step)
 
 
-def trained_state(pseudo_anomaly_bn: str = "auxiliary", ema_decay: float = 0.99, steps: int = 3):
+def trained_state(pseudo_anomaly_bn: str = "auxiliary", ema_decay: float = 0.99, steps: int = 3,
+                  freeze_bn: bool = True):
     cfg = ExperimentConfig(model=ModelConfig(backbone="naive", channels=1, width=0.125)).replace(
-        **{"train.ema_decay": ema_decay, "model.pseudo_anomaly_bn": pseudo_anomaly_bn})
+        **{"train.ema_decay": ema_decay, "model.pseudo_anomaly_bn": pseudo_anomaly_bn, "train.freeze_bn": freeze_bn})
     state = create_train_state(cfg, jax.random.key(0))
     for i in range(steps):
         batch = {"normal": jax.random.uniform(jax.random.key(10 + i), (8, 32, 32, 1), minval=-1, maxval=1)}
@@ -65,12 +66,46 @@ def test_auxiliary_statistics_and_a_state_without_average_are_left_alone():
         recalibrate_ema_statistics(state, x[:0])
 
 
+def repeat_passes(state, batch, times: int):
+    """G's running statistics after ``times`` train steps' passes on ``batch`` with the averaged weights."""
+    passes = jax.jit(lambda stats: generator_passes(state.generator, state.g_ema_params, stats, batch,
+                                                    state.settings).batch_stats)
+    stats = state.g_ema_batch_stats
+    for _ in range(times):
+        stats = passes(stats)
+    return stats
+
+
+def main_leaves(stats) -> list:
+    return [v for path, v in jax.tree_util.tree_flatten_with_path(stats)[0]
+            if not any(getattr(k, "key", None) == "aux" for k in path)]
+
+
+@pytest.mark.parametrize("freeze_bn", [False, True])
+def test_with_anomalies_the_statistics_are_where_the_steps_passes_settle(freeze_bn):
+    # Without Freeze-BN each step updates G's running statistics twice, with the normals' and
+    # then with the anomalies' own statistics: they settle at (0.9 normal + anomaly) / 1.9,
+    # over half the anomalies', and that is what the live G scores with. Under Freeze-BN
+    # anomalies never update them and the normals' alone remain.
+    state = trained_state(freeze_bn=freeze_bn)
+    normals = jax.random.uniform(jax.random.key(3), (8, 32, 32, 1), minval=-1, maxval=1)
+    anomalies = jax.random.uniform(jax.random.key(4), (4, 32, 32, 1), minval=-0.2, maxval=1)
+    recalibrated = recalibrate_ema_statistics(state, normals, 8, anomaly_images=anomalies, anomalies_per_batch=4)
+    settled = repeat_passes(state, {"normal": normals, "anomaly": anomalies}, 150)  # 0.81^150 ~ 2e-14
+    for got, want in zip(main_leaves(recalibrated.g_ema_batch_stats), main_leaves(settled)):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+    normals_only = recalibrate_ema_statistics(state, normals, 8).g_ema_batch_stats
+    same = [np.allclose(a, b, rtol=1e-5, atol=1e-7)
+            for a, b in zip(main_leaves(recalibrated.g_ema_batch_stats), main_leaves(normals_only))]
+    assert all(same) if freeze_bn else not any(same)
+
+
 def test_fit_scores_checkpoints_and_returns_the_recalibrated_average(tmp_path):
     cfg = ExperimentConfig(model=ModelConfig(width=0.125)).replace(
         **{"train.epochs": 1, "train.batch_size": 32, "train.pick_generator": False})
     split = load_split(cfg.data)
     result = fit(cfg, split, run_dir=tmp_path / "run", progress=False)
-    again = recalibrate_ema_statistics(result.state, split.train_normal, 32)
+    again = recalibrated(result.state, cfg, split)
     assert jax.tree.all(jax.tree.map(np.array_equal, again.g_ema_batch_stats, result.state.g_ema_batch_stats))
     assert result.final_auroc == pytest.approx(auroc(split.test_labels, score(result.state, split.test_images)))
     # Each epoch also records, label-free, how both generators score training normals.

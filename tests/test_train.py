@@ -107,14 +107,14 @@ def test_normal_batch_mode_normalises_the_pseudo_pass_with_the_normal_batch_stat
     state = create_train_state(tiny_config(**{"model.pseudo_anomaly_bn": "normal_batch"}), jax.random.key(0))
     x, G = NORMAL["normal"], state.generator
     x_hat, _, batch_stats = _reconstruct_normal(G, state.g_params, state.g_batch_stats, x, True)
-    again, stats_after = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, batch_stats, x,
-                                             "normal_batch")
+    again, stats_after, updated = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, batch_stats, x,
+                                                      "normal_batch")
     np.testing.assert_allclose(again, x_hat, rtol=1e-4, atol=1e-5)
-    assert tree_equal(stats_after, state.g_batch_stats)
-    with_own_stats, _ = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, None, x_hat,
-                                            "shared_no_update")
-    with_normal_stats, _ = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, batch_stats, x_hat,
-                                               "normal_batch")
+    assert tree_equal(stats_after, state.g_batch_stats) and not updated
+    with_own_stats, _, _ = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, None, x_hat,
+                                               "shared_no_update")
+    with_normal_stats, _, _ = _reconstruct_pseudo(G, state.g_params, state.g_batch_stats, batch_stats, x_hat,
+                                                  "normal_batch")
     assert not np.allclose(with_own_stats, with_normal_stats, atol=1e-3)
 
 
