@@ -108,6 +108,10 @@ class TrainConfig:
     """Optimisation, Freeze-BN (paper section 6.2; AdvProp is ``ModelConfig.pseudo_anomaly_bn``), stabilisers.
 
     ``freeze_bn``: true anomalies are normalised with running statistics and never update them.
+    Off by default, as in the paper's base configuration (SPEC section 1): on, a fresh net's
+    running statistics shrink D's features of anomalies to near zero, the latent reciprocal
+    starts in the tens of thousands, and Adam's second moment keeps G frozen (BUILD_NOTES.md,
+    findings 10 and 11).
     ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
     ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
     (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
@@ -133,7 +137,8 @@ class TrainConfig:
     min_anomalies_per_batch: int = _field(
         32, "with gamma > 0, anomalies in every batch at least (the paper's 32 of 256; lower it for "
             "small batches, e.g. 4 for a batch of 32)")
-    freeze_bn: bool = _field(True, "true anomalies never update BN statistics (--no-freeze-bn lets them)")
+    freeze_bn: bool = _field(False, "normalise true anomalies with running statistics, never updating them "
+                                    "(off by default, as the paper's base configuration; BUILD_NOTES finding 11)")
     detach_pseudo: bool = _field(False, "no gradient into G(x) through G(G(x))")
     ema_decay: float = _field(0.99, "score with an EMA of G's weights at this decay, its BatchNorm statistics "
                                     "recomputed on the training normals (0 = score with G itself)")
