@@ -18,6 +18,7 @@ PseudoAnomalyBN = Literal["auxiliary", "shared", "shared_no_update", "normal_bat
 PSEUDO_ANOMALY_BN: tuple[str, ...] = typing.get_args(PseudoAnomalyBN)
 Source = Literal["auto", "raw", "tfds"]
 ReconPair = Literal["input", "pseudo"]
+AdversarialTarget = Literal[0, 1]
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -88,6 +89,11 @@ class LossConfig:
     ``w_adcon = 0`` is the paper's "without contextual adversarial information" ablation.
     ``anomaly_recon_pair``: which pair the anomaly branch's reconstruction term is taken on:
     ``"input"`` (x, G(x)), SPEC's default, or ``"pseudo"`` (G(x), G(G(x))), Algorithm 1's print.
+    ``anomaly_adversarial_target``: the label t in the anomaly branch's adversarial term
+    ``w_adv / (bce(D(G(x_a)), t) + eps)``. 0 as Algorithm 1 prints it: G pushes D to call its
+    reconstruction of an anomaly real, and the term diverges as D grows certain it is fake.
+    1: the normal branch's adversarial error, maximised, so G pushes D to call it fake, as D is
+    itself trained to (BUILD_NOTES.md, finding 11).
     """
 
     w_adv: float = _field(1.0, "weight of the adversarial term")
@@ -98,9 +104,13 @@ class LossConfig:
     eps: float = _field(1e-8, "guard in the anomaly branch's reciprocals, w / (error + eps)")
     anomaly_recon_pair: ReconPair = _field(
         "input", "the anomaly branch's reconstruction pair: input = (x, G(x)), pseudo = (G(x), G(G(x)))")
+    anomaly_adversarial_target: AdversarialTarget = _field(
+        0, "the label t in the anomaly branch's w_adv / (bce(D(G(x_a)), t) + eps): 0 as Algorithm 1 prints "
+           "it (G pushes D to call G(x_a) real), 1 the normal branch's error maximised (G pushes D to call it fake)")
 
     def __post_init__(self) -> None:
         _check_choice("anomaly_recon_pair", self.anomaly_recon_pair, ReconPair)
+        _check_choice("anomaly_adversarial_target", self.anomaly_adversarial_target, AdversarialTarget)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +205,7 @@ class DataConfig:
 # the versions without them did (not today's default): a run directory that lacks one was
 # made that way, and resuming it with another value is refused as another configuration.
 ADDED_LATER: dict[str, dict[str, Any]] = {
+    "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None},
 }
 

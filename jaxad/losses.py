@@ -67,7 +67,7 @@ class NormalTerms(NamedTuple):
 class AnomalyTerms(NamedTuple):
     """The unweighted errors the generator maximises on true anomalies."""
 
-    adversarial: jax.Array      # bce(D(G(x_a)), 0)
+    adversarial: jax.Array      # bce(D(G(x_a)), t), t = LossConfig.anomaly_adversarial_target
     reconstruction: jax.Array   # L1 on the pair ``LossConfig.anomaly_recon_pair`` chooses
     latent: jax.Array           # L2(f(x_a), f(G(x_a)))
 

@@ -243,7 +243,7 @@ def _generator_loss(g_params, state: AGADState, batch: Batch):
         (anomaly_fake_logits, anomaly_fake_features), _ = _apply(
             D, state.d_params, state.d_batch_stats, g.xa_hat, train_on_anomalies)
         recon = l1(xa, g.xa_hat) if s.loss.anomaly_recon_pair == "input" else l1(g.xa_hat, g.xa_hat2)
-        terms = AnomalyTerms(bce(anomaly_fake_logits, 0.0), recon,
+        terms = AnomalyTerms(bce(anomaly_fake_logits, float(s.loss.anomaly_adversarial_target)), recon,
                              latent_loss(anomaly_features, anomaly_fake_features))
         # Reciprocals of errors averaged over the global anomaly batch, on every device count.
         terms = AnomalyTerms(*_cross_device_mean(tuple(terms), s.axis_name))

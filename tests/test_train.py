@@ -260,6 +260,26 @@ def test_anomaly_recon_pair_switch_changes_the_anomaly_term():
         tiny_config(**{"loss.anomaly_recon_pair": "both"})
 
 
+def test_anomaly_adversarial_target_is_the_label_the_reciprocal_takes_bce_against():
+    # Without Freeze-BN the anomalies pass G and D in training mode, on their own batch
+    # statistics, so D's logits on G(x_a) can be recomputed from the parameters alone.
+    xa = WITH_ANOMALIES["anomaly"]
+    for target in (0, 1):
+        state = create_train_state(tiny_config(**{"loss.anomaly_adversarial_target": target,
+                                                  "train.freeze_bn": False}), jax.random.key(0))
+        _, metrics = step(state, WITH_ANOMALIES, jax.random.key(1))
+        xa_hat, _ = state.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats}, xa,
+                                          train=True, mutable=["batch_stats"])
+        (logits, _), _ = state.discriminator.apply({"params": state.d_params, "batch_stats": state.d_batch_stats},
+                                                   xa_hat, train=True, mutable=["batch_stats"])
+        expected = optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)).mean()
+        assert float(metrics["g_anomaly_adversarial"]) == pytest.approx(float(expected), rel=1e-4)
+        assert float(expected) != pytest.approx(
+            float(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, 1 - target)).mean()), rel=1e-3)
+    with pytest.raises(ValueError, match="anomaly_adversarial_target"):
+        tiny_config(**{"loss.anomaly_adversarial_target": 2})
+
+
 def test_score_is_l2_norm_of_reconstruction_error_with_running_statistics():
     state = create_train_state(tiny_config(), jax.random.key(0))
     x = NORMAL["normal"]
@@ -316,6 +336,8 @@ def test_run_configs_written_by_earlier_versions_still_load():
     del old["train"]["pick_generator"], old["train"]["grad_clip_norm"]
     assert ExperimentConfig.from_dict(old).train.pick_generator is False
     assert ExperimentConfig.from_dict(old).train.grad_clip_norm is None  # no clipping before it
+    del old["loss"]["anomaly_adversarial_target"]
+    assert ExperimentConfig.from_dict(old).loss.anomaly_adversarial_target == 0  # Algorithm 1's label before it
     assert ExperimentConfig().train.pick_generator is True
     # Resuming such a run directory with today's default is refused, naming the field.
     before_the_choice = json.loads(ExperimentConfig().to_json())
