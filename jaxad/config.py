@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 # How the generator's pseudo-anomaly pass G(x_hat) is batch-normalised (see ModelConfig).
 PseudoAnomalyBN = Literal["auxiliary", "shared", "shared_no_update", "normal_batch"]
@@ -208,6 +208,26 @@ ADDED_LATER: dict[str, dict[str, Any]] = {
     "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None},
 }
+
+
+# Fields only the anomaly branch reads: with gamma = 0 there are no anomalies and they cannot
+# change a run, so a run or benchmark made with other values of them is the same one (a
+# default changed for gamma > 0 does not stop a gamma-0 benchmark from resuming).
+ANOMALY_ONLY_FIELDS = ("train.freeze_bn", "train.min_anomalies_per_batch", "loss.anomaly_recon_pair",
+                       "loss.anomaly_adversarial_target", "data.anomaly_classes")
+
+
+def without_inert_fields(d: dict[str, Any], gammas: Sequence[float]) -> dict[str, Any]:
+    """A section-keyed config dict without ``ANOMALY_ONLY_FIELDS`` when every gamma in
+    ``gammas`` is 0 (as it is, unchanged, otherwise): what decides whether two runs are the same."""
+    if any(g > 0 for g in gammas):
+        return d
+    d = {key: dict(value) if isinstance(value, dict) else value for key, value in d.items()}
+    for dotted in ANOMALY_ONLY_FIELDS:
+        section, name = dotted.split(".")
+        if isinstance(d.get(section), dict):
+            d[section].pop(name, None)
+    return d
 
 
 def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxad import checkpoint, report
-from jaxad.config import ExperimentConfig, upgrade_config_dict
+from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import DATASETS, Dataset, batch_composition, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.runs import fit, fit_many, is_complete
@@ -117,6 +117,10 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
         saved = read_json(marker)
         if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
             saved["base"] = upgrade_config_dict(saved["base"])
+        # Fields that cannot change any of the runs (gamma 0 throughout) do not make it another benchmark.
+        for marked in (saved, identity):
+            if isinstance(marked.get("base"), dict):
+                marked["base"] = without_inert_fields(marked["base"], marked.get("gammas", []))
         if saved != identity:
             differs = sorted(k for k in identity if saved.get(k) != identity[k])
             raise BenchmarkMismatchError(

@@ -48,7 +48,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxad import checkpoint, parallel, xla
-from jaxad.config import ExperimentConfig, upgrade_config_dict
+from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.files import read_json, write_json_atomic
@@ -204,7 +204,9 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
     current = json.loads(cfg.to_json())
     fingerprint = split_fingerprint(split)
     if config_file.exists():
-        differences = config_differences(upgrade_config_dict(read_json(config_file)), current)
+        saved = upgrade_config_dict(read_json(config_file))
+        differences = config_differences(without_inert_fields(saved, [saved["data"]["gamma"]]),
+                                         without_inert_fields(current, [current["data"]["gamma"]]))
         if differences:
             raise ConfigMismatchError(
                 f"{run_dir} holds a run of another configuration ({'; '.join(differences)}); "

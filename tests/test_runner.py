@@ -88,6 +88,8 @@ def test_a_benchmark_written_in_an_earlier_config_layout_resumes(benchmark_dir, 
 
     def as_written_before(config: dict) -> dict:  # pseudo_anomaly_bn was a TrainConfig field
         config["train"]["pseudo_anomaly_bn"] = config["model"].pop("pseudo_anomaly_bn")
+        # Freeze-BN was on by default: at gamma 0 (no anomalies) that made no difference.
+        config["train"]["freeze_bn"] = True
         return config
 
     marker = json.loads((out / "benchmark.json").read_text())

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxad.config import ExperimentConfig, ModelConfig, upgrade_config_dict
+from jaxad.config import ExperimentConfig, ModelConfig, upgrade_config_dict, without_inert_fields
 from jaxad.runs import config_differences
 from jaxad.train import (_reconstruct_normal, _reconstruct_pseudo, check_images, create_train_state,
                          live_generator, reconstruct, score_step, train_step)
@@ -318,6 +318,14 @@ def test_gradient_clipping_bounds_what_adam_sees():
     unclipped = adam_gradient_norms(None)
     clip = min(unclipped) / 4
     assert all(norm == pytest.approx(clip, rel=1e-3) for norm in adam_gradient_norms(clip)), (unclipped, clip)
+
+
+def test_fields_only_the_anomaly_branch_reads_make_no_other_run_at_gamma_0():
+    frozen = ExperimentConfig().replace(**{"train.freeze_bn": True, "loss.anomaly_adversarial_target": 1})
+    for gamma, expected in ((0.0, []), (0.05, ["loss.anomaly_adversarial_target: 0 in the run directory, 1 now",
+                                               "train.freeze_bn: False in the run directory, True now"])):
+        saved, current = (json.loads(c.replace(**{"data.gamma": gamma}).to_json()) for c in (ExperimentConfig(), frozen))
+        assert config_differences(without_inert_fields(saved, [gamma]), without_inert_fields(current, [gamma])) == expected
 
 
 def test_run_configs_written_by_earlier_versions_still_load():
