@@ -90,10 +90,10 @@ class LossConfig:
     ``anomaly_recon_pair``: which pair the anomaly branch's reconstruction term is taken on:
     ``"input"`` (x, G(x)), SPEC's default, or ``"pseudo"`` (G(x), G(G(x))), Algorithm 1's print.
     ``anomaly_adversarial_target``: the label t in the anomaly branch's adversarial term
-    ``w_adv / (bce(D(G(x_a)), t) + eps)``. 0 as Algorithm 1 prints it: G pushes D to call its
-    reconstruction of an anomaly real, and the term diverges as D grows certain it is fake.
-    1: the normal branch's adversarial error, maximised, so G pushes D to call it fake, as D is
-    itself trained to (BUILD_NOTES.md, finding 11).
+    ``w_adv / (bce(D(G(x_a)), t) + eps)``. 1 (default): the normal branch's adversarial error,
+    maximised, so G pushes D to call its reconstruction of an anomaly fake, as D is itself
+    trained to. 0, as Algorithm 1 prints it: G pushes D to call it real, and the term diverges
+    as D grows certain it is fake (BUILD_NOTES.md, finding 11).
     """
 
     w_adv: float = _field(1.0, "weight of the adversarial term")
@@ -105,8 +105,9 @@ class LossConfig:
     anomaly_recon_pair: ReconPair = _field(
         "input", "the anomaly branch's reconstruction pair: input = (x, G(x)), pseudo = (G(x), G(G(x)))")
     anomaly_adversarial_target: AdversarialTarget = _field(
-        0, "the label t in the anomaly branch's w_adv / (bce(D(G(x_a)), t) + eps): 0 as Algorithm 1 prints "
-           "it (G pushes D to call G(x_a) real), 1 the normal branch's error maximised (G pushes D to call it fake)")
+        1, "the label t in the anomaly branch's w_adv / (bce(D(G(x_a)), t) + eps): 1 the normal branch's error "
+           "maximised (G pushes D to call G(x_a) fake), 0 as Algorithm 1 prints it (G pushes D to call it real; "
+           "diverges as D grows certain)")
 
     def __post_init__(self) -> None:
         _check_choice("anomaly_recon_pair", self.anomaly_recon_pair, ReconPair)
@@ -217,13 +218,18 @@ ANOMALY_ONLY_FIELDS = ("train.freeze_bn", "train.min_anomalies_per_batch", "loss
                        "loss.anomaly_adversarial_target", "data.anomaly_classes")
 
 
+# Where the data was read from is not what it is: the split's fingerprint (data.json) checks
+# the data itself, so the same files reached by another path resume the same run.
+LOCATION_FIELDS = ("data.data_dir",)
+
+
 def without_inert_fields(d: dict[str, Any], gammas: Sequence[float]) -> dict[str, Any]:
-    """A section-keyed config dict without ``ANOMALY_ONLY_FIELDS`` when every gamma in
-    ``gammas`` is 0 (as it is, unchanged, otherwise): what decides whether two runs are the same."""
-    if any(g > 0 for g in gammas):
-        return d
+    """A section-keyed config dict without the fields that cannot make another run:
+    ``LOCATION_FIELDS``, and ``ANOMALY_ONLY_FIELDS`` when every gamma in ``gammas`` is 0. What
+    decides whether a run directory or benchmark holds the run asked for."""
+    inert = LOCATION_FIELDS + (ANOMALY_ONLY_FIELDS if not any(g > 0 for g in gammas) else ())
     d = {key: dict(value) if isinstance(value, dict) else value for key, value in d.items()}
-    for dotted in ANOMALY_ONLY_FIELDS:
+    for dotted in inert:
         section, name = dotted.split(".")
         if isinstance(d.get(section), dict):
             d[section].pop(name, None)

@@ -321,11 +321,17 @@ def test_gradient_clipping_bounds_what_adam_sees():
 
 
 def test_fields_only_the_anomaly_branch_reads_make_no_other_run_at_gamma_0():
-    frozen = ExperimentConfig().replace(**{"train.freeze_bn": True, "loss.anomaly_adversarial_target": 1})
-    for gamma, expected in ((0.0, []), (0.05, ["loss.anomaly_adversarial_target: 0 in the run directory, 1 now",
+    frozen = ExperimentConfig().replace(**{"train.freeze_bn": True, "loss.anomaly_adversarial_target": 0})
+    for gamma, expected in ((0.0, []), (0.05, ["loss.anomaly_adversarial_target: 1 in the run directory, 0 now",
                                                "train.freeze_bn: False in the run directory, True now"])):
         saved, current = (json.loads(c.replace(**{"data.gamma": gamma}).to_json()) for c in (ExperimentConfig(), frozen))
         assert config_differences(without_inert_fields(saved, [gamma]), without_inert_fields(current, [gamma])) == expected
+
+
+def test_the_same_data_read_from_another_path_is_the_same_run():
+    here, there = (json.loads(ExperimentConfig().replace(**{"data.data_dir": d, "data.gamma": 0.05}).to_json())
+                   for d in ("../shared/datasets/mnist", "/work/shared/datasets/mnist"))
+    assert config_differences(without_inert_fields(here, [0.05]), without_inert_fields(there, [0.05])) == []
 
 
 def test_run_configs_written_by_earlier_versions_still_load():
