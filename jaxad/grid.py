@@ -117,7 +117,8 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
         saved = read_json(marker)
         if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
             saved["base"] = upgrade_config_dict(saved["base"])
-        # Fields that cannot change any of the runs (gamma 0 throughout) do not make it another benchmark.
+        # Fields that cannot change any of its runs (where the data lies; at gamma 0 throughout, the
+        # anomaly branch's) do not make it another benchmark.
         for marked in (saved, identity):
             if isinstance(marked.get("base"), dict):
                 marked["base"] = without_inert_fields(marked["base"], marked.get("gammas", []))
