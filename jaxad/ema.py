@@ -29,11 +29,14 @@ def _settled_statistics(state: AGADState, batch: Batch):
     """The running statistics the step's passes through the averaged generator settle at on
     one batch. From zero, k updating passes leave sum_i (1 - m) m^(k - i) b_i (m the momentum,
     b_i pass i's batch statistics); repeating them from s gives m^k s + that, whose fixed point
-    is that / (1 - m^k). (The auxiliary layers' values come back too; the caller keeps the old.)"""
+    is that / (1 - m^k). The auxiliary layers' come back as zeros (the caller keeps their old
+    values): so XLA drops the passes that only update those, such as AdvProp's G(x_hat)."""
     G = state.generator.clone(axis_name=None)
     zeros = jax.tree.map(jnp.zeros_like, state.g_ema_batch_stats)
     passes = generator_passes(G, state.g_ema_params, zeros, batch, state.settings)
-    return jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM ** passes.updates), passes.batch_stats)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, s: jnp.zeros_like(s) if _is_auxiliary(path) else s / (1.0 - BN_MOMENTUM ** passes.updates),
+        passes.batch_stats)
 
 
 def _is_auxiliary(path) -> bool:
