@@ -10,11 +10,11 @@ averaged and the live generator's final AUROC and the live one's epochs below 50
 EMA ("final" is the generator the run scored with: the average, or with ``pick_generator`` the
 one it chose), and the
 final ``g_contextual_adversarial`` (L1 between G(x_hat) and x_hat; 2 is the most possible).
-Where a run recorded both generators' error on training normals (``train_normal_score``), two
-more columns give the label-free choice between them: at each epoch, the generator with the
-lower mean score on the training normals (``label_free_choice``). Where a run recorded that
-score, three more give the label-free selected epoch (``RunResult.selected_epoch``: the lowest
-training-normal score over epochs and generators, ``label_free_selection``): its AUROC, the
+Where a run recorded both generators' training evidence (``train_normal_score``, and at gamma
+> 0 ``train_auroc``; ``jaxad.selection``), two more columns give the label-free choice between
+them: at each epoch, the generator with the better evidence (``label_free_choice``). Where a run
+recorded it, three more give the label-free selected epoch (``RunResult.selected_epoch``: the
+best evidence over epochs and generators, ``label_free_selection``): its AUROC, the
 epoch, and the epochs after 3 at which a run stopped there would have reported below 50.
 Epochs count from 1. Below the runs, a summary per (setting, class): mean and seed-to-seed
 SD of the final AUROC.
@@ -27,11 +27,11 @@ import json
 import sys
 from pathlib import Path
 
-from jaxad.runs import choose_scoring_generator, select_epoch
+from jaxad.selection import EVIDENCE, choose_scoring_generator, select_epoch
 
 COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
            "final (batch stats)", "best (batch stats)", "average G final", "live G final", "live G <50 after 3",
-           "final L1(G(x_hat), x_hat)", "lower-normal-error G final", "lower-normal-error G <50 after 3",
+           "final L1(G(x_hat), x_hat)", "chosen G final", "chosen G <50 after 3",
            "selected", "selected epoch", "selected <50 after 3")
 
 
@@ -48,19 +48,23 @@ def label_free_choice(history: list[dict[str, float]]) -> list[float]:
     return [_chosen(h)[1] for h in history]
 
 
-def recorded_normal_scores(record: dict[str, float]) -> dict[str, float]:
-    """Both generators' training-normal scores in an epoch that recorded both."""
-    # Runs with pick_generator record the average's own score; earlier ones scored with it.
-    return {"average": record.get("train_normal_score_average_generator", record["train_normal_score"]),
-            "live": record["train_normal_score_live_generator"]}
+def recorded_evidence(record: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Both generators' training evidence (``jaxad.selection``) in an epoch that recorded both."""
+    # Runs with pick_generator record the average's own evidence; earlier ones scored with it.
+    evidence = {}
+    for name in ("average", "live"):
+        fallback = record if name == "average" else {}
+        evidence[name] = {key: record.get(f"{key}_{name}_generator", fallback.get(key)) for key in EVIDENCE}
+        evidence[name] = {key: value for key, value in evidence[name].items() if value is not None}
+    return evidence
 
 
-def _chosen(record: dict[str, float]) -> tuple[float, float]:
-    """(training-normal score, AUROC) of the generator ``choose_scoring_generator`` picks in an
+def _chosen(record: dict[str, float]) -> tuple[dict[str, float], float]:
+    """(training evidence, AUROC) of the generator ``choose_scoring_generator`` picks in an
     epoch that recorded both generators."""
-    normal_scores = recorded_normal_scores(record)
-    generator = choose_scoring_generator(normal_scores, pick=True)
-    return normal_scores[generator], _average(record) if generator == "average" else record["auroc_live_generator"]
+    evidence = recorded_evidence(record)
+    generator = choose_scoring_generator(evidence, pick=True)
+    return evidence[generator], _average(record) if generator == "average" else record["auroc_live_generator"]
 
 
 def label_free_selection(history: list[dict[str, float]]) -> tuple[list[float], list[int]]:
@@ -70,9 +74,8 @@ def label_free_selection(history: list[dict[str, float]]) -> tuple[list[float], 
     lists if the run recorded no training-normal score."""
     if not all("train_normal_score" in h for h in history):
         return [], []
-    scored = [_chosen(h) if "train_normal_score_live_generator" in h else (h["train_normal_score"], h["auroc"])
-              for h in history]
-    epochs = [select_epoch([normal_score for normal_score, _ in scored[:e]]) for e in range(1, len(scored) + 1)]
+    scored = [_chosen(h) if "train_normal_score_live_generator" in h else (h, h["auroc"]) for h in history]
+    epochs = [select_epoch([evidence for evidence, _ in scored[:e]]) for e in range(1, len(scored) + 1)]
     return [scored[e - 1][1] for e in epochs], epochs
 
 
@@ -102,8 +105,8 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
         "live G final": f"{live[-1]:.1f}" if live else "",
         "live G <50 after 3": str(_low(live, 50)) if live else "",
         "final L1(G(x_hat), x_hat)": f"{history[-1]['g_contextual_adversarial']:.2f}",
-        "lower-normal-error G final": f"{chosen[-1]:.1f}" if chosen else "",
-        "lower-normal-error G <50 after 3": str(_low(chosen, 50)) if chosen else "",
+        "chosen G final": f"{chosen[-1]:.1f}" if chosen else "",
+        "chosen G <50 after 3": str(_low(chosen, 50)) if chosen else "",
         "selected": f"{selected[-1]:.1f}" if selected else "",
         "selected epoch": str(selected_epochs[-1]) if selected else "",
         "selected <50 after 3": str(_low(selected, 50)) if selected else "",
@@ -118,7 +121,7 @@ def _mean_sd(values: list[float]) -> str:
 
 def summary(rows: list[dict[str, str]]) -> str:
     """Per (setting, class): seeds, and mean ± SD (among seeds) of each final-AUROC column."""
-    columns = ("final", "average G final", "live G final", "lower-normal-error G final", "selected")
+    columns = ("final", "average G final", "live G final", "chosen G final", "selected")
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault((row["setting"], row["class"]), []).append(row)

@@ -4,7 +4,8 @@ finished runs that kept an EMA but did not record it (run before the choice exis
     python experiments/label_free_choice.py results/mnist_naive [more benchmark output dirs ...]
 
 For each run's final checkpoint: the mean score of up to 1,024 training normals under the
-averaged and under the live generator (what ``fit`` now records each epoch), which of the two
+averaged and under the live generator (with the training anomalies' AUROC, what ``fit`` now
+records each epoch and the choice reads first, ``jaxad.selection``), which of the two
 the choice takes, and both generators' final AUROC from the run's history. Needs the data the
 runs were trained on (``--data-dir``, default ../shared/datasets/mnist).
 """
@@ -20,7 +21,8 @@ import numpy as np
 
 from jaxad import load_run
 from jaxad.data import load_split
-from jaxad.runs import choose_scoring_generator, scoring_candidates, training_normal_scores
+from jaxad.runs import scoring_candidates, training_evidence
+from jaxad.selection import choose_scoring_generator
 
 
 def run_row(run_dir: Path, data_dir: str) -> dict[str, str]:
@@ -28,8 +30,9 @@ def run_row(run_dir: Path, data_dir: str) -> dict[str, str]:
     history = json.loads((run_dir / "history.json").read_text())
     final = history[-1]
     split = load_split(cfg.replace(**{"data.data_dir": data_dir}).data, seed=cfg.seed)
-    normal_scores = training_normal_scores(scoring_candidates(state), split.train_normal)
-    chosen = choose_scoring_generator(normal_scores, pick=True)
+    evidence = training_evidence(scoring_candidates(state), split)
+    chosen = choose_scoring_generator(evidence, pick=True)
+    normal_scores = {name: e["train_normal_score"] for name, e in evidence.items()}
     aurocs = {"average": final.get("auroc_average_generator", final["auroc"]),
               "live": final.get("auroc_live_generator", final["auroc"])}
     return {"run": str(run_dir), "epoch": str(len(history)),

@@ -30,9 +30,10 @@ from jaxad import ExperimentConfig, load_run
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_split
 from jaxad.metrics import auroc
-from jaxad.runs import as_scored, batch_statistics_aurocs, choose_scoring_generator, score
+from jaxad.runs import as_scored, batch_statistics_aurocs, score
+from jaxad.selection import choose_scoring_generator
 
-from ablation_table import recorded_normal_scores  # a sibling script (experiments/ is on sys.path)
+from ablation_table import recorded_evidence  # a sibling script (experiments/ is on sys.path)
 
 LAYOUTS = ("running", "batch, mixed", "batch, normal first")
 
@@ -48,11 +49,11 @@ def layout_aurocs(state, images: np.ndarray, labels: np.ndarray, batch_size: int
 def scoring_generator(state, history: list[dict], epoch: int):
     """The generator that scores ``epoch`` under the label-free choice (``pick_generator``):
     as the history records it (``load_run`` has applied that) or, for runs from before the
-    choice was recorded, as it follows from the two generators' recorded training-normal scores."""
+    choice was recorded, as it follows from the two generators' recorded training evidence."""
     record = history[epoch - 1]
     if "scoring_generator" in record or "train_normal_score_live_generator" not in record:
         return state
-    chosen = choose_scoring_generator(recorded_normal_scores(record), pick=True)
+    chosen = choose_scoring_generator(recorded_evidence(record), pick=True)
     return as_scored(state, {"scoring_generator": chosen})
 
 

@@ -4,8 +4,8 @@ The checkpoint after epoch e is step e (epochs count from 1). orbax's preservati
 keeps the ``keep_recent`` latest epochs (2 by default: the final one and the one before, which
 resuming falls back to if the final one is damaged), the test-selected one, the epoch of
 highest test AUROC (``manager.best_step()`` names it), and the label-free selected one, the
-epoch whose scoring generator had the lowest mean score on training normals (no test label;
-``RunResult.selected_epoch``). Each checkpoint records both figures as orbax metrics.
+epoch whose scoring generator's training evidence was best (no test label; ``jaxad.selection``,
+``RunResult.selected_epoch``). Each checkpoint records those figures as orbax metrics.
 ``keep_recent=None`` keeps every epoch.
 
 orbax writes each step to a temporary directory and renames it on commit, so a kill never
@@ -22,6 +22,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxad.selection import EVIDENCE, label_free_key
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read back (corrupt, truncated, or of another model)."""
@@ -35,10 +37,9 @@ def _test_selection(metrics: dict[str, float]) -> tuple[float, int]:
     return metrics["auroc"], -metrics["epoch"]
 
 
-def _label_free_selection(metrics: dict[str, float]) -> tuple[float, int]:
-    # The lowest mean score on training normals, the earliest epoch on a tie:
-    # RunResult.selected_epoch's choice.
-    return -metrics["train_normal_score"], -metrics["epoch"]
+def _label_free_selection(metrics: dict[str, float]) -> tuple[tuple[float, float], int]:
+    # The best training evidence, the earliest epoch on a tie: RunResult.selected_epoch's choice.
+    return label_free_key(metrics), -metrics["epoch"]
 
 
 def _label_free_selected(metrics: list[dict[str, float] | None]) -> int | None:
@@ -69,7 +70,7 @@ def check_keep_recent(keep_recent: int | None) -> None:
 def checkpoint_manager(directory: str | Path, keep_recent: int | None = KEEP_RECENT) -> ocp.CheckpointManager:
     """An orbax manager under ``directory`` keeping the ``keep_recent`` latest epochs (None: all),
     the test-selected one (highest test AUROC, ``best_step()``) and the label-free selected one
-    (lowest training-normal score, ``selected_step``). Checkpoints saved without
+    (best training evidence, ``selected_step``). Checkpoints saved without
     an AUROC (an untrained state; run directories from before) are kept."""
     check_keep_recent(keep_recent)
     policies = ocp.checkpoint_managers
@@ -84,18 +85,19 @@ def checkpoint_manager(directory: str | Path, keep_recent: int | None = KEEP_REC
 
 def save(manager: ocp.CheckpointManager, epoch: int, arrays: Any, history: dict[str, Any]) -> None:
     """Save the state's arrays and the JSON history after ``epoch`` (asynchronously), with the
-    test AUROC and the training-normal score of its last record as the metrics the test-selected
-    and the label-free selected checkpoints are chosen by."""
+    test AUROC and the training evidence (``EVIDENCE``) of its last record as the metrics the
+    test-selected and the label-free selected checkpoints are chosen by."""
     records = history.get("epochs") or []
     metrics = {"auroc": float(records[-1]["auroc"]), "epoch": epoch} if records else None
-    if records and "train_normal_score" in records[-1]:
-        metrics["train_normal_score"] = float(records[-1]["train_normal_score"])
+    for evidence in EVIDENCE:
+        if records and evidence in records[-1]:
+            metrics[evidence] = float(records[-1][evidence])
     manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
                                                 history=ocp.args.JsonSave(history)), metrics=metrics)
 
 
 def selected_step(manager: ocp.CheckpointManager) -> int | None:
-    """The label-free selected epoch among those saved: the lowest training-normal score (None
+    """The label-free selected epoch among those saved: the best training evidence (None
     when no checkpoint records one)."""
     steps = sorted(manager.all_steps())
     index = _label_free_selected([manager.metrics(step) for step in steps])

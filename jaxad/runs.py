@@ -53,6 +53,7 @@ from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_spl
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.files import read_json, write_json_atomic
 from jaxad.metrics import auroc
+from jaxad.selection import choose_scoring_generator, select_epoch
 from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
                          indexed_train_step, live_generator, score_step)
 
@@ -103,12 +104,13 @@ class RunResult:
 
     @property
     def selected_epoch(self) -> int | None:
-        """The label-free selected epoch (counting from 1, the first on a tie): the one whose
-        scoring generator reconstructed the training normals best (lowest ``train_normal_score``).
-        No test label enters it. A collapse of G shows as a jump of that score, so this skips
-        collapsed epochs (BUILD_NOTES, issue 11). None for a history that does not record it."""
-        scores = [h.get("train_normal_score") for h in self.history]
-        return None if not scores or None in scores else select_epoch(scores)
+        """The label-free selected epoch (counting from 1, the first on a tie): the best by its
+        scoring generator's training evidence (``jaxad.selection``: at gamma > 0 how well it
+        tells training normals from training anomalies, then its error on training normals).
+        No test label enters it. None for a history that does not record the evidence."""
+        if not self.history or not all("train_normal_score" in h for h in self.history):
+            return None
+        return select_epoch(self.history)
 
     @property
     def selected_auroc(self) -> float | None:
@@ -275,26 +277,22 @@ def scoring_candidates(state: AGADState) -> dict[str, AGADState]:
     return {"average": state, "live": live_generator(state)}
 
 
-def training_normal_scores(candidates: dict[str, AGADState], train_normal: np.ndarray) -> dict[str, float]:
-    """Each candidate's mean score on the first ``NORMAL_ERROR_IMAGES`` training normals: the
-    label-free signal the choice reads (a collapse of G shows as a jump of it)."""
-    normals = train_normal[:NORMAL_ERROR_IMAGES]
-    return {name: float(np.mean(score(s, normals))) for name, s in candidates.items()}
-
-
-def choose_scoring_generator(normal_scores: dict[str, float], pick: bool) -> str:
-    """Which candidate scores: the average when there is one, unless ``pick`` and the live
-    generator reconstructs the training normals better (a lower mean score; a tie keeps the
-    average). No test label enters the choice."""
-    if "average" not in normal_scores:
-        return "live"
-    return "live" if pick and normal_scores["live"] < normal_scores["average"] else "average"
-
-
-def select_epoch(train_normal_scores: Sequence[float]) -> int:
-    """The label-free selected epoch (counting from 1) of a run whose epochs scored these mean
-    errors on training normals: the lowest, the earliest on a tie."""
-    return int(np.argmin(train_normal_scores)) + 1
+def training_evidence(candidates: dict[str, AGADState], split: OneClassSplit) -> dict[str, dict[str, float]]:
+    """Each candidate's training evidence, what the label-free choices read (``jaxad.selection``):
+    its mean score on the first ``NORMAL_ERROR_IMAGES`` training normals (``train_normal_score``)
+    and, when the run has training anomalies, its mean score on them (``train_anomaly_score``)
+    and the AUROC with which its scores tell the two apart (``train_auroc``)."""
+    normals, anomalies = split.train_normal[:NORMAL_ERROR_IMAGES], split.train_anomaly
+    evidence = {}
+    for name, candidate in candidates.items():
+        normal_scores = score(candidate, normals)
+        evidence[name] = {"train_normal_score": float(np.mean(normal_scores))}
+        if len(anomalies):
+            anomaly_scores = score(candidate, anomalies)
+            labels = np.r_[np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))]
+            evidence[name]["train_anomaly_score"] = float(np.mean(anomaly_scores))
+            evidence[name]["train_auroc"] = auroc(labels, np.r_[normal_scores, anomaly_scores])
+    return evidence
 
 
 def as_scored(state: AGADState, record: dict[str, Any] | None) -> AGADState:
@@ -318,26 +316,26 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
 
     The entry: the mean of every step metric (and the extremes ``EPOCH_EXTREMES`` names), D
     resets, the test AUROC of the scoring generator (also with test-batch statistics when
-    asked: ``batch_statistics_aurocs``) and its mean score on training normals; with an EMA,
-    also each candidate's AUROC and normal score, and which scored."""
+    asked: ``batch_statistics_aurocs``) and its training evidence (``training_evidence``); with
+    an EMA, also each candidate's AUROC and evidence, and which scored."""
     record: dict[str, Any] = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
     record["d_resets"] = float(np.sum(metrics["d_reset"]))
     for name, (suffix, extreme) in EPOCH_EXTREMES.items():
         if name in metrics:
             record[f"{name}_{suffix}"] = float(extreme(metrics[name]))
     candidates = scoring_candidates(state)
-    normal_scores = training_normal_scores(candidates, split.train_normal)
-    chosen = choose_scoring_generator(normal_scores, cfg.train.pick_generator)
+    evidence = training_evidence(candidates, split)
+    chosen = choose_scoring_generator(evidence, cfg.train.pick_generator)
     aurocs = {name: auroc(split.test_labels, score(s, split.test_images)) for name, s in candidates.items()}
     record["auroc"] = aurocs[chosen]
     if cfg.paper_protocol:
         record.update(batch_statistics_aurocs(candidates[chosen], split.test_images, split.test_labels))
-    record["train_normal_score"] = normal_scores[chosen]
+    record.update(evidence[chosen])
     if len(candidates) > 1:
         record["scoring_generator"] = chosen
         for name in candidates:
             record[f"auroc_{name}_generator"] = aurocs[name]
-            record[f"train_normal_score_{name}_generator"] = normal_scores[name]
+            record.update({f"{key}_{name}_generator": value for key, value in evidence[name].items()})
     record["epoch"] = epoch
     record["seconds"] = time.perf_counter() - started
     return record, candidates[chosen]

@@ -1,10 +1,15 @@
 """Several seeds trained at once (the step vmapped over a model axis) equal separate runs."""
 
+import json
+
 import numpy as np
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, score
 from jaxad.data import load_dataset, one_class_split
+from jaxad.metrics import auroc
+from jaxad.runs import NORMAL_ERROR_IMAGES
+from jaxad.selection import select_epoch
 
 BASE = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2, min_anomalies_per_batch=8))
 
@@ -29,6 +34,18 @@ def test_models_trained_at_once_match_separate_runs(tmp_path):
         for error in ("adversarial", "reconstruction", "latent"):
             assert record[f"g_anomaly_{error}_min"] <= record[f"g_anomaly_{error}"]
         assert record["d_loss_min"] <= record["d_loss"]
+    # With training anomalies, each epoch also records how well the scoring generator tells
+    # them from training normals: the evidence the label-free choices read first.
+    split, last = splits[0], together[0].history[-1]
+    normals, anomalies = split.train_normal[:NORMAL_ERROR_IMAGES], split.train_anomaly
+    labels = np.r_[np.zeros(len(normals)), np.ones(len(anomalies))]
+    assert last["train_auroc"] == pytest.approx(auroc(labels, score(together[0].state, np.r_[normals, anomalies])),
+                                                abs=0.01)
+    assert last["train_anomaly_score"] > last["train_normal_score"]
+    assert {"train_auroc_live_generator", "train_auroc_average_generator"} <= set(last)
+    assert together[0].selected_epoch == select_epoch(together[0].history)
+    kept = json.loads((tmp_path / "a" / "result.json").read_text())["checkpoints"]["selected"]
+    assert kept == f"checkpoints/{together[0].selected_epoch}" and (tmp_path / "a" / kept).is_dir()
     assert (tmp_path / "b" / "result.json").exists()
 
 
