@@ -131,9 +131,10 @@ class TrainConfig:
     from the reported number. 0 scores with G's live weights, as the paper does.
     ``pick_generator`` (with an EMA): after each epoch, score with whichever of the averaged
     and the live generator reconstructs the training normals better (the lower mean score on
-    up to 1,024 of them); each epoch's history records which (``scoring_generator``) and both
-    AUROCs, and ``load_run`` returns the one chosen. A collapse of either shows as a jump of
-    its error on normals, and the choice needs no test label (BUILD_NOTES.md, fidelity study).
+    up to 1,024 of them; with training anomalies, the better separation of those normals from
+    them first: ``jaxad.selection``); each epoch's history records which (``scoring_generator``)
+    and both AUROCs, and ``load_run`` returns the one chosen. A collapse of either shows as a
+    jump of its error on normals, and the choice needs no test label (BUILD_NOTES.md, fidelity study).
     """
 
     learning_rate: float = _field(2e-4, "Adam's learning rate", flag="lr")
@@ -155,7 +156,8 @@ class TrainConfig:
                                     "recomputed on the training normals (0 = score with G itself)")
     pick_generator: bool = _field(
         True, "with an EMA, score each epoch with the averaged or the live G, whichever has the lower mean "
-              "score on the training normals (no test label is used)")
+              "score on the training normals (at gamma > 0, first the one that tells them better from the "
+              "training anomalies; no test label is used)")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:

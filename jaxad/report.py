@@ -118,7 +118,8 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
     if command:
         lines += ["Reproduce with:", "", f"    {command}", ""]
     lines += ["AUROC (%). **ours (final)** is the final epoch's AUROC, the honest figure. "
-              "**ours (label-free selected)** is each run's epoch of lowest error on training normals: "
+              "**ours (label-free selected)** is each run's epoch of lowest error on training normals "
+              "(at gamma > 0, of best separation of training normals from training anomalies first): "
               "honest too, as no test label chose it. "
               "**ours (test-selected)** picks each run's best epoch on the test split, as GANomaly's "
               "code reports: it is optimistic and shown only to compare with published figures.", ""]
