@@ -123,6 +123,12 @@ class TrainConfig:
     running statistics shrink D's features of anomalies to near zero, the latent reciprocal
     starts in the tens of thousands, and Adam's second moment keeps G frozen (BUILD_NOTES.md,
     findings 10 and 11).
+    ``anomalies_update_statistics``: without Freeze-BN, anomalies are normalised with their own
+    batch statistics; on, those also enter G's running statistics, which scoring uses. Off by
+    default: G learns to fail on anomalies, their statistics drift from the normals', and
+    mixed in (over half the running statistics at BatchNorm momentum 0.9) they made G fail on
+    normals at test time (BUILD_NOTES.md, finding 12). Training is the same either way: every
+    training pass normalises with batch statistics.
     ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
     ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
     (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
@@ -151,6 +157,9 @@ class TrainConfig:
             "small batches, e.g. 4 for a batch of 32)")
     freeze_bn: bool = _field(False, "normalise true anomalies with running statistics, never updating them "
                                     "(off by default, as the paper's base configuration; BUILD_NOTES finding 11)")
+    anomalies_update_statistics: bool = _field(
+        False, "without Freeze-BN, let the anomalies' own batch statistics enter G's running statistics, "
+               "which scoring uses (off: those describe the normals; BUILD_NOTES finding 12)")
     detach_pseudo: bool = _field(False, "no gradient into G(x) through G(G(x))")
     ema_decay: float = _field(0.99, "score with an EMA of G's weights at this decay, its BatchNorm statistics "
                                     "recomputed on the training normals (0 = score with G itself)")
@@ -209,14 +218,16 @@ class DataConfig:
 # made that way, and resuming it with another value is refused as another configuration.
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "loss": {"anomaly_adversarial_target": 0},
-    "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None},
+    "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,
+              "anomalies_update_statistics": True},
 }
 
 
 # Fields only the anomaly branch reads: with gamma = 0 there are no anomalies and they cannot
 # change a run, so a run or benchmark made with other values of them is the same one (a
 # default changed for gamma > 0 does not stop a gamma-0 benchmark from resuming).
-ANOMALY_ONLY_FIELDS = ("train.freeze_bn", "train.min_anomalies_per_batch", "loss.anomaly_recon_pair",
+ANOMALY_ONLY_FIELDS = ("train.freeze_bn", "train.anomalies_update_statistics", "train.min_anomalies_per_batch",
+                       "loss.anomaly_recon_pair",
                        "loss.anomaly_adversarial_target", "data.anomaly_classes")
 
 

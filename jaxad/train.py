@@ -41,6 +41,7 @@ class StepSettings:
     loss: LossConfig
     pseudo_anomaly_bn: str
     freeze_bn: bool
+    anomalies_update_statistics: bool
     detach_pseudo: bool
     ema_decay: float
     d_reset_threshold: float
@@ -107,8 +108,8 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
     d_vars = _init_variables(discriminator.clone(axis_name=None), d_key, dummy)
     tx = make_optimizer(cfg)
     t = cfg.train
-    settings = StepSettings(cfg.loss, m.pseudo_anomaly_bn, t.freeze_bn, t.detach_pseudo, t.ema_decay,
-                            t.d_reset_threshold, axis_name)
+    settings = StepSettings(cfg.loss, m.pseudo_anomaly_bn, t.freeze_bn, t.anomalies_update_statistics,
+                            t.detach_pseudo, t.ema_decay, t.d_reset_threshold, axis_name)
     return AGADState(
         step=jnp.zeros((), jnp.int32),
         g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
@@ -199,8 +200,11 @@ def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: Ste
     """G's passes of one train step, in order, normalised as ``s`` says: the normals, the
     pseudo-anomaly pass on their reconstructions, and with anomalies in ``batch`` the
     anomalies (running statistics under Freeze-BN) and, for the "pseudo" pair, their
-    reconstructions. Shared by the step and by ``jaxad.ema``, which recomputes the running
-    statistics these passes would give the averaged generator."""
+    reconstructions. Without Freeze-BN the anomalies are normalised with their own batch
+    statistics, which enter the running statistics only with ``anomalies_update_statistics``:
+    by default those (what scoring uses) describe the normal passes alone. Shared by the step
+    and by ``jaxad.ema``, which recomputes the running statistics these passes would give the
+    averaged generator."""
     x = batch["normal"]
     x_hat, stats, normal_batch_stats = _reconstruct_normal(
         G, g_params, running_stats, x, want_batch_stats=s.pseudo_anomaly_bn == "normal_batch")
@@ -213,12 +217,16 @@ def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: Ste
     if has_anomalies(batch):
         # Freeze-BN: true anomalies are normalised with running statistics and never update them.
         train_on_anomalies = not s.freeze_bn
-        xa_hat, stats = _apply(G, g_params, stats, batch["anomaly"], train_on_anomalies)
-        updates += train_on_anomalies
+        # Otherwise their own batch statistics, kept out of the running ones unless asked: G
+        # learns to fail on anomalies, so their statistics drift from the normals' and, mixed
+        # in, make G fail on normals at test time (BUILD_NOTES finding 12).
+        keep = train_on_anomalies and s.anomalies_update_statistics
+        xa_hat, anomaly_stats = _apply(G, g_params, stats, batch["anomaly"], train_on_anomalies)
+        stats, updates = (anomaly_stats, updates + 1) if keep else (stats, updates)
         if s.loss.anomaly_recon_pair == "pseudo":
             auxiliary = s.pseudo_anomaly_bn == "auxiliary"
-            xa_hat2, stats = _apply(G, g_params, stats, xa_hat, train_on_anomalies, aux=auxiliary)
-            updates += train_on_anomalies and not auxiliary
+            xa_hat2, anomaly_stats = _apply(G, g_params, stats, xa_hat, train_on_anomalies, aux=auxiliary)
+            stats, updates = (anomaly_stats, updates + (not auxiliary)) if keep else (stats, updates)
     return GeneratorPasses(x_hat, x_hat2, xa_hat, xa_hat2, stats, int(updates))
 
 
