@@ -574,12 +574,17 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
     })
 
 
-def load_run(run_dir: str | Path, epoch: int | str | None = None) -> tuple[AGADState, ExperimentConfig]:
+def load_run(run_dir: str | Path, epoch: int | str | None = None,
+             generator: str | None = None) -> tuple[AGADState, ExperimentConfig]:
     """The trained model of a run directory: its last checkpoint, unless ``epoch`` names one
     (counting from 1), ``"best"``, the test-selected epoch's, or ``"selected"``, the label-free
     selected epoch's (``RunResult.selected_epoch``). An epoch that was not kept
     raises ``CheckpointError`` listing those that were. With an EMA, the state scores with the
-    generator that scored that epoch (``TrainConfig.pick_generator``)."""
+    generator that scored that epoch (``TrainConfig.pick_generator``), or with the one
+    ``generator`` names: ``"live"`` (G's own weights) or ``"average"`` (the EMA; a run without
+    one raises ``ValueError``)."""
+    if generator not in (None, "live", "average"):
+        raise ValueError(f"generator is 'live', 'average' or None (the one that scored), got {generator!r}")
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
@@ -592,7 +597,12 @@ def load_run(run_dir: str | Path, epoch: int | str | None = None) -> tuple[AGADS
         manager.close()
     # The generator that scored that epoch (pick_generator), as its history entry says.
     records = [r for r in numbered_from_one(saved.get("epochs", [])) if r.get("epoch") == restored_epoch]
-    return as_scored(state.replace(**arrays), records[-1] if records else None), cfg
+    record = records[-1] if records else None
+    if generator is not None:
+        if generator == "average" and cfg.train.ema_decay == 0:
+            raise ValueError(f"{run_dir} kept no averaged generator (ema_decay 0); its generator is 'live'")
+        record = {"scoring_generator": generator}
+    return as_scored(state.replace(**arrays), record), cfg
 
 
 def is_complete(run_dir: str | Path) -> bool:

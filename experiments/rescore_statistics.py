@@ -1,0 +1,77 @@
+"""Rescore a saved epoch of a gamma > 0 run with G's running statistics recomputed two ways:
+as the step's passes settle with the anomalies' own batch statistics mixed in (what runs did
+before ``TrainConfig.anomalies_update_statistics`` was off by default) and with the normal
+passes alone (the default since; BUILD_NOTES finding 12).
+
+    python experiments/rescore_statistics.py RUN_DIR [RUN_DIR ...] --epoch 15 \\
+        --data-dir ../shared/datasets/mnist
+
+Prints, per run and generator (live, and the average when the run kept one), the test AUROC
+with the statistics saved in the checkpoint, with the mixed ones and with the normals' alone.
+Training does not depend on the choice (every training pass normalises with batch
+statistics), so this isolates what the running statistics do to scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from jaxad import load_run, score
+from jaxad.data import batch_composition, load_split
+from jaxad.ema import recalibrate_ema_statistics
+from jaxad.metrics import auroc
+from jaxad.train import AGADState
+
+STATISTICS = ("saved", "mixed", "normals only")
+
+
+def as_average(state: AGADState) -> AGADState:
+    """``state`` with its scoring generator (live or average) also in the average's place, so
+    that ``jaxad.ema`` can recompute its statistics."""
+    params = state.g_params if state.g_ema_params is None else state.g_ema_params
+    stats = state.g_batch_stats if state.g_ema_batch_stats is None else state.g_ema_batch_stats
+    return state.replace(g_ema_params=params, g_ema_batch_stats=stats)
+
+
+def rescored(run_dir: Path, epoch: int | str | None, data_dir: str | None) -> dict[str, dict[str, float]]:
+    """{generator: {statistics: test AUROC}} for one saved epoch of a run with training anomalies."""
+    _, cfg = load_run(run_dir, epoch)
+    data = cfg.data if data_dir is None else cfg.replace(**{"data.data_dir": data_dir}).data
+    split = load_split(data, seed=cfg.seed)
+    if not len(split.train_anomaly):
+        raise ValueError(f"{run_dir} trained without anomalies (gamma 0): nothing enters its statistics")
+    normals, anomalies = batch_composition(cfg.train.batch_size, cfg.data.gamma, cfg.train.min_anomalies_per_batch)
+    generators = ("live", "average") if cfg.train.ema_decay > 0 else ("live",)
+    table = {}
+    for generator in generators:
+        state = as_average(load_run(run_dir, epoch, generator=generator)[0])
+        row = {"saved": auroc(split.test_labels, score(state, split.test_images))}
+        for name, update in (("mixed", True), ("normals only", False)):
+            settings = dataclasses.replace(state.settings, anomalies_update_statistics=update)
+            recomputed = recalibrate_ema_statistics(state.replace(settings=settings), split.train_normal, normals,
+                                                    anomaly_images=split.train_anomaly, anomalies_per_batch=anomalies)
+            row[name] = auroc(split.test_labels, score(recomputed, split.test_images))
+        table[generator] = row
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", type=Path, help="run directories (runs/gamma*/class*/seed*)")
+    p.add_argument("--epoch", default=None, help="an epoch number, 'best' or 'selected' (default: the last saved)")
+    p.add_argument("--data-dir", default=None, help="where the run's data lies now (default: as it was run)")
+    args = p.parse_args(argv)
+    epoch = int(args.epoch) if args.epoch and args.epoch.isdigit() else args.epoch
+    print("| run | generator | " + " | ".join(STATISTICS) + " |")
+    print("|---|---|" + "---|" * len(STATISTICS))
+    for run_dir in args.run_dirs:
+        for generator, row in rescored(run_dir, epoch, args.data_dir).items():
+            print(f"| {run_dir} | {generator} | " + " | ".join(f"{row[s]:.1f}" for s in STATISTICS) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
