@@ -19,6 +19,7 @@ PSEUDO_ANOMALY_BN: tuple[str, ...] = typing.get_args(PseudoAnomalyBN)
 Source = Literal["auto", "raw", "tfds"]
 ReconPair = Literal["input", "pseudo"]
 AdversarialTarget = Literal[0, 1]
+AnomalyBN = Literal["own", "joint"]
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -129,6 +130,13 @@ class TrainConfig:
     mixed in (over half the running statistics at BatchNorm momentum 0.9) they made G fail on
     normals at test time (BUILD_NOTES.md, finding 12). Training is the same either way: every
     training pass normalises with batch statistics.
+    ``anomaly_bn`` (without Freeze-BN): ``"own"`` passes the anomaly sub-batch through G and D
+    apart from the normals, normalised with its own batch statistics; ``"joint"`` passes each
+    mixed batch through them once, as a loop over the paper's mixed batches does, so
+    BatchNorm cannot tell G or D which images are the anomalies and G must fail on them by
+    their content. Joint statistics then enter G's running statistics at the anomalies' share
+    of the batch, which is what training normalised with (``anomalies_update_statistics``
+    applies to ``"own"``). Measured in BUILD_NOTES.md, finding 14.
     ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
     ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
     (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
@@ -160,6 +168,9 @@ class TrainConfig:
     anomalies_update_statistics: bool = _field(
         False, "without Freeze-BN, let the anomalies' own batch statistics enter G's running statistics, "
                "which scoring uses (off: those describe the normals; BUILD_NOTES finding 12)")
+    anomaly_bn: AnomalyBN = _field(
+        "own", "without Freeze-BN, how anomalies are batch-normalised in G and D: own = a sub-batch of their "
+               "own; joint = one pass over normals and anomalies together (BUILD_NOTES finding 14)")
     detach_pseudo: bool = _field(False, "no gradient into G(x) through G(G(x))")
     ema_decay: float = _field(0.99, "score with an EMA of G's weights at this decay, its BatchNorm statistics "
                                     "recomputed on the training normals (0 = score with G itself)")
@@ -169,6 +180,10 @@ class TrainConfig:
               "training anomalies; no test label is used)")
 
     def __post_init__(self) -> None:
+        _check_choice("anomaly_bn", self.anomaly_bn, AnomalyBN)
+        if self.freeze_bn and self.anomaly_bn == "joint":
+            raise ValueError("freeze_bn normalises anomalies with running statistics, anomaly_bn='joint' with the "
+                             "batch's: choose one")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
@@ -219,14 +234,15 @@ class DataConfig:
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,
-              "anomalies_update_statistics": True},
+              "anomalies_update_statistics": True, "anomaly_bn": "own"},
 }
 
 
 # Fields only the anomaly branch reads: with gamma = 0 there are no anomalies and they cannot
 # change a run, so a run or benchmark made with other values of them is the same one (a
 # default changed for gamma > 0 does not stop a gamma-0 benchmark from resuming).
-ANOMALY_ONLY_FIELDS = ("train.freeze_bn", "train.anomalies_update_statistics", "train.min_anomalies_per_batch",
+ANOMALY_ONLY_FIELDS = ("train.freeze_bn", "train.anomalies_update_statistics", "train.anomaly_bn",
+                       "train.min_anomalies_per_batch",
                        "loss.anomaly_recon_pair",
                        "loss.anomaly_adversarial_target", "data.anomaly_classes")
 

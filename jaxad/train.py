@@ -41,6 +41,7 @@ class StepSettings:
     loss: LossConfig
     pseudo_anomaly_bn: str
     freeze_bn: bool
+    anomaly_bn: str
     anomalies_update_statistics: bool
     detach_pseudo: bool
     ema_decay: float
@@ -108,7 +109,7 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
     d_vars = _init_variables(discriminator.clone(axis_name=None), d_key, dummy)
     tx = make_optimizer(cfg)
     t = cfg.train
-    settings = StepSettings(cfg.loss, m.pseudo_anomaly_bn, t.freeze_bn, t.anomalies_update_statistics,
+    settings = StepSettings(cfg.loss, m.pseudo_anomaly_bn, t.freeze_bn, t.anomaly_bn, t.anomalies_update_statistics,
                             t.detach_pseudo, t.ema_decay, t.d_reset_threshold, axis_name)
     return AGADState(
         step=jnp.zeros((), jnp.int32),
@@ -155,6 +156,23 @@ def has_anomalies(batch: Batch) -> bool:
     return anomalies is not None and anomalies.shape[0] > 0
 
 
+def joint_batches(batch: Batch, s: StepSettings) -> bool:
+    """Whether normals and anomalies pass G and D as one batch (``TrainConfig.anomaly_bn``)."""
+    return has_anomalies(batch) and s.anomaly_bn == "joint"
+
+
+def _split(tree, count: int):
+    """(the first ``count`` rows, the rest) of every array in ``tree``."""
+    return jax.tree.map(lambda a: a[:count], tree), jax.tree.map(lambda a: a[count:], tree)
+
+
+def _joint_apply(module: nn.Module, params, stats, first: jax.Array, second: jax.Array):
+    """One training-mode pass of ``module`` over two sub-batches together, normalised with
+    their common statistics: ((out on first, out on second), statistics after)."""
+    out, stats = _apply(module, params, stats, jnp.concatenate([first, second]), True)
+    return _split(out, first.shape[0]), stats
+
+
 def _reconstruct_normal(G: nn.Module, g_params, running_stats, x: jax.Array, want_batch_stats: bool):
     """Training-mode G(x): (x_hat, updated running statistics, the batch's own statistics or None)."""
     if not want_batch_stats:
@@ -199,22 +217,29 @@ class GeneratorPasses(NamedTuple):
 def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: StepSettings) -> GeneratorPasses:
     """G's passes of one train step, in order, normalised as ``s`` says: the normals, the
     pseudo-anomaly pass on their reconstructions, and with anomalies in ``batch`` the
-    anomalies (running statistics under Freeze-BN) and, for the "pseudo" pair, their
-    reconstructions. Without Freeze-BN the anomalies are normalised with their own batch
-    statistics, which enter the running statistics only with ``anomalies_update_statistics``:
-    by default those (what scoring uses) describe the normal passes alone. Shared by the step
-    and by ``jaxad.ema``, which recomputes the running statistics these passes would give the
-    averaged generator."""
+    anomalies and, for the "pseudo" pair, their reconstructions. The anomalies go through G
+    in one of three ways: with ``anomaly_bn = "joint"`` together with the normals, in each of
+    those passes (one batch, one set of statistics); under Freeze-BN with running statistics;
+    otherwise as a sub-batch of their own, whose statistics enter the running ones only with
+    ``anomalies_update_statistics``: by default those (what scoring uses) describe the normal
+    passes alone. Shared by the step and by ``jaxad.ema``, which recomputes the running
+    statistics these passes would give the averaged generator."""
     x = batch["normal"]
-    x_hat, stats, normal_batch_stats = _reconstruct_normal(
-        G, g_params, running_stats, x, want_batch_stats=s.pseudo_anomaly_bn == "normal_batch")
+    joint = joint_batches(batch, s)
+    pseudo_pair = has_anomalies(batch) and s.loss.anomaly_recon_pair == "pseudo"
+    x_in = jnp.concatenate([x, batch["anomaly"]]) if joint else x
+    out, stats, normal_batch_stats = _reconstruct_normal(
+        G, g_params, running_stats, x_in, want_batch_stats=s.pseudo_anomaly_bn == "normal_batch")
+    x_hat, xa_hat = _split(out, x.shape[0]) if joint else (out, None)
     # The reconstruction is a pseudo-anomaly that G must fail to reconstruct.
     pseudo = lax.stop_gradient(x_hat) if s.detach_pseudo else x_hat
-    x_hat2, stats, pseudo_updates = _reconstruct_pseudo(G, g_params, stats, normal_batch_stats, pseudo,
-                                                        s.pseudo_anomaly_bn)
+    if joint and pseudo_pair:
+        pseudo = jnp.concatenate([pseudo, xa_hat])
+    out2, stats, pseudo_updates = _reconstruct_pseudo(G, g_params, stats, normal_batch_stats, pseudo,
+                                                      s.pseudo_anomaly_bn)
+    x_hat2, xa_hat2 = _split(out2, x.shape[0]) if joint and pseudo_pair else (out2, None)
     updates = 1 + pseudo_updates
-    xa_hat = xa_hat2 = None
-    if has_anomalies(batch):
+    if has_anomalies(batch) and not joint:
         # Freeze-BN: true anomalies are normalised with running statistics and never update them.
         train_on_anomalies = not s.freeze_bn
         # Otherwise their own batch statistics, kept out of the running ones unless asked: G
@@ -223,7 +248,7 @@ def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: Ste
         keep = train_on_anomalies and s.anomalies_update_statistics
         xa_hat, anomaly_stats = _apply(G, g_params, stats, batch["anomaly"], train_on_anomalies)
         stats, updates = (anomaly_stats, updates + 1) if keep else (stats, updates)
-        if s.loss.anomaly_recon_pair == "pseudo":
+        if pseudo_pair:
             auxiliary = s.pseudo_anomaly_bn == "auxiliary"
             xa_hat2, anomaly_stats = _apply(G, g_params, stats, xa_hat, train_on_anomalies, aux=auxiliary)
             stats, updates = (anomaly_stats, updates + (not auxiliary)) if keep else (stats, updates)
@@ -235,8 +260,17 @@ def _generator_loss(g_params, state: AGADState, batch: Batch):
     x = batch["normal"]
     g = generator_passes(G, g_params, state.g_batch_stats, batch, s)
     # D's statistics are updated by its own step; here they only normalise.
-    (_, real_features), _ = _apply(D, state.d_params, state.d_batch_stats, x, True)
-    (fake_logits, fake_features), _ = _apply(D, state.d_params, state.d_batch_stats, g.x_hat, True)
+    dv = (D, state.d_params, state.d_batch_stats)
+    if joint_batches(batch, s):
+        ((_, real_features), (_, anomaly_features)), _ = _joint_apply(*dv, x, batch["anomaly"])
+        ((fake_logits, fake_features), anomaly_fake), _ = _joint_apply(*dv, g.x_hat, g.xa_hat)
+    else:
+        (_, real_features), _ = _apply(*dv, x, True)
+        (fake_logits, fake_features), _ = _apply(*dv, g.x_hat, True)
+        if has_anomalies(batch):
+            train_on_anomalies = not s.freeze_bn  # Freeze-BN: anomalies with running statistics in D too
+            (_, anomaly_features), _ = _apply(*dv, batch["anomaly"], train_on_anomalies)
+            anomaly_fake, _ = _apply(*dv, g.xa_hat, train_on_anomalies)
     normal = NormalTerms(adversarial_loss(fake_logits), contextual_loss(x, g.x_hat),
                          contextual_adversarial_loss(g.x_hat, g.x_hat2),
                          latent_loss(real_features, fake_features))
@@ -246,11 +280,8 @@ def _generator_loss(g_params, state: AGADState, batch: Batch):
                "g_latent": normal.latent, "g_normal_loss": loss}
     if has_anomalies(batch):
         xa = batch["anomaly"]
-        train_on_anomalies = not s.freeze_bn  # D too: Freeze-BN normalises anomalies with running statistics
-        (_, anomaly_features), _ = _apply(D, state.d_params, state.d_batch_stats, xa, train_on_anomalies)
-        (anomaly_fake_logits, anomaly_fake_features), _ = _apply(
-            D, state.d_params, state.d_batch_stats, g.xa_hat, train_on_anomalies)
         recon = l1(xa, g.xa_hat) if s.loss.anomaly_recon_pair == "input" else l1(g.xa_hat, g.xa_hat2)
+        anomaly_fake_logits, anomaly_fake_features = anomaly_fake
         terms = AnomalyTerms(bce(anomaly_fake_logits, float(s.loss.anomaly_adversarial_target)), recon,
                              latent_loss(anomaly_features, anomaly_fake_features))
         # Reciprocals of errors averaged over the global anomaly batch, on every device count.
@@ -267,12 +298,18 @@ def _generator_loss(g_params, state: AGADState, batch: Batch):
 
 def _discriminator_loss(d_params, state: AGADState, batch: Batch, x_hat: jax.Array):
     s, D = state.settings, state.discriminator
-    (real_logits, _), d_stats = _apply(D, d_params, state.d_batch_stats, batch["normal"], True)
-    (fake_logits, _), d_stats = _apply(D, d_params, d_stats, x_hat, True)
     anomaly_logits = None
+    if joint_batches(batch, s):
+        ((real_logits, _), (anomaly_logits, _)), d_stats = _joint_apply(
+            D, d_params, state.d_batch_stats, batch["normal"], batch["anomaly"])
+        (fake_logits, _), d_stats = _apply(D, d_params, d_stats, x_hat, True)
+    else:
+        (real_logits, _), d_stats = _apply(D, d_params, state.d_batch_stats, batch["normal"], True)
+        (fake_logits, _), d_stats = _apply(D, d_params, d_stats, x_hat, True)
+        if has_anomalies(batch):
+            (anomaly_logits, _), d_stats = _apply(D, d_params, d_stats, batch["anomaly"], not s.freeze_bn)
     metrics = {"d_real": jax.nn.sigmoid(real_logits).mean(), "d_fake": jax.nn.sigmoid(fake_logits).mean()}
-    if has_anomalies(batch):
-        (anomaly_logits, _), d_stats = _apply(D, d_params, d_stats, batch["anomaly"], not s.freeze_bn)
+    if anomaly_logits is not None:
         metrics["d_anomaly"] = jax.nn.sigmoid(anomaly_logits).mean()
     loss = discriminator_loss(real_logits, fake_logits, anomaly_logits)
     metrics["d_loss"] = loss

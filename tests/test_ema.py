@@ -17,10 +17,10 @@ step = jax.jit(train_step)
 
 
 def trained_state(pseudo_anomaly_bn: str = "auxiliary", ema_decay: float = 0.99, steps: int = 3,
-                  freeze_bn: bool = True, anomalies_update_statistics: bool = False):
+                  freeze_bn: bool = True, anomalies_update_statistics: bool = False, anomaly_bn: str = "own"):
     cfg = ExperimentConfig(model=ModelConfig(backbone="naive", channels=1, width=0.125)).replace(
         **{"train.ema_decay": ema_decay, "model.pseudo_anomaly_bn": pseudo_anomaly_bn, "train.freeze_bn": freeze_bn,
-           "train.anomalies_update_statistics": anomalies_update_statistics})
+           "train.anomalies_update_statistics": anomalies_update_statistics, "train.anomaly_bn": anomaly_bn})
     state = create_train_state(cfg, jax.random.key(0))
     for i in range(steps):
         batch = {"normal": jax.random.uniform(jax.random.key(10 + i), (8, 32, 32, 1), minval=-1, maxval=1)}
@@ -82,13 +82,17 @@ def main_leaves(stats) -> list:
             if not any(getattr(k, "key", None) == "aux" for k in path)]
 
 
-@pytest.mark.parametrize("freeze_bn, anomalies_update_statistics", [(False, False), (False, True), (True, False)])
-def test_with_anomalies_the_statistics_are_where_the_steps_passes_settle(freeze_bn, anomalies_update_statistics):
+@pytest.mark.parametrize("freeze_bn, anomalies_update_statistics, anomaly_bn",
+                         [(False, False, "own"), (False, True, "own"), (True, False, "own"), (False, False, "joint")])
+def test_with_anomalies_the_statistics_are_where_the_steps_passes_settle(freeze_bn, anomalies_update_statistics,
+                                                                          anomaly_bn):
     # By default, and under Freeze-BN, anomalies never enter G's running statistics: the
     # normals' alone remain. With anomalies_update_statistics each step updates them twice,
     # with the normals' and then with the anomalies' own statistics: they settle at
     # (0.9 normal + anomaly) / 1.9, over half the anomalies', and the live G scores with that.
-    state = trained_state(freeze_bn=freeze_bn, anomalies_update_statistics=anomalies_update_statistics)
+    # Joint batches update them once, with the mixed batch's statistics.
+    state = trained_state(freeze_bn=freeze_bn, anomalies_update_statistics=anomalies_update_statistics,
+                          anomaly_bn=anomaly_bn)
     normals = jax.random.uniform(jax.random.key(3), (8, 32, 32, 1), minval=-1, maxval=1)
     anomalies = jax.random.uniform(jax.random.key(4), (4, 32, 32, 1), minval=-0.2, maxval=1)
     recalibrated = recalibrate_ema_statistics(state, normals, 8, anomaly_images=anomalies, anomalies_per_batch=4)
@@ -98,7 +102,7 @@ def test_with_anomalies_the_statistics_are_where_the_steps_passes_settle(freeze_
     normals_only = recalibrate_ema_statistics(state, normals, 8).g_ema_batch_stats
     same = [np.allclose(a, b, rtol=1e-5, atol=1e-7)
             for a, b in zip(main_leaves(recalibrated.g_ema_batch_stats), main_leaves(normals_only))]
-    assert not any(same) if anomalies_update_statistics else all(same)
+    assert not any(same) if anomalies_update_statistics or anomaly_bn == "joint" else all(same)
 
 
 def test_fit_scores_checkpoints_and_returns_the_recalibrated_average(tmp_path):

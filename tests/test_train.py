@@ -10,8 +10,8 @@ import pytest
 
 from jaxad.config import ExperimentConfig, ModelConfig, upgrade_config_dict, without_inert_fields
 from jaxad.runs import config_differences
-from jaxad.train import (_reconstruct_normal, _reconstruct_pseudo, check_images, create_train_state,
-                         live_generator, reconstruct, score_step, train_step)
+from jaxad.train import (_apply, _reconstruct_normal, _reconstruct_pseudo, check_images, create_train_state,
+                         generator_passes, live_generator, reconstruct, score_step, train_step)
 
 TINY = ModelConfig(backbone="naive", channels=1, width=0.125)
 
@@ -209,6 +209,41 @@ def test_anomalies_enter_the_running_statistics_only_when_asked_and_training_is_
     assert tree_close(after[False].d_params, after[True].d_params)
     assert not tree_close(after[False].g_batch_stats, after[True].g_batch_stats)
     assert tree_equal(after[False].g_batch_stats, normal_only.g_batch_stats)
+
+
+def test_joint_batches_normalise_normals_and_anomalies_together_in_g_and_d():
+    # "own": the anomalies are a sub-batch of their own, so G's reconstructions of the normals
+    # cannot depend on which anomalies sit beside them; "joint": one pass, one set of
+    # statistics, so they do, and BatchNorm no longer tells G (or D) which rows are anomalies.
+    other = {**WITH_ANOMALIES, "anomaly": images(3, 4)}
+    for mode in ("own", "joint"):
+        state = create_train_state(tiny_config(**{"train.anomaly_bn": mode}), jax.random.key(0))
+        passes = [generator_passes(state.generator, state.g_params, state.g_batch_stats, batch, state.settings)
+                  for batch in (WITH_ANOMALIES, other)]
+        assert jnp.array_equal(passes[0].x_hat, passes[1].x_hat) == (mode == "own")
+        d_anomaly = [float(step(state, {**batch, "normal": normal}, jax.random.key(1))[1]["d_anomaly"])
+                     for batch in (WITH_ANOMALIES,) for normal in (images(1, 8), images(4, 8))]
+        assert (d_anomaly[0] == d_anomaly[1]) == (mode == "own")
+    # Joint: exactly one training-mode pass over the concatenated batch, which is also what
+    # G's running statistics (the ones scoring uses) take in: the anomalies at their share.
+    both = jnp.concatenate([WITH_ANOMALIES["normal"], WITH_ANOMALIES["anomaly"]])
+    out, stats = _apply(state.generator, state.g_params, state.g_batch_stats, both, True)
+    assert jnp.allclose(jnp.concatenate([passes[0].x_hat, passes[0].xa_hat]), out, atol=1e-6)
+    main = lambda tree: [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)  # noqa: E731
+                         if "aux" not in jax.tree_util.keystr(path)]  # AdvProp's G(x_hat) has its own
+    assert tree_close(main(passes[0].batch_stats), main(stats)) and passes[0].updates == 1
+    after, _ = step(state, WITH_ANOMALIES, jax.random.key(1))
+    assert tree_close(main(after.g_batch_stats), main(stats))
+
+
+def test_joint_batches_change_nothing_without_anomalies_and_exclude_freeze_bn():
+    own, joint = (step(create_train_state(tiny_config(**{"train.anomaly_bn": mode}), jax.random.key(0)),
+                       NORMAL, jax.random.key(1))[0] for mode in ("own", "joint"))
+    assert tree_equal(own.arrays(), joint.arrays())
+    with pytest.raises(ValueError, match="choose one"):
+        tiny_config(**{"train.anomaly_bn": "joint", "train.freeze_bn": True})
+    with pytest.raises(ValueError, match="anomaly_bn"):
+        tiny_config(**{"train.anomaly_bn": "shared"})
 
 
 def test_discriminator_reset_fires_below_threshold_and_only_then():
