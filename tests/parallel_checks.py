@@ -41,10 +41,11 @@ def two_device_step(mode: str, cfg: ExperimentConfig, batch: dict, key: jax.Arra
     return step(state, batch, key)
 
 
-def one_step_1_vs_2_devices(mode: str, backbone: str, with_anomalies: bool) -> dict:
+def one_step_1_vs_2_devices(mode: str, backbone: str, with_anomalies: bool, anomaly_bn: str = "own") -> dict:
     """The relative difference of every part of the state (parameters, BatchNorm statistics,
     Adam's moments) after one step on 2 devices under ``mode`` and one step on 1 device."""
-    cfg = ExperimentConfig(model=ModelConfig(backbone=backbone, channels=1, width=0.125))
+    cfg = ExperimentConfig(model=ModelConfig(backbone=backbone, channels=1, width=0.125)).replace(
+        **{"train.anomaly_bn": anomaly_bn})
     key = jax.random.key(3)
     batch = {"normal": jax.random.uniform(jax.random.key(1), (8, 32, 32, 1), minval=-1, maxval=1)}
     if with_anomalies:
@@ -107,7 +108,8 @@ def short_run_1_vs_2_devices() -> dict:
 
 
 if __name__ == "__main__":
-    # CASE ...: MODE:BACKBONE:anomalies|normal-only (MODE one of pmap, shard_map, jit) for the
+    # CASE ...: MODE:BACKBONE:anomalies|joint|normal-only (MODE one of pmap, shard_map, jit; joint:
+    # anomalies with anomaly_bn="joint") for the
     # step, forward:BACKBONE for the generator's train-mode pass, run for the short run. One
     # process for every case: jax starts once and what the cases share compiles once.
     out = {}
@@ -118,5 +120,6 @@ if __name__ == "__main__":
         elif mode == "forward":
             out[case] = generator_forward_1_vs_2_devices(rest[0])
         else:
-            out[case] = one_step_1_vs_2_devices(mode, rest[0], rest[1:] == ["anomalies"])
+            out[case] = one_step_1_vs_2_devices(mode, rest[0], rest[1] != "normal-only",
+                                                "joint" if rest[1] == "joint" else "own")
     print(json.dumps(out))

@@ -16,10 +16,11 @@ pytestmark = pytest.mark.slow  # minutes: every check compiles on two (fake) dev
 
 # The full step (gradients, Adam's moments, BatchNorm, the anomaly branch's cross-device means,
 # the D-reset decision) on the naive net: pmap with and without anomalies, shard_map (default
-# varying-axes checking) and jit over a mesh. The step is one code path for every backbone;
+# varying-axes checking; also with joint batches, whose BatchNorm statistics span normals and
+# anomalies on every device) and jit over a mesh. The step is one code path for every backbone;
 # what a backbone adds is its BatchNorm layers, checked for the U-Nets by a train-mode pass.
 STEP_CASES = [("pmap", "naive", "normal-only"), ("pmap", "naive", "anomalies"), ("shard_map", "naive", "anomalies"),
-              ("jit", "naive", "anomalies")]
+              ("shard_map", "naive", "joint"), ("jit", "naive", "anomalies")]
 FORWARD_BACKBONES = ["unet", "unetpp"]
 
 
