@@ -181,9 +181,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice("anomaly_bn", self.anomaly_bn, AnomalyBN)
-        if self.freeze_bn and self.anomaly_bn == "joint":
-            raise ValueError("freeze_bn normalises anomalies with running statistics, anomaly_bn='joint' with the "
-                             "batch's: choose one")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:

@@ -157,8 +157,9 @@ def has_anomalies(batch: Batch) -> bool:
 
 
 def joint_batches(batch: Batch, s: StepSettings) -> bool:
-    """Whether normals and anomalies pass G and D as one batch (``TrainConfig.anomaly_bn``)."""
-    return has_anomalies(batch) and s.anomaly_bn == "joint"
+    """Whether normals and anomalies pass G and D as one batch (``TrainConfig.anomaly_bn``;
+    Freeze-BN, which normalises anomalies with running statistics, comes first)."""
+    return has_anomalies(batch) and s.anomaly_bn == "joint" and not s.freeze_bn
 
 
 def _split(tree, count: int):
