@@ -1,15 +1,15 @@
-"""Rescore a saved epoch of a gamma > 0 run with G's running statistics recomputed two ways:
-as the step's passes settle with the anomalies' own batch statistics mixed in (what runs did
-before ``TrainConfig.anomalies_update_statistics`` was off by default) and with the normal
-passes alone (the default since; BUILD_NOTES finding 12).
+"""Rescore a saved epoch of a gamma > 0 run with G's running statistics recomputed three ways:
+as the step's passes settle with each training batch passed whole (``anomaly_bn`` joint, the
+default since BUILD_NOTES finding 14); with the anomalies as a sub-batch of their own whose
+statistics are mixed in (what runs did before ``anomalies_update_statistics`` was off by
+default); and with the normal passes alone (``own``, the default of finding 12).
 
     python experiments/rescore_statistics.py RUN_DIR [RUN_DIR ...] --epoch 15 \\
         --data-dir ../shared/datasets/mnist
 
 Prints, per run and generator (live, and the average when the run kept one), the test AUROC
-with the statistics saved in the checkpoint, with the mixed ones and with the normals' alone.
-Training does not depend on the choice (every training pass normalises with batch
-statistics), so this isolates what the running statistics do to scoring.
+with the statistics saved in the checkpoint and with each recomputed set. Only the running
+statistics change, not the weights, so this isolates what they do to scoring.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from jaxad.ema import recalibrate_ema_statistics
 from jaxad.metrics import auroc
 from jaxad.train import AGADState
 
-STATISTICS = ("saved", "mixed", "normals only")
+# How each recomputed set is made: (anomaly_bn, anomalies_update_statistics), without Freeze-BN.
+RECOMPUTED = {"joint": ("joint", False), "mixed": ("own", True), "normals only": ("own", False)}
+STATISTICS = ("saved", *RECOMPUTED)
 
 
 def as_average(state: AGADState) -> AGADState:
@@ -49,8 +51,9 @@ def rescored(run_dir: Path, epoch: int | str | None, data_dir: str | None) -> di
     for generator in generators:
         state = as_average(load_run(run_dir, epoch, generator=generator)[0])
         row = {"saved": auroc(split.test_labels, score(state, split.test_images))}
-        for name, update in (("mixed", True), ("normals only", False)):
-            settings = dataclasses.replace(state.settings, anomalies_update_statistics=update)
+        for name, (anomaly_bn, update) in RECOMPUTED.items():
+            settings = dataclasses.replace(state.settings, freeze_bn=False, anomaly_bn=anomaly_bn,
+                                           anomalies_update_statistics=update)
             recomputed = recalibrate_ema_statistics(state.replace(settings=settings), split.train_normal, normals,
                                                     anomaly_images=split.train_anomaly, anomalies_per_batch=anomalies)
             row[name] = auroc(split.test_labels, score(recomputed, split.test_images))

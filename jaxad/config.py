@@ -124,19 +124,20 @@ class TrainConfig:
     running statistics shrink D's features of anomalies to near zero, the latent reciprocal
     starts in the tens of thousands, and Adam's second moment keeps G frozen (BUILD_NOTES.md,
     findings 10 and 11).
-    ``anomalies_update_statistics``: without Freeze-BN, anomalies are normalised with their own
-    batch statistics; on, those also enter G's running statistics, which scoring uses. Off by
+    ``anomalies_update_statistics``: with ``anomaly_bn = "own"``, anomalies are normalised with
+    their own batch statistics; on, those also enter G's running statistics, which scoring uses. Off by
     default: G learns to fail on anomalies, their statistics drift from the normals', and
     mixed in (over half the running statistics at BatchNorm momentum 0.9) they made G fail on
     normals at test time (BUILD_NOTES.md, finding 12). Training is the same either way: every
     training pass normalises with batch statistics.
-    ``anomaly_bn`` (without Freeze-BN): ``"own"`` passes the anomaly sub-batch through G and D
-    apart from the normals, normalised with its own batch statistics; ``"joint"`` passes each
-    mixed batch through them once, as a loop over the paper's mixed batches does, so
-    BatchNorm cannot tell G or D which images are the anomalies and G must fail on them by
-    their content. Joint statistics then enter G's running statistics at the anomalies' share
-    of the batch, which is what training normalised with (``anomalies_update_statistics``
-    applies to ``"own"``). Measured in BUILD_NOTES.md, finding 14.
+    ``anomaly_bn`` (without Freeze-BN): ``"joint"`` (default) passes each mixed batch through G
+    and D once, as a loop over the paper's mixed batches does, so BatchNorm cannot tell either
+    network which images are the anomalies and G must fail on them by their content; the
+    joint statistics enter G's running statistics, at the anomalies' share of the batch,
+    which is what training normalised with. ``"own"`` passes the anomaly sub-batch apart from
+    the normals, normalised with its own batch statistics: G then learned to fail on
+    anomalies through that batch-level cue, which scoring never sees (BUILD_NOTES.md, finding
+    14). ``anomalies_update_statistics`` applies to ``"own"``.
     ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
     ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
     (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
@@ -166,11 +167,11 @@ class TrainConfig:
     freeze_bn: bool = _field(False, "normalise true anomalies with running statistics, never updating them "
                                     "(off by default, as the paper's base configuration; BUILD_NOTES finding 11)")
     anomalies_update_statistics: bool = _field(
-        False, "without Freeze-BN, let the anomalies' own batch statistics enter G's running statistics, "
+        False, "with --anomaly-bn own, let the anomalies' own batch statistics enter G's running statistics, "
                "which scoring uses (off: those describe the normals; BUILD_NOTES finding 12)")
     anomaly_bn: AnomalyBN = _field(
-        "own", "without Freeze-BN, how anomalies are batch-normalised in G and D: own = a sub-batch of their "
-               "own; joint = one pass over normals and anomalies together (BUILD_NOTES finding 14)")
+        "joint", "without Freeze-BN, how anomalies are batch-normalised in G and D: joint = one pass over "
+                 "normals and anomalies together; own = a sub-batch of their own (BUILD_NOTES finding 14)")
     detach_pseudo: bool = _field(False, "no gradient into G(x) through G(G(x))")
     ema_decay: float = _field(0.99, "score with an EMA of G's weights at this decay, its BatchNorm statistics "
                                     "recomputed on the training normals (0 = score with G itself)")

@@ -7,10 +7,11 @@ its activations. Scored with them, the average can fall where the live generator
 (``torch.optim.swa_utils.update_bn``), ``recalibrate_ema_statistics`` recomputes them for
 the averaged weights: the running statistics the train step's own passes through G
 (``train.generator_passes``) would settle at, over the training images. With gamma = 0 and
-AdvProp (the defaults) that is the mean of the normal batches' statistics. When other
-passes update the statistics too (true anomalies without Freeze-BN, the ``shared``
-pseudo-anomaly pass), their statistics enter as the momentum updates weight them (measured:
-BUILD_NOTES.md, finding 11). ``fit`` does this before every scoring and checkpoint; call it
+AdvProp (the defaults) that is the mean of the normal batches' statistics; with anomalies
+in joint batches (``anomaly_bn = "joint"``, the default), the mean of the mixed batches'.
+When further passes update the statistics (the anomalies' own with
+``anomalies_update_statistics``, the ``shared`` pseudo-anomaly pass), their statistics enter
+as the momentum updates weight them (measured: BUILD_NOTES.md, finding 11). ``fit`` does this before every scoring and checkpoint; call it
 yourself before ``score`` / ``score_step`` when you train with your own loop.
 """
 

@@ -45,16 +45,19 @@ def test_normal_batch_never_touches_the_anomaly_terms():
     assert float(metrics["g_loss"]) == pytest.approx(float(metrics["g_normal_loss"]))
 
 
-def test_batch_with_anomalies_adds_the_anomaly_branch():
-    state = create_train_state(tiny_config(), jax.random.key(0))
+@pytest.mark.parametrize("anomaly_bn", ["joint", "own"])
+def test_batch_with_anomalies_adds_the_anomaly_branch(anomaly_bn):
+    state = create_train_state(tiny_config(**{"train.anomaly_bn": anomaly_bn}), jax.random.key(0))
     _, normal_only = step(state, NORMAL, jax.random.key(1))
     _, metrics = step(state, WITH_ANOMALIES, jax.random.key(1))
     assert float(metrics["g_anomaly_loss"]) > 0
     assert float(metrics["g_loss"]) == pytest.approx(
         float(metrics["g_normal_loss"] + metrics["g_anomaly_loss"]), rel=1e-5)
-    # The normal branch is the same computation on the same normal images.
-    assert float(metrics["g_normal_loss"]) == pytest.approx(float(normal_only["g_normal_loss"]), rel=1e-5)
     assert float(metrics["d_loss"]) > float(normal_only["d_loss"])
+    # With the anomalies as a sub-batch of their own, the normal branch is the same
+    # computation on the same normal images; in a joint batch they share its statistics.
+    same = float(metrics["g_normal_loss"]) == pytest.approx(float(normal_only["g_normal_loss"]), rel=1e-5)
+    assert same == (anomaly_bn == "own")
 
 
 def main_and_aux_stats(batch_stats):
@@ -196,12 +199,13 @@ def test_freeze_bn_starts_the_latent_reciprocal_on_a_near_zero_error():
 
 
 def test_anomalies_enter_the_running_statistics_only_when_asked_and_training_is_the_same_either_way():
-    # Every training pass normalises with batch statistics, so the switch changes only the
+    # With anomaly_bn="own" (a sub-batch of their own). Every training pass normalises with batch statistics, so the switch changes only the
     # running statistics scoring uses: by default the anomalies leave them as the normals set them.
     # (Not bit for bit: the two programs may round differently, and a GAN amplifies that.)
     after = {}
     for update in (False, True):
-        state = create_train_state(tiny_config(**{"train.anomalies_update_statistics": update}), jax.random.key(0))
+        own = tiny_config(**{"train.anomaly_bn": "own", "train.anomalies_update_statistics": update})
+        state = create_train_state(own, jax.random.key(0))
         after[update], _ = step(state, WITH_ANOMALIES, jax.random.key(1))
     normal_only, _ = step(create_train_state(tiny_config(), jax.random.key(0)), NORMAL, jax.random.key(1))
     # Two programs, which XLA may round differently: equal to float32 rounding.
@@ -313,12 +317,13 @@ def test_anomaly_recon_pair_switch_changes_the_anomaly_term():
 
 
 def test_anomaly_adversarial_target_is_the_label_the_reciprocal_takes_bce_against():
-    # Without Freeze-BN the anomalies pass G and D in training mode, on their own batch
-    # statistics, so D's logits on G(x_a) can be recomputed from the parameters alone.
+    # As a sub-batch of their own (anomaly_bn "own", without Freeze-BN) the anomalies pass G
+    # and D in training mode on their own batch statistics, so D's logits on G(x_a) can be
+    # recomputed from the parameters alone.
     xa = WITH_ANOMALIES["anomaly"]
     for target in (0, 1):
         state = create_train_state(tiny_config(**{"loss.anomaly_adversarial_target": target,
-                                                  "train.freeze_bn": False}), jax.random.key(0))
+                                                  "train.anomaly_bn": "own"}), jax.random.key(0))
         _, metrics = step(state, WITH_ANOMALIES, jax.random.key(1))
         xa_hat, _ = state.generator.apply({"params": state.g_params, "batch_stats": state.g_batch_stats}, xa,
                                           train=True, mutable=["batch_stats"])
