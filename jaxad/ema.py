@@ -11,8 +11,9 @@ AdvProp (the defaults) that is the mean of the normal batches' statistics; with 
 in joint batches (``anomaly_bn = "joint"``, the default), the mean of the mixed batches'.
 When further passes update the statistics (the anomalies' own with
 ``anomalies_update_statistics``, the ``shared`` pseudo-anomaly pass), their statistics enter
-as the momentum updates weight them (measured: BUILD_NOTES.md, finding 11). ``fit`` does this before every scoring and checkpoint; call it
-yourself before ``score`` / ``score_step`` when you train with your own loop.
+as the momentum updates weight them (measured: BUILD_NOTES.md, finding 11). ``fit`` does
+this before every scoring and checkpoint; call it yourself before ``score`` /
+``score_step`` when you train with your own loop.
 """
 
 from __future__ import annotations

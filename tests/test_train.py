@@ -199,8 +199,9 @@ def test_freeze_bn_starts_the_latent_reciprocal_on_a_near_zero_error():
 
 
 def test_anomalies_enter_the_running_statistics_only_when_asked_and_training_is_the_same_either_way():
-    # With anomaly_bn="own" (a sub-batch of their own). Every training pass normalises with batch statistics, so the switch changes only the
-    # running statistics scoring uses: by default the anomalies leave them as the normals set them.
+    # With anomaly_bn="own" (a sub-batch of their own). Every training pass normalises with
+    # batch statistics, so the switch changes only the running statistics scoring uses: by
+    # default the anomalies leave them as the normals set them.
     # (Not bit for bit: the two programs may round differently, and a GAN amplifies that.)
     after = {}
     for update in (False, True):
