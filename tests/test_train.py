@@ -226,19 +226,19 @@ def test_joint_batches_normalise_normals_and_anomalies_together_in_g_and_d():
         passes = [generator_passes(state.generator, state.g_params, state.g_batch_stats, batch, state.settings)
                   for batch in (WITH_ANOMALIES, other)]
         assert jnp.array_equal(passes[0].x_hat, passes[1].x_hat) == (mode == "own")
-        d_anomaly = [float(step(state, {**batch, "normal": normal}, jax.random.key(1))[1]["d_anomaly"])
-                     for batch in (WITH_ANOMALIES,) for normal in (images(1, 8), images(4, 8))]
+        d_anomaly = [float(step(state, {**WITH_ANOMALIES, "normal": normal}, jax.random.key(1))[1]["d_anomaly"])
+                     for normal in (images(1, 8), images(4, 8))]
         assert (d_anomaly[0] == d_anomaly[1]) == (mode == "own")
     # Joint: exactly one training-mode pass over the concatenated batch, which is also what
     # G's running statistics (the ones scoring uses) take in: the anomalies at their share.
     both = jnp.concatenate([WITH_ANOMALIES["normal"], WITH_ANOMALIES["anomaly"]])
     out, stats = _apply(state.generator, state.g_params, state.g_batch_stats, both, True)
     assert jnp.allclose(jnp.concatenate([passes[0].x_hat, passes[0].xa_hat]), out, atol=1e-6)
-    main = lambda tree: [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)  # noqa: E731
-                         if "aux" not in jax.tree_util.keystr(path)]  # AdvProp's G(x_hat) has its own
-    assert tree_close(main(passes[0].batch_stats), main(stats)) and passes[0].updates == 1
+    # (The main statistics: AdvProp's G(x_hat) updates its auxiliary ones.)
+    main = main_and_aux_stats(stats)[0]
+    assert tree_close(main_and_aux_stats(passes[0].batch_stats)[0], main) and passes[0].updates == 1
     after, _ = step(state, WITH_ANOMALIES, jax.random.key(1))
-    assert tree_close(main(after.g_batch_stats), main(stats))
+    assert tree_close(main_and_aux_stats(after.g_batch_stats)[0], main)
 
 
 def test_joint_batches_change_nothing_without_anomalies_or_under_freeze_bn():
