@@ -26,3 +26,19 @@ def roc(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """False- and true-positive rates of the ROC curve."""
     fpr, tpr, _ = roc_curve(labels, scores)
     return fpr, tpr
+
+
+def auroc_by_anomaly_class(labels: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> dict[int, float]:
+    """AUROC (%) of the normal test images against each anomaly class alone: ``{class: AUROC}``.
+
+    ``classes`` holds each test image's original class (``OneClassSplit.test_classes``, or a run's
+    ``scores.npz``). It says which kinds of anomaly a model misses, which one AUROC over all of
+    them averages away, and, with ``DataConfig.anomaly_classes``, whether what it learned from the
+    training anomalies carries over to classes it never saw.
+    """
+    labels, scores, classes = np.asarray(labels), np.asarray(scores), np.asarray(classes)
+    if not labels.shape == scores.shape == classes.shape:
+        raise ValueError(f"labels {labels.shape}, scores {scores.shape} and classes {classes.shape} differ in shape")
+    normal = labels == 0
+    return {int(c): auroc(labels[normal | (classes == c)], scores[normal | (classes == c)])
+            for c in np.unique(classes[labels == 1])}

@@ -347,7 +347,9 @@ def _anomaly_images(split: OneClassSplit) -> np.ndarray:
 
 def _finish(run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState,
             history: list[dict[str, float]]) -> RunResult:
-    final_scores = score(state, split.test_images, use_batch_statistics=cfg.paper_protocol)
+    # The scores final_auroc is computed from (running statistics): --paper-protocol's batch-statistics
+    # figures are recorded beside it, not saved in its place.
+    final_scores = score(state, split.test_images)
     result = RunResult(cfg, history, final_scores, np.asarray(split.test_labels),
                        np.asarray(split.test_classes), state)
     if run_dir is not None:

@@ -16,9 +16,11 @@ from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, run_benchmark
 from jaxad.checkpoint import CheckpointError
 from jaxad.runs import normal_first
 from jaxad.data import load_split
+from jaxad.metrics import auroc, auroc_by_anomaly_class
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
+import auroc_by_class  # noqa: E402
 import run as run_cli  # noqa: E402
 import score as score_cli  # noqa: E402
 import test_batch_layout  # noqa: E402
@@ -51,6 +53,10 @@ def test_benchmark_writes_every_file(benchmark_dir):
                 "d_resets"} <= history[0].keys()
         with np.load(run_dir / "scores.npz") as z:
             assert len(z["scores"]) == len(z["labels"]) == 540  # every digits test image
+            # The saved scores are those of the reported final AUROC (running statistics), even
+            # with --paper-protocol, whose batch-statistics figures differ and are recorded beside it.
+            final = json.loads((run_dir / "result.json").read_text())
+            assert auroc(z["labels"], z["scores"]) == pytest.approx(final["final_auroc"], abs=1e-6)
 
 
 def test_tables_agree_with_results_json(benchmark_dir):
@@ -149,7 +155,7 @@ def test_score_command_reproduces_the_run_scores(benchmark_dir, tmp_path):
     run_dir = benchmark_dir / "runs" / "gamma0" / "class3" / "seed0"
     state, cfg = load_run(run_dir)
     split = load_split(cfg.data)
-    # The benchmark ran with --paper-protocol (test-batch statistics): same batches, same scores.
+    # Running statistics in both, whatever the run's --paper-protocol: an image scores alone.
     np.save(tmp_path / "test.npy", split.test_images)
     assert score_cli.main(["--run", str(run_dir), "--images", str(tmp_path / "test.npy"),
                            "--out", str(tmp_path / "scored"), "--no-maps"]) == 0
@@ -227,3 +233,29 @@ def test_the_default_output_directory_keeps_a_clone_clean():
         ignored = subprocess.run(["git", "check-ignore", "-q", str(out / "runs" / "x" / "result.json")], cwd=ROOT)
         assert ignored.returncode == 0
     assert run_cli.output_dir(run_cli.parse_args(["--out", "elsewhere"]), run_cli.build_spec(args)) == Path("elsewhere")
+
+
+def test_auroc_by_anomaly_class_scores_normals_against_each_class_alone():
+    labels = np.array([0, 0, 1, 1, 1, 1])
+    classes = np.array([3, 3, 1, 1, 7, 7])
+    scores = np.array([0.2, 0.4, 0.9, 0.8, 0.1, 0.3])  # 1s score above every normal; 7s mostly below
+    assert auroc_by_anomaly_class(labels, scores, classes) == {1: 100.0, 7: 25.0}
+    with pytest.raises(ValueError, match="differ in shape"):
+        auroc_by_anomaly_class(labels, scores, classes[:-1])
+
+
+def test_auroc_by_class_reads_a_run_and_marks_classes_without_training_anomalies(benchmark_dir, capsys):
+    run_dir = benchmark_dir / "runs" / "gamma0" / "class3" / "seed0"
+    assert auroc_by_class.main([str(run_dir)]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].strip("| ").split(" | ")
+    final = json.loads((run_dir / "result.json").read_text())["final_auroc"]
+    assert float(row[1]) == round(final, 1)
+    assert len(row) == 2 + 9 and all(cell.endswith("(unseen)") for cell in row[2:])  # gamma 0: no anomaly seen
+
+
+def test_auroc_by_class_marks_only_the_classes_left_out_of_training_as_unseen(tmp_path):
+    np.savez(tmp_path / "scores.npz", labels=np.array([0, 1, 1]), scores=np.array([0.1, 0.9, 0.5]),
+             classes=np.array([8, 1, 7]))
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"gamma": 0.05, "anomaly_classes": [1]}}))
+    per_class, overall, seen = auroc_by_class.run_row(tmp_path)
+    assert per_class == {1: 100.0, 7: 100.0} and overall == 100.0 and seen == {1}

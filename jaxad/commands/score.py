@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    scores = score(state, images, use_batch_statistics=cfg.paper_protocol)
+    # Running statistics, as the run's AUROC was scored: an image's score must not depend on
+    # which other images share its batch.
+    scores = score(state, images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scores.csv", "w", newline="") as f:
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_maps:
         maps = out / "error_maps"
         maps.mkdir(exist_ok=True)
-        reconstructions = np.asarray(reconstruct(state, images, cfg.paper_protocol))
+        reconstructions = np.asarray(reconstruct(state, images))
         for i, (name, value) in enumerate(zip(names, scores)):
             stem = Path(name).with_suffix("").as_posix().replace("/", "_").replace("[", "_").replace("]", "")
             save_error_map(maps / f"{stem}.png", images[i], reconstructions[i], float(value))
