@@ -21,6 +21,7 @@ from jaxad.metrics import auroc, auroc_by_anomaly_class
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 import auroc_by_class  # noqa: E402
+import rewrite_final_scores  # noqa: E402
 import run as run_cli  # noqa: E402
 import score as score_cli  # noqa: E402
 import test_batch_layout  # noqa: E402
@@ -259,3 +260,20 @@ def test_auroc_by_class_marks_only_the_classes_left_out_of_training_as_unseen(tm
     (tmp_path / "config.json").write_text(json.dumps({"data": {"gamma": 0.05, "anomaly_classes": [1]}}))
     per_class, overall, seen = auroc_by_class.run_row(tmp_path)
     assert per_class == {1: 100.0, 7: 100.0} and overall == 100.0 and seen == {1}
+
+
+def test_rewrite_final_scores_repairs_scores_saved_with_batch_statistics(benchmark_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(benchmark_dir / "runs" / "gamma0" / "class3" / "seed0", run_dir)
+    state, cfg = load_run(run_dir)
+    split = load_split(cfg.data)
+    # What --paper-protocol runs saved before 59e72fe: the final scores with test-batch statistics.
+    np.savez(run_dir / "scores.npz", scores=score(state, split.test_images, use_batch_statistics=True),
+             labels=split.test_labels, classes=split.test_classes)
+    assert rewrite_final_scores.main([str(run_dir)]) == 0
+    result = json.loads((run_dir / "result.json").read_text())
+    with np.load(run_dir / "scores.npz") as z:
+        assert auroc(z["labels"], z["scores"]) == pytest.approx(result["final_auroc"], abs=1e-6)
+    (run_dir / "result.json").write_text(json.dumps({**result, "final_auroc": result["final_auroc"] - 1}))
+    with pytest.raises(ValueError, match="nothing written"):
+        rewrite_final_scores.main([str(run_dir)])
