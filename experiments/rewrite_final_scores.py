@@ -17,11 +17,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from jaxad import load_run, report, score
 from jaxad.data import load_split
 from jaxad.metrics import auroc
+from jaxad.runs import save_final_scores
 
 
 def rewrite(run_dir: Path, data_dir: str | None) -> float:
@@ -36,9 +35,7 @@ def rewrite(run_dir: Path, data_dir: str | None) -> float:
     if abs(value - recorded) > 0.01:
         raise ValueError(f"{run_dir}: the final checkpoint scores {value:.3f}, result.json says {recorded:.3f}; "
                          f"nothing written")
-    tmp = run_dir / "scores.tmp.npz"
-    np.savez(tmp, scores=scores, labels=split.test_labels, classes=split.test_classes)
-    tmp.replace(run_dir / "scores.npz")
+    save_final_scores(run_dir, scores, split.test_labels, split.test_classes)
     report.plot_score_extremes(split.test_images, scores, split.test_labels, run_dir / "score_extremes.png")
     return value
 

@@ -547,10 +547,15 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
                        keep_checkpoints=keep_checkpoints)
 
 
-def _write_run(run_dir: Path, result: RunResult) -> None:
+def save_final_scores(run_dir: Path, scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> None:
+    """Write a run's ``scores.npz`` (final test scores, labels, classes) atomically."""
     tmp = run_dir / "scores.tmp.npz"
-    np.savez(tmp, scores=result.test_scores, labels=result.test_labels, classes=result.test_classes)
+    np.savez(tmp, scores=scores, labels=labels, classes=classes)
     tmp.replace(run_dir / "scores.npz")
+
+
+def _write_run(run_dir: Path, result: RunResult) -> None:
+    save_final_scores(run_dir, result.test_scores, result.test_labels, result.test_classes)
     # The checkpoints of the final, the test-selected and the label-free selected epoch (kept by
     # the preservation policy; absent in run directories whose checkpoint steps counted from 0).
     checkpoints = {name: f"checkpoints/{epoch}" for name, epoch in
