@@ -19,6 +19,8 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -31,7 +33,7 @@ from jaxad import checkpoint, report
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import DATASETS, Dataset, batch_composition, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
-from jaxad.runs import fit, fit_many, is_complete
+from jaxad.runs import ConfigMismatchError, fit, fit_many, is_complete, run_config_differences
 from jaxad.metrics import roc
 from jaxad.train import reconstruct
 
@@ -200,6 +202,54 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
         report.plot_score_boxes(boxes, out_dir / "score_boxes.png")
         report.plot_roc_curves(curves, out_dir / "roc.png")
     return rows
+
+
+def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str | Path], *,
+               checkpoints: bool = True, command: str | None = None) -> list[Path]:
+    """Copy the finished runs of ``spec`` found in other output directories into ``out_dir``.
+
+    For a benchmark split over machines (``--classes 0 1 2`` on one, ``3 4 5`` on another, or
+    seeds apart): each source is an output directory laid out as ``out_dir`` is; any benchmark
+    may have made it. A run is taken from the first source that holds it finished (complete
+    before failed), after its ``config.json`` is checked to be the run ``spec`` plans
+    (``ConfigMismatchError`` names the fields that differ). Runs ``out_dir`` holds finished are
+    kept; an unfinished one there is replaced. ``checkpoints=False`` leaves the checkpoints
+    behind (scoring and resuming a copied run then need its source). Nothing is trained; the
+    reports are rewritten (``command``: the line ``results.md`` gives to reproduce). Returns the
+    run directories copied, in ``out_dir``.
+    """
+    out_dir, sources = Path(out_dir), [Path(s) for s in sources]
+    for source in sources:
+        if not (source / "runs").is_dir():
+            raise FileNotFoundError(f"{source} is not a benchmark output directory (it has no runs/)")
+        if source.resolve() == out_dir.resolve():
+            raise ValueError(f"{source} is the output directory itself; name the directories to copy from")
+    copied = []
+    with locked(out_dir):
+        _prepare_out_dir(spec, out_dir, resume=True)
+        for cfg in spec.runs():
+            target = run_dir_of(out_dir, cfg)
+            if is_complete(target):
+                continue
+            found = [run_dir_of(s, cfg) for s in sources if is_complete(run_dir_of(s, cfg))]
+            if not found:
+                continue
+            run = min(found, key=lambda r: read_json(r / "result.json")["status"] != "complete")
+            differences = run_config_differences(run, cfg)
+            if differences:
+                raise ConfigMismatchError(f"{run} holds a run of another configuration than this benchmark's "
+                                          f"({'; '.join(differences)}); nothing more was copied")
+            # Copied beside the target, then renamed: an interrupted merge leaves no half-copied run.
+            staging = target.with_name(target.name + ".merging")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(run, staging, ignore=None if checkpoints else shutil.ignore_patterns("checkpoints"))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+            copied.append(target)
+        dataset = DATASETS[spec.base.data.dataset]
+        write_reports(spec, out_dir, command, dataset.protocol_classes)
+    return copied
 
 
 def _groups(spec: BenchmarkSpec, models_at_once: bool) -> list[list[ExperimentConfig]]:

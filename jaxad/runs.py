@@ -200,15 +200,21 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
             for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
 
 
+def run_config_differences(run_dir: Path, cfg: ExperimentConfig) -> list[str]:
+    """How the run in ``run_dir`` (its ``config.json``, in any earlier layout) differs from ``cfg``,
+    field by field; empty when it is ``cfg``'s run (fields that cannot change it are left out)."""
+    saved = upgrade_config_dict(read_json(run_dir / "config.json"))
+    current = json.loads(cfg.to_json())
+    return config_differences(without_inert_fields(saved, [saved["data"]["gamma"]]),
+                              without_inert_fields(current, [current["data"]["gamma"]]))
+
+
 def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -> None:
     """Refuse a run directory of another configuration or other data; record both in a new one."""
     config_file, data_file = run_dir / "config.json", run_dir / "data.json"
-    current = json.loads(cfg.to_json())
     fingerprint = split_fingerprint(split)
     if config_file.exists():
-        saved = upgrade_config_dict(read_json(config_file))
-        differences = config_differences(without_inert_fields(saved, [saved["data"]["gamma"]]),
-                                         without_inert_fields(current, [current["data"]["gamma"]]))
+        differences = run_config_differences(run_dir, cfg)
         if differences:
             raise ConfigMismatchError(
                 f"{run_dir} holds a run of another configuration ({'; '.join(differences)}); "
@@ -224,7 +230,7 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
             return
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config_file, current)
+        write_json_atomic(config_file, json.loads(cfg.to_json()))
     write_json_atomic(data_file, fingerprint)  # runs from before data.json existed record theirs now
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, load_run, report, score
-from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, run_benchmark
+from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, merge_runs, run_benchmark
 from jaxad.checkpoint import CheckpointError
 from jaxad.runs import normal_first
 from jaxad.data import load_split
@@ -277,3 +277,48 @@ def test_rewrite_final_scores_repairs_scores_saved_with_batch_statistics(benchma
     (run_dir / "result.json").write_text(json.dumps({**result, "final_auroc": result["final_auroc"] - 1}))
     with pytest.raises(ValueError, match="nothing written"):
         rewrite_final_scores.main([str(run_dir)])
+
+
+def test_runs_made_apart_merge_into_one_benchmark_without_training(benchmark_dir, tmp_path):
+    # As if class 0 ran on one machine and class 3 on another: each holds its own output directory.
+    flags = ["--dataset", "digits", "--classes", "0", "3", "--seeds", "1", "--epochs", "2", "--batch-size", "32",
+             "--width", "0.125", "--no-progress", "--paper-protocol"]
+    for machine, c in (("a", 0), ("b", 3)):
+        run = Path("runs") / "gamma0" / f"class{c}" / "seed0"
+        shutil.copytree(benchmark_dir / run, tmp_path / machine / run)
+        (tmp_path / machine / run / "made_here.txt").write_text(machine)  # proves a copy, not a new run
+    out = tmp_path / "merged"
+    argv = [*flags, "--out", str(out), "--merge-from", str(tmp_path / "a"), str(tmp_path / "b"),
+            "--merge-without-checkpoints"]
+    assert run_cli.main(argv) == 0
+    for machine, c in (("a", 0), ("b", 3)):
+        run_dir = out / "runs" / "gamma0" / f"class{c}" / "seed0"
+        assert (run_dir / "made_here.txt").read_text() == machine
+        assert not (run_dir / "checkpoints").exists()
+    merged, made = (json.loads((d / "results.json").read_text()) for d in (out, benchmark_dir))
+    assert merged["summary"] == made["summary"]
+    # results.md gives the command that makes the runs, not the merge.
+    assert merged["command"] == " ".join(["python experiments/run.py", *flags, "--out", str(out)])
+    # Nothing left to copy: a second merge copies nothing and keeps the table.
+    assert run_cli.main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["summary"] == made["summary"]
+
+
+def test_a_merge_refuses_a_run_of_another_configuration(benchmark_dir, tmp_path):
+    run = Path("runs") / "gamma0" / "class0" / "seed0"
+    shutil.copytree(benchmark_dir / run, tmp_path / "other" / run)
+    config = json.loads((tmp_path / "other" / run / "config.json").read_text())
+    config["loss"]["w_adcon"] = 5.0
+    (tmp_path / "other" / run / "config.json").write_text(json.dumps(config))
+    spec = BenchmarkSpec(TINY.replace(**{"data.dataset": "digits", "paper_protocol": True}), classes=(0,), seeds=(0,))
+    with pytest.raises(ValueError, match="another configuration.*w_adcon"):
+        merge_runs(spec, tmp_path / "merged", [tmp_path / "other"])
+    assert not (tmp_path / "merged" / run).exists()
+    with pytest.raises(FileNotFoundError, match="not a benchmark output directory"):
+        merge_runs(spec, tmp_path / "merged", [tmp_path / "nowhere"])
+
+
+def test_the_recorded_command_of_a_merge_is_the_one_that_makes_the_runs():
+    assert run_cli.without_merge_flags(["--dataset", "mnist", "--merge-from", "a", "b", "--merge-without-checkpoints",
+                                        "--seeds", "1"]) == ["--dataset", "mnist", "--seeds", "1"]
+    assert run_cli.without_merge_flags(["--merge-from=a", "--out", "x"]) == ["--out", "x"]

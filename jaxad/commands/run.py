@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from jaxad.allocator import restart_with_fast_malloc
-from jaxad.grid import BenchmarkSpec, device_summary, run_benchmark
+from jaxad.grid import BenchmarkSpec, device_summary, finished_runs, merge_runs, run_benchmark
 from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
 from jaxad.cli import add_config_flags, config_changes
 from jaxad.config import ExperimentConfig
@@ -65,6 +65,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models-at-once", action="store_true",
                    help="train the seeds of each (class, gamma) together, vmapped in one step")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--merge-from", nargs="+", metavar="DIR",
+                   help="train nothing: copy this benchmark's finished runs from these output directories "
+                   "(e.g. one per machine) into --out, checking each run's config, and write the reports")
+    p.add_argument("--merge-without-checkpoints", action="store_true",
+                   help="with --merge-from: leave the runs' checkpoints behind (e.g. to commit the results)")
     add_config_flags(p, skip=GRID_FIELDS, choices={"backbone": tuple(BACKBONES)})
     return p
 
@@ -108,6 +113,39 @@ def resume_command(command: str, args: argparse.Namespace) -> str:
     return command if args.resume else f"{command} --resume"
 
 
+def without_merge_flags(argv: list[str]) -> list[str]:
+    """The command line without ``--merge-from DIR ...`` and ``--merge-without-checkpoints``: what
+    makes the benchmark's runs, which its ``results.md`` gives to reproduce them."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg.startswith("--merge-from"):
+            skipping = "=" not in arg  # --merge-from=DIR takes one directory in the same word
+            continue
+        if skipping and not arg.startswith("-"):
+            continue
+        skipping = False
+        if arg != "--merge-without-checkpoints":
+            kept.append(arg)
+    return kept
+
+
+def merge(args: argparse.Namespace, spec: BenchmarkSpec, out: Path, command: str) -> int:
+    """``--merge-from``: copy the finished runs in, write the reports, say what is left to train."""
+    try:
+        copied = merge_runs(spec, out, args.merge_from, checkpoints=not args.merge_without_checkpoints,
+                            command=command)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    done, planned = finished_runs(spec, out), len(spec.runs())
+    print(f"copied {len(copied)} run(s) into {out}; {done} of {planned} runs of the benchmark are finished")
+    if done < planned:
+        print(f"train the rest with: {resume_command(command, args)}")
+    if (out / "results.md").exists():
+        print((out / "results.md").read_text())
+    return 0
+
+
 def report_failures(rows: list[dict]) -> int:
     """The exit status: 0 when every run finished, 1 (naming the failed runs) when any failed."""
     failed = [r for r in rows if r["status"] == "failed"]
@@ -133,8 +171,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         print(f"No --dataset: running the demo on sklearn's {DEMO_DATASET} "
               f"({len(spec.classes)} classes, width {spec.base.model.width}, "
               f"{spec.base.train.epochs} epochs, batch {spec.base.train.batch_size}).")
+    argv = list(argv if argv is not None else sys.argv[1:])
+    if args.merge_without_checkpoints and not args.merge_from:
+        print("error: --merge-without-checkpoints applies to --merge-from DIR ...; give both", file=sys.stderr)
+        return 2
+    if args.merge_from:
+        return merge(args, spec, out, f"{prog} " + " ".join(shlex.quote(a) for a in without_merge_flags(argv)))
     print(f"devices: {device_summary()}; output: {out}")
-    command = f"{prog} " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = f"{prog} " + " ".join(shlex.quote(a) for a in argv)
     try:
         rows = run_benchmark(spec, out, resume=args.resume, devices=args.devices,
                              models_at_once=args.models_at_once, command=command.strip(),
