@@ -214,7 +214,7 @@ def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str |
     before failed), after its ``config.json`` is checked to be the run ``spec`` plans
     (``ConfigMismatchError`` names the fields that differ). Runs ``out_dir`` holds finished are
     kept; an unfinished one there is replaced. ``checkpoints=False`` leaves the checkpoints
-    behind (scoring and resuming a copied run then need its source). Nothing is trained; the
+    behind (scoring with a copied run's model then needs its source). Nothing is trained; the
     reports are rewritten (``command``: the line ``results.md`` gives to reproduce). Returns the
     run directories copied, in ``out_dir``.
     """
