@@ -24,6 +24,15 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 100) -> None:
+    """``fig.savefig`` to a temporary file beside ``path``, then rename it over ``path``: a
+    picture that exists is whole (``--resume`` redraws a finished run's missing pictures)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # savefig takes the format from the suffix
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+
+
 def read_json(path: str | Path) -> Any:
     """``json.load`` of ``path``; a damaged file raises ``ValueError`` naming it."""
     with open(path) as f:

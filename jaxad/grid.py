@@ -9,8 +9,9 @@ PyTorch reference (this module was ``jaxad/benchmark.py``).
 
 The output directory holds ``benchmark.json`` (what is being run), ``runs/gamma*/class*/seed*/``
 (one run directory each, see ``jaxad.runs``), and after every run ``results.json``,
-``results.csv``, ``results.md`` and the plots. A finished run is never run again; an
-unfinished one restarts from its last checkpoint.
+``results.csv``, ``results.md`` and the plots. A finished run is never run again (pictures it
+lacks, if it was stopped before they were drawn, are drawn on resume); an unfinished one restarts
+from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from jaxad import checkpoint, report
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import DATASETS, Dataset, batch_composition, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
-from jaxad.runs import ConfigMismatchError, fit, fit_many, is_complete, run_config_differences
+from jaxad.runs import ConfigMismatchError, fit, fit_many, is_complete, load_run, run_config_differences
 from jaxad.metrics import roc
 from jaxad.train import reconstruct
 
@@ -152,11 +153,56 @@ def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
             "run_dir": str(run_dir.relative_to(out_dir)), **result}
 
 
+RUN_PICTURES = ("reconstructions.png", "score_extremes.png")  # drawn in each finished run's directory
+
+
 def _save_reconstructions(state, split, run_dir: Path, count: int = 8) -> None:
     normal = split.test_images[split.test_labels == 0][:count]
     anomalous = split.test_images[split.test_labels == 1][:count]
     report.plot_reconstructions(normal, np.asarray(reconstruct(state, normal)), anomalous,
                                 np.asarray(reconstruct(state, anomalous)), run_dir / "reconstructions.png")
+
+
+def draw_run_pictures(run_dir: Path, split, scores: np.ndarray, labels: np.ndarray, state=None) -> None:
+    """A finished run's pictures: ``score_extremes.png`` from its final test scores and, given
+    its final model ``state``, ``reconstructions.png``."""
+    if state is not None:
+        _save_reconstructions(state, split, run_dir)
+    report.plot_score_extremes(split.test_images, scores, labels, run_dir / "score_extremes.png")
+
+
+def missing_pictures(run_dir: Path) -> list[str]:
+    """The pictures a complete run's directory lacks (none for an unfinished or failed run)."""
+    marker = run_dir / "result.json"
+    if not marker.exists() or read_json(marker).get("status") != "complete":
+        return []
+    return [name for name in RUN_PICTURES if not (run_dir / name).exists()]
+
+
+def redraw_missing_pictures(run_dir: Path, split) -> list[str]:
+    """Draw the pictures a complete run lacks (it was stopped after ``result.json``, its
+    completion marker, was written and before they were): score extremes from ``scores.npz``,
+    reconstructions from its final checkpoint. Returns the names drawn; a run copied without
+    checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so."""
+    missing = missing_pictures(run_dir)
+    if not missing:
+        return []
+    result = read_json(run_dir / "result.json")
+    with np.load(run_dir / "scores.npz") as saved:
+        scores, labels = saved["scores"], saved["labels"]
+    if not np.array_equal(labels, split.test_labels):
+        raise ValueError(f"{run_dir}/scores.npz does not score this run's test split; its pictures are not redrawn")
+    state = None
+    final = result.get("checkpoints", {}).get("final")
+    if "reconstructions.png" in missing:
+        if final is not None and (run_dir / final).is_dir():
+            state, _ = load_run(run_dir, epoch=int(Path(final).name))
+        else:
+            tqdm.write(f"{run_dir} lacks reconstructions.png and keeps no final checkpoint to draw it from")
+            missing.remove("reconstructions.png")
+    if missing:
+        draw_run_pictures(run_dir, split, scores, labels, state)
+    return missing
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -309,10 +355,8 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
                                seed=cfg.seed)
 
     def finished(cfg: ExperimentConfig, split, result) -> None:
-        run_dir = run_dir_of(out_dir, cfg)
-        _save_reconstructions(result.state, split, run_dir)
-        report.plot_score_extremes(split.test_images, result.test_scores, result.test_labels,
-                                   run_dir / "score_extremes.png")
+        # After result.json: a run stopped in between has its pictures redrawn on --resume.
+        draw_run_pictures(run_dir_of(out_dir, cfg), split, result.test_scores, result.test_labels, result.state)
         selected = ("" if result.selected_epoch is None else
                     f"{result.selected_auroc:.2f} (label-free selected epoch {result.selected_epoch}), ")
         tqdm.write(f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}: "
@@ -335,6 +379,11 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
     bar = tqdm(groups, desc="runs", disable=not progress)
     try:
         for group in bar:
+            for cfg in group:
+                if missing_pictures(run_dir_of(out_dir, cfg)):
+                    drawn = redraw_missing_pictures(run_dir_of(out_dir, cfg), split_of(cfg))
+                    if drawn:
+                        tqdm.write(f"{run_dir_of(out_dir, cfg)}: drew {', '.join(drawn)}, missing from a finished run")
             todo = [cfg for cfg in group if not is_complete(run_dir_of(out_dir, cfg))]
             if not todo:
                 continue

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxad.files import save_figure_atomic
+
 # Paper, Table 9 (gamma = 0): per-class AUROC %, then (avg, SD among classes).
 PAPER_TABLE9: dict[str, dict[str, tuple[list[float], float, float]]] = {
     "mnist": {
@@ -209,7 +211,7 @@ def plot_auroc_per_epoch(histories: dict[tuple[float, int], list[list[dict]]], p
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path)
     plt.close(fig)
 
 
@@ -232,7 +234,7 @@ def plot_score_boxes(scores: dict[int, tuple[np.ndarray, np.ndarray]], path: Pat
     ax.set(xlabel="normal class", ylabel="anomaly score ||x - G(x)||_2",
            title="test scores: normal (blue) vs anomalous (red)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path)
     plt.close(fig)
 
 
@@ -246,7 +248,7 @@ def plot_roc_curves(curves: dict[int, tuple[np.ndarray, np.ndarray, float]], pat
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (AUROC %)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path)
     plt.close(fig)
 
 
@@ -266,7 +268,7 @@ def plot_reconstructions(normal: np.ndarray, normal_rec: np.ndarray, anomalous: 
                 show_image(ax, images[i])
         axes[r][0].set_title(name, fontsize=8, loc="left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path)
     plt.close(fig)
 
 
@@ -303,7 +305,7 @@ def plot_score_extremes(images: np.ndarray, scores: np.ndarray, labels: np.ndarr
         axes[r][0].annotate(name, xy=(0, 0.5), xycoords="axes fraction", xytext=(-4, 0),
                             textcoords="offset points", ha="right", va="center", rotation=90, fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure_atomic(fig, path)
     plt.close(fig)
 
 

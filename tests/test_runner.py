@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, load_run, report, score
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_run, report, score
 from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, merge_runs, run_benchmark
 from jaxad.checkpoint import CheckpointError
 from jaxad.runs import normal_first
@@ -126,6 +126,42 @@ def test_resume_after_interruption_equals_a_straight_run(tmp_path):
     resumed = fit(TINY, split, run_dir=tmp_path / "resumed", progress=False)
     assert resumed.final_auroc == straight.final_auroc
     np.testing.assert_array_equal(resumed.test_scores, straight.test_scores)
+
+
+def test_a_run_stopped_before_its_pictures_gets_them_on_resume(benchmark_dir, tmp_path, monkeypatch, capsys):
+    # Stopped (SIGTERM, Ctrl-C) after result.json, the completion marker, before its pictures.
+    flags = ["--dataset", "digits", "--classes", "0", "--seeds", "1", "--epochs", "2", "--batch-size", "32",
+             "--width", "0.125", "--no-progress", "--paper-protocol", "--out", str(tmp_path)]
+    run_dir = tmp_path / "runs" / "gamma0" / "class0" / "seed0"
+
+    def stop(*args, **kwargs):
+        raise grid._Interrupted("signal 15")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(grid, "_save_reconstructions", stop)
+        assert run_cli.main(flags) == 130  # interrupted
+    assert (run_dir / "result.json").exists()
+    assert not any((run_dir / name).exists() for name in grid.RUN_PICTURES)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(grid, "fit", no_training)
+    assert run_cli.main([*flags, "--resume"]) == 0
+    # The final checkpoint redraws what the end of training would have drawn, byte for byte.
+    made = benchmark_dir / "runs" / "gamma0" / "class0" / "seed0"
+    for name in grid.RUN_PICTURES:
+        assert (run_dir / name).read_bytes() == (made / name).read_bytes(), name
+    assert "drew reconstructions.png, score_extremes.png" in capsys.readouterr().out
+
+    # Copied without checkpoints: the score extremes come from scores.npz; the reconstructions cannot.
+    for name in grid.RUN_PICTURES:
+        (run_dir / name).unlink()
+    shutil.rmtree(run_dir / "checkpoints")
+    assert run_cli.main([*flags, "--resume"]) == 0
+    assert (run_dir / "score_extremes.png").read_bytes() == (made / "score_extremes.png").read_bytes()
+    assert not (run_dir / "reconstructions.png").exists()
+    assert "keeps no final checkpoint" in capsys.readouterr().out
 
 
 def test_run_directory_of_another_config_is_refused(tmp_path):

@@ -19,6 +19,7 @@ import numpy as np
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_images
+from jaxad.files import save_figure_atomic
 from jaxad.runs import load_run, score
 from jaxad.report import pyplot, show_image
 from jaxad.train import check_images, reconstruct
@@ -46,7 +47,7 @@ def save_error_map(path: Path, image: np.ndarray, reconstruction: np.ndarray, va
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure_atomic(fig, path, dpi=80)
     plt.close(fig)
 
 
