@@ -32,11 +32,11 @@ from tqdm.auto import tqdm
 
 from jaxad import checkpoint, report
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
-from jaxad.data import DATASETS, Dataset, batch_composition, load_dataset, one_class_split
+from jaxad.data import DATASETS, Dataset, OneClassSplit, batch_composition, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.runs import ConfigMismatchError, fit, fit_many, is_complete, load_run, run_config_differences
 from jaxad.metrics import roc
-from jaxad.train import reconstruct
+from jaxad.train import AGADState, reconstruct
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +163,8 @@ def _save_reconstructions(state, split, run_dir: Path, count: int = 8) -> None:
                                 np.asarray(reconstruct(state, anomalous)), run_dir / "reconstructions.png")
 
 
-def draw_run_pictures(run_dir: Path, split, scores: np.ndarray, labels: np.ndarray, state=None) -> None:
+def draw_run_pictures(run_dir: Path, split: OneClassSplit, scores: np.ndarray, labels: np.ndarray,
+                      state: AGADState | None = None) -> None:
     """A finished run's pictures: ``score_extremes.png`` from its final test scores and, given
     its final model ``state``, ``reconstructions.png``."""
     if state is not None:
@@ -179,7 +180,7 @@ def missing_pictures(run_dir: Path) -> list[str]:
     return [name for name in RUN_PICTURES if not (run_dir / name).exists()]
 
 
-def redraw_missing_pictures(run_dir: Path, split) -> list[str]:
+def redraw_missing_pictures(run_dir: Path, split: OneClassSplit) -> list[str]:
     """Draw the pictures a complete run lacks (it was stopped after ``result.json``, its
     completion marker, was written and before they were): score extremes from ``scores.npz``,
     reconstructions from its final checkpoint. Returns the names drawn; a run copied without
