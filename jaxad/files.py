@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """``write_bytes_atomic`` of ``text`` in UTF-8."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -25,12 +31,12 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 100) -> None:
-    """``fig.savefig`` to a temporary file beside ``path``, then rename it over ``path``: a
+    """``fig.savefig`` (in the format ``path``'s suffix names) through ``write_bytes_atomic``: a
     picture that exists is whole (``--resume`` redraws a finished run's missing pictures)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # savefig takes the format from the suffix
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip("."), dpi=dpi)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def read_json(path: str | Path) -> Any:

@@ -34,7 +34,8 @@ from jaxad import checkpoint, report
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import DATASETS, Dataset, OneClassSplit, batch_composition, load_dataset, one_class_split
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
-from jaxad.runs import ConfigMismatchError, fit, fit_many, is_complete, load_run, run_config_differences
+from jaxad.runs import (ConfigMismatchError, check_run_data, fit, fit_many, is_complete, load_run,
+                        run_config_differences, split_fingerprint)
 from jaxad.metrics import roc
 from jaxad.train import AGADState, reconstruct
 
@@ -184,15 +185,15 @@ def redraw_missing_pictures(run_dir: Path, split: OneClassSplit) -> list[str]:
     """Draw the pictures a complete run lacks (it was stopped after ``result.json``, its
     completion marker, was written and before they were): score extremes from ``scores.npz``,
     reconstructions from its final checkpoint. Returns the names drawn; a run copied without
-    checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so."""
+    checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so. A run
+    made on other data than ``split`` raises ``DataMismatchError`` (``runs.check_run_data``)."""
     missing = missing_pictures(run_dir)
     if not missing:
         return []
+    check_run_data(run_dir, split_fingerprint(split))
     result = read_json(run_dir / "result.json")
     with np.load(run_dir / "scores.npz") as saved:
         scores, labels = saved["scores"], saved["labels"]
-    if not np.array_equal(labels, split.test_labels):
-        raise ValueError(f"{run_dir}/scores.npz does not score this run's test split; its pictures are not redrawn")
     state = None
     final = result.get("checkpoints", {}).get("final")
     if "reconstructions.png" in missing:
@@ -381,10 +382,11 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
     try:
         for group in bar:
             for cfg in group:
-                if missing_pictures(run_dir_of(out_dir, cfg)):
-                    drawn = redraw_missing_pictures(run_dir_of(out_dir, cfg), split_of(cfg))
+                run_dir = run_dir_of(out_dir, cfg)
+                if missing_pictures(run_dir):  # the split is made only for a run that lacks some
+                    drawn = redraw_missing_pictures(run_dir, split_of(cfg))
                     if drawn:
-                        tqdm.write(f"{run_dir_of(out_dir, cfg)}: drew {', '.join(drawn)}, missing from a finished run")
+                        tqdm.write(f"{run_dir}: drew {', '.join(drawn)}, missing from a finished run")
             todo = [cfg for cfg in group if not is_complete(run_dir_of(out_dir, cfg))]
             if not todo:
                 continue

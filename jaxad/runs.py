@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import time
 import warnings
@@ -51,7 +52,7 @@ from jaxad import checkpoint, parallel, xla
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.ema import recalibrate_ema_statistics
-from jaxad.files import read_json, write_json_atomic
+from jaxad.files import read_json, write_bytes_atomic, write_json_atomic
 from jaxad.metrics import auroc
 from jaxad.selection import choose_scoring_generator, select_epoch
 from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
@@ -209,6 +210,21 @@ def run_config_differences(run_dir: Path, cfg: ExperimentConfig) -> list[str]:
                               without_inert_fields(current, [current["data"]["gamma"]]))
 
 
+def check_run_data(run_dir: Path, fingerprint: dict[str, str]) -> None:
+    """Raise ``DataMismatchError`` unless the run in ``run_dir`` was made on the split whose
+    ``split_fingerprint`` is ``fingerprint`` (its ``data.json``; a run from before data.json
+    existed has none and passes)."""
+    if not (run_dir / "data.json").exists():
+        return
+    saved = read_json(run_dir / "data.json")
+    differ = [name for name in FINGERPRINTED if saved.get(name) != fingerprint[name]]
+    if differ:
+        raise DataMismatchError(
+            f"{run_dir} holds a run trained on other data ({', '.join(differ)} differ from its "
+            f"data.json): its model and history are not this data's; choose another run_dir, "
+            f"or delete it to train on this data")
+
+
 def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -> None:
     """Refuse a run directory of another configuration or other data; record both in a new one."""
     config_file, data_file = run_dir / "config.json", run_dir / "data.json"
@@ -220,13 +236,7 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
                 f"{run_dir} holds a run of another configuration ({'; '.join(differences)}); "
                 f"choose another run_dir or delete it")
         if data_file.exists():
-            saved = read_json(data_file)
-            differ = [name for name in FINGERPRINTED if saved.get(name) != fingerprint[name]]
-            if differ:
-                raise DataMismatchError(
-                    f"{run_dir} holds a run trained on other data ({', '.join(differ)} differ from its "
-                    f"data.json): its model and history are not this data's; choose another run_dir, "
-                    f"or delete it to train on this data")
+            check_run_data(run_dir, fingerprint)
             return
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -555,9 +565,9 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
 
 def save_final_scores(run_dir: Path, scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> None:
     """Write a run's ``scores.npz`` (final test scores, labels, classes) atomically."""
-    tmp = run_dir / "scores.tmp.npz"
-    np.savez(tmp, scores=scores, labels=labels, classes=classes)
-    tmp.replace(run_dir / "scores.npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, scores=scores, labels=labels, classes=classes)
+    write_bytes_atomic(run_dir / "scores.npz", buffer.getvalue())
 
 
 def _write_run(run_dir: Path, result: RunResult) -> None:

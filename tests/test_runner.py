@@ -14,7 +14,7 @@ import pytest
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_run, report, score
 from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, merge_runs, run_benchmark
 from jaxad.checkpoint import CheckpointError
-from jaxad.runs import normal_first
+from jaxad.runs import DataMismatchError, normal_first
 from jaxad.data import load_split
 from jaxad.metrics import auroc, auroc_by_anomaly_class
 
@@ -162,6 +162,12 @@ def test_a_run_stopped_before_its_pictures_gets_them_on_resume(benchmark_dir, tm
     assert (run_dir / "score_extremes.png").read_bytes() == (made / "score_extremes.png").read_bytes()
     assert not (run_dir / "reconstructions.png").exists()
     assert "keeps no final checkpoint" in capsys.readouterr().out
+
+    # Drawn from another split (its data.json says so), a run is refused rather than mislabelled.
+    (run_dir / "score_extremes.png").unlink()
+    with pytest.raises(DataMismatchError, match="other data"):
+        grid.redraw_missing_pictures(run_dir, load_split(TINY.replace(**{"data.normal_class": 3}).data))
+    assert not (run_dir / "score_extremes.png").exists()
 
 
 def test_run_directory_of_another_config_is_refused(tmp_path):
