@@ -9,12 +9,10 @@ The program lives in ``jaxad/commands/run.py``; ``--help`` lists every option.
 
 from __future__ import annotations
 
-import sys
-
 from jaxad.allocator import restart_with_fast_malloc
-from jaxad.commands.run import (build_spec, main, output_dir, parse_args, resume_command,  # noqa: F401 (API)
-                                 without_merge_flags)
+from jaxad.commands.run import (build_spec, exit_with, main, output_dir, parse_args,  # noqa: F401 (API)
+                                 resume_command, without_merge_flags)
 
 if __name__ == "__main__":
     restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
-    sys.exit(main())
+    exit_with(main())

@@ -14,6 +14,7 @@ import pytest
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_run, report, score
 from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, merge_runs, run_benchmark
 from jaxad.checkpoint import CheckpointError
+from jaxad.commands.run import INTERRUPTED
 from jaxad.runs import DataMismatchError, normal_first
 from jaxad.data import load_split
 from jaxad.metrics import auroc, auroc_by_anomaly_class
@@ -139,7 +140,7 @@ def test_a_run_stopped_before_its_pictures_gets_them_on_resume(benchmark_dir, tm
 
     with monkeypatch.context() as patched:
         patched.setattr(grid, "_save_reconstructions", stop)
-        assert run_cli.main(flags) == 130  # interrupted
+        assert run_cli.main(flags) == INTERRUPTED
     assert (run_dir / "result.json").exists()
     assert not any((run_dir / name).exists() for name in grid.RUN_PICTURES)
 
@@ -168,6 +169,26 @@ def test_a_run_stopped_before_its_pictures_gets_them_on_resume(benchmark_dir, tm
     with pytest.raises(DataMismatchError, match="other data"):
         grid.redraw_missing_pictures(run_dir, load_split(TINY.replace(**{"data.normal_class": 3}).data))
     assert not (run_dir / "score_extremes.png").exists()
+
+
+EXIT_WITH = """
+import atexit, sys
+from jaxad.commands.run import exit_with
+atexit.register(lambda: print("teardown ran"))
+print("resume hint", flush=False)  # still buffered when the process ends
+exit_with(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("status", [INTERRUPTED, 0, 1])
+def test_an_interrupted_runner_ends_without_the_teardown(status):
+    # An interrupt during XLA compilation leaves jaxlib state that segfaults at teardown (status
+    # 139): the runner's script and console command end an interrupted process without it.
+    ended = subprocess.run([sys.executable, "-c", EXIT_WITH, str(status)], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+    assert ended.returncode == status
+    assert "resume hint" in ended.stdout  # flushed before the process ends
+    assert ("teardown ran" in ended.stdout) == (status != INTERRUPTED)
 
 
 def test_run_directory_of_another_config_is_refused(tmp_path):

@@ -14,9 +14,11 @@ gamma and seed.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.grid import BenchmarkSpec, device_summary, finished_runs, merge_runs, run_benchmark
@@ -157,6 +159,24 @@ def report_failures(rows: list[dict]) -> int:
     return 1
 
 
+INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
+
+
+def exit_with(status: int) -> NoReturn:
+    """End the process with ``status``; after an interrupt, without the interpreter's teardown.
+
+    An interrupt (SIGTERM, Ctrl-C) that lands while XLA compiles leaves jaxlib state whose
+    destruction at exit segfaults (jax 0.10.2, CPU: status 139 after the runner's clean
+    "continue with --resume" lines; BUILD_NOTES, "Interrupts during compilation"). Nothing is
+    left to do by then: checkpoint managers are closed and every file was written atomically,
+    so the process ends at once, with the status that says it was interrupted."""
+    if status == INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run the benchmark ``argv`` asks for; the exit status (2 refused, 1 a run failed, 130
     interrupted). ``prog`` is how the command is spelled in results.md and the resume hint."""
@@ -188,7 +208,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"interrupted; continue with: {resume_command(command, args)}", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     if (out / "results.md").exists():
         print((out / "results.md").read_text())
     return report_failures(rows)
@@ -197,4 +217,4 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 def console() -> None:
     """The ``jaxad-run`` console script."""
     restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
-    sys.exit(main(prog="jaxad-run"))
+    exit_with(main(prog="jaxad-run"))
