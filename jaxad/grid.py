@@ -114,23 +114,31 @@ def finished_runs(spec: BenchmarkSpec, out_dir: Path) -> int:
 
 
 def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
-    """Check or write ``benchmark.json``; True when ``out_dir`` holds this benchmark, finished."""
+    """Check or write ``benchmark.json``; True when ``out_dir`` holds this benchmark, finished.
+
+    A benchmark grows on ``resume``: ``spec`` may add classes, gammas or seeds to the one in
+    ``out_dir`` (same base configuration); its finished runs are kept and ``benchmark.json``
+    rewritten to ``spec``."""
     marker = out_dir / "benchmark.json"
     identity = json.loads(json.dumps(spec.identity()))
     if marker.exists():
         saved = read_json(marker)
         if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
             saved["base"] = upgrade_config_dict(saved["base"])
-        # Fields that cannot change any of its runs (where the data lies; at gamma 0 throughout, the
-        # anomaly branch's) do not make it another benchmark.
-        for marked in (saved, identity):
-            if isinstance(marked.get("base"), dict):
-                marked["base"] = without_inert_fields(marked["base"], marked.get("gammas", []))
-        if saved != identity:
-            differs = sorted(k for k in identity if saved.get(k) != identity[k])
-            raise BenchmarkMismatchError(
-                f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
-                f"choose another --out directory")
+        if _comparable(saved, saved.get("gammas")) != _comparable(identity, identity["gammas"]):
+            added = _added_by(saved, identity)
+            if added is None:
+                differs = sorted(k for k in identity if saved.get(k) != identity[k])
+                raise BenchmarkMismatchError(
+                    f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
+                    f"choose another --out directory")
+            if added and not resume:
+                raise FileExistsError(
+                    f"{out_dir} holds a smaller benchmark: this one adds "
+                    f"{'; '.join(f'{axis} {values}' for axis, values in added.items())}; pass --resume to "
+                    f"extend it (its finished runs are kept) or choose another --out directory")
+            if resume:  # grown, or its grid only reordered: from now on the new grid
+                write_json_atomic(marker, identity)
         done, planned = finished_runs(spec, out_dir), len(spec.runs())
         if done == planned:
             return True
@@ -142,6 +150,31 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, identity)
     return False
+
+
+GRID_AXES = ("classes", "gammas", "seeds")
+
+
+def _comparable(marked: dict[str, Any], gammas: Any) -> dict[str, Any]:
+    """``marked`` (a ``BenchmarkSpec.identity()``) without the fields that cannot change any of
+    its runs at ``gammas``: where the data lies; at gamma 0 throughout, the anomaly branch's."""
+    if not isinstance(marked.get("base"), dict) or not isinstance(gammas, list):
+        return marked
+    return {**marked, "base": without_inert_fields(marked["base"], gammas)}
+
+
+def _added_by(saved: dict[str, Any], identity: dict[str, Any]) -> dict[str, list] | None:
+    """What the benchmark ``identity`` adds to ``saved``, axis by axis ({} when it only reorders
+    them), or None when it is not ``saved`` grown: another base, or a grid axis value dropped.
+    The bases are compared at ``saved``'s gammas: the runs that already exist."""
+    if set(saved) != set(identity) or not all(isinstance(saved[axis], list) for axis in GRID_AXES):
+        return None
+    if _comparable(saved, saved["gammas"])["base"] != _comparable(identity, saved["gammas"])["base"]:
+        return None
+    if any(not set(saved[axis]) <= set(identity[axis]) for axis in GRID_AXES):
+        return None
+    added = {axis: [v for v in identity[axis] if v not in saved[axis]] for axis in GRID_AXES}
+    return {axis: values for axis, values in added.items() if values}
 
 
 def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
@@ -319,7 +352,8 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     a model axis (``jaxad.runs.fit_many``); otherwise runs go one by one, data-parallel over
     ``devices``. A run whose loss turns NaN is stopped with a message (its last good
     checkpoint kept, its result.json marked failed) and the benchmark goes on. SIGTERM and
-    Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped.
+    Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped;
+    it also grows a benchmark, ``spec`` adding classes, gammas or seeds to the one in ``out_dir``.
     Without ``resume``, an ``out_dir`` holding this benchmark finished is reported as such and its
     rows returned, nothing trained or rewritten (``resume=True`` rewrites its reports). Each run
     keeps the checkpoints of its latest ``keep_checkpoints`` epochs (None: all) and of its

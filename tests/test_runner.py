@@ -90,6 +90,30 @@ def test_output_dir_of_another_benchmark_is_refused(benchmark_dir):
                          "--no-progress"]) == 2
 
 
+def test_a_benchmark_grows_its_seeds_on_resume_and_keeps_its_finished_runs(benchmark_dir, tmp_path, capsys):
+    out = tmp_path / "grown"
+    shutil.copytree(benchmark_dir, out)
+    flags = ["--dataset", "digits", "--classes", "0", "3", "--seeds", "2", "--epochs", "2", "--batch-size", "32",
+             "--width", "0.125", "--out", str(out), "--no-progress", "--paper-protocol"]
+    seed0 = {c: (out / "runs" / "gamma0" / f"class{c}" / "seed0" / "result.json").read_bytes() for c in (0, 3)}
+
+    assert run_cli.main(flags) == 2  # more seeds than it holds: extended only when asked
+    assert "adds seeds [1]; pass --resume to extend it" in capsys.readouterr().err
+    assert run_cli.main(flags + ["--resume"]) == 0
+    assert json.loads((out / "benchmark.json").read_text())["seeds"] == [0, 1]
+    for c in (0, 3):  # seed 0 kept as it was, seed 1 trained
+        assert (out / "runs" / "gamma0" / f"class{c}" / "seed0" / "result.json").read_bytes() == seed0[c]
+        assert json.loads((out / "runs" / "gamma0" / f"class{c}" / "seed1" / "result.json").read_text())[
+            "status"] == "complete"
+    results = json.loads((out / "results.json").read_text())
+    assert sorted((r["normal_class"], r["seed"]) for r in results["runs"]) == [(0, 0), (0, 1), (3, 0), (3, 1)]
+
+    fewer = flags.copy()
+    fewer[fewer.index("--seeds") + 1] = "1"  # it never drops runs it holds
+    assert run_cli.main(fewer + ["--resume"]) == 2
+    assert "holds a different benchmark (differs in: seeds)" in capsys.readouterr().err
+
+
 def test_a_benchmark_written_in_an_earlier_config_layout_resumes(benchmark_dir, tmp_path):
     out = tmp_path / "old"
     shutil.copytree(benchmark_dir, out)
