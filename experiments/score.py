@@ -8,11 +8,10 @@ The program lives in ``jaxad/commands/score.py``; ``--help`` lists every option.
 
 from __future__ import annotations
 
-import sys
-
 from jaxad.allocator import restart_with_fast_malloc
+from jaxad.commands import exit_with
 from jaxad.commands.score import main, read_inputs  # noqa: F401 (API)
 
 if __name__ == "__main__":
     restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
-    sys.exit(main())
+    exit_with(main())

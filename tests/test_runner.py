@@ -14,7 +14,8 @@ import pytest
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_run, report, score
 from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, merge_runs, run_benchmark
 from jaxad.checkpoint import CheckpointError
-from jaxad.commands.run import INTERRUPTED
+from jaxad.commands import INTERRUPTED
+from jaxad.commands import score as score_command
 from jaxad.runs import DataMismatchError, normal_first
 from jaxad.data import load_split
 from jaxad.metrics import auroc, auroc_by_anomaly_class
@@ -197,7 +198,7 @@ def test_a_run_stopped_before_its_pictures_gets_them_on_resume(benchmark_dir, tm
 
 EXIT_WITH = """
 import atexit, sys
-from jaxad.commands.run import exit_with
+from jaxad.commands import exit_with
 atexit.register(lambda: print("teardown ran"))
 print("resume hint", flush=False)  # still buffered when the process ends
 exit_with(int(sys.argv[1]))
@@ -205,9 +206,9 @@ exit_with(int(sys.argv[1]))
 
 
 @pytest.mark.parametrize("status", [INTERRUPTED, 0, 1])
-def test_an_interrupted_runner_ends_without_the_teardown(status):
+def test_an_interrupted_command_ends_without_the_teardown(status):
     # An interrupt during XLA compilation leaves jaxlib state that segfaults at teardown (status
-    # 139): the runner's script and console command end an interrupted process without it.
+    # 139): the scripts and console commands end an interrupted process without it.
     ended = subprocess.run([sys.executable, "-c", EXIT_WITH, str(status)], capture_output=True, text=True,
                            cwd=ROOT, timeout=120)
     assert ended.returncode == status
@@ -282,6 +283,26 @@ def test_score_command_reads_an_image_folder(benchmark_dir, tmp_path):
     lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()
     assert lines[0] == "file,score" and len(lines) == 4
     assert sorted(p.name for p in (tmp_path / "o" / "error_maps").glob("*.png")) == ["0.png", "1.png", "2.png"]
+
+
+def test_score_command_interrupted_leaves_whole_files(benchmark_dir, tmp_path, monkeypatch, capsys):
+    run_dir = benchmark_dir / "runs" / "gamma0" / "class0" / "seed0"
+    np.save(tmp_path / "x.npy", load_split(load_run(run_dir)[1].data).test_images[:3])
+    drawn = []
+
+    def stopped_after_one_map(path, *args):
+        if drawn:
+            raise KeyboardInterrupt  # Ctrl-C while the maps are drawn
+        drawn.append(path)
+        path.write_bytes(b"png")
+
+    monkeypatch.setattr(score_command, "save_error_map", stopped_after_one_map)
+    assert score_cli.main(["--run", str(run_dir), "--images", str(tmp_path / "x.npy"),
+                           "--out", str(tmp_path / "o")]) == INTERRUPTED
+    assert "interrupted; each file" in capsys.readouterr().err
+    lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()  # written whole before the maps
+    assert lines[0] == "file,score" and len(lines) == 4
+    assert [p.name for p in (tmp_path / "o" / "error_maps").iterdir()] == [drawn[0].name]
 
 
 def test_cli_refuses_bad_input(tmp_path, capsys):

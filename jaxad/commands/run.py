@@ -14,13 +14,12 @@ gamma and seed.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from jaxad.allocator import restart_with_fast_malloc
+from jaxad.commands import INTERRUPTED, exit_with
 from jaxad.grid import BenchmarkSpec, device_summary, finished_runs, merge_runs, run_benchmark
 from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
 from jaxad.cli import add_config_flags, config_changes
@@ -157,24 +156,6 @@ def report_failures(rows: list[dict]) -> int:
     for row in failed:
         print(f"  {row['run_dir']}: {row.get('error', 'see its result.json')}", file=sys.stderr)
     return 1
-
-
-INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
-
-
-def exit_with(status: int) -> NoReturn:
-    """End the process with ``status``; after an interrupt, without the interpreter's teardown.
-
-    An interrupt (SIGTERM, Ctrl-C) that lands while XLA compiles leaves jaxlib state whose
-    destruction at exit segfaults (jax 0.10.2, CPU: status 139 after the runner's clean
-    "continue with --resume" lines; BUILD_NOTES, "Interrupts during compilation"). Nothing is
-    left to do by then: checkpoint managers are closed and every file was written atomically,
-    so the process ends at once, with the status that says it was interrupted."""
-    if status == INTERRUPTED:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    sys.exit(status)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

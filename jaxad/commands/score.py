@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from pathlib import Path
 
@@ -18,11 +19,12 @@ import numpy as np
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.checkpoint import CheckpointError
+from jaxad.commands import INTERRUPTED, exit_with
 from jaxad.data import load_images
-from jaxad.files import save_figure_atomic
+from jaxad.files import save_figure_atomic, write_text_atomic
 from jaxad.runs import load_run, score
 from jaxad.report import pyplot, show_image
-from jaxad.train import check_images, reconstruct
+from jaxad.train import AGADState, check_images, reconstruct
 
 
 def read_inputs(path: Path, image_size: int, channels: int) -> tuple[list[str], np.ndarray]:
@@ -71,28 +73,37 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    try:
+        write_scores(out, state, names, images, maps=not args.no_maps)
+    except KeyboardInterrupt:
+        print(f"interrupted; each file in {out} is whole (written atomically): run the same command for "
+              f"the rest", file=sys.stderr)
+        return INTERRUPTED
+    return 0
+
+
+def write_scores(out: Path, state: AGADState, names: list[str], images: np.ndarray, maps: bool = True) -> None:
+    """Write ``out/scores.csv`` (file, score) and, with ``maps``, ``out/error_maps/<name>.png``."""
     # Running statistics, as the run's AUROC was scored: an image's score must not depend on
     # which other images share its batch.
     scores = score(state, images)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "scores.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "score"])
-        writer.writerows((name, f"{value:.6f}") for name, value in zip(names, scores))
-    if not args.no_maps:
-        maps = out / "error_maps"
-        maps.mkdir(exist_ok=True)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["file", "score"])
+    writer.writerows((name, f"{value:.6f}") for name, value in zip(names, scores))
+    write_text_atomic(out / "scores.csv", table.getvalue())
+    if maps:
+        (out / "error_maps").mkdir(exist_ok=True)
         reconstructions = np.asarray(reconstruct(state, images))
         for i, (name, value) in enumerate(zip(names, scores)):
             stem = Path(name).with_suffix("").as_posix().replace("/", "_").replace("[", "_").replace("]", "")
-            save_error_map(maps / f"{stem}.png", images[i], reconstructions[i], float(value))
+            save_error_map(out / "error_maps" / f"{stem}.png", images[i], reconstructions[i], float(value))
     print(f"scored {len(scores)} images -> {out / 'scores.csv'}")
-    return 0
-
 
 
 def console() -> None:
     """The ``jaxad-score`` console script."""
     restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
-    sys.exit(main())
+    exit_with(main())
