@@ -125,10 +125,11 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
         saved = read_json(marker)
         if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
             saved["base"] = upgrade_config_dict(saved["base"])
-        if _comparable(saved, saved.get("gammas")) != _comparable(identity, identity["gammas"]):
+        before, now = _comparable(saved, saved.get("gammas")), _comparable(identity, identity["gammas"])
+        if before != now:
             added = _added_by(saved, identity)
             if added is None:
-                differs = sorted(k for k in identity if saved.get(k) != identity[k])
+                differs = sorted(k for k in now if before.get(k) != now[k])
                 raise BenchmarkMismatchError(
                     f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
                     f"choose another --out directory")

@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help=f"seeds per setting (default {SEEDS}; demo {DEMO_SEEDS})")
     p.add_argument("--gammas", type=float, nargs="+", default=[0.0], help="anomaly fractions (default 0)")
     p.add_argument("--out", help="output directory (default runs/<dataset>_<backbone>, ignored by git)")
-    p.add_argument("--resume", action="store_true", help="continue the benchmark in --out, or grow it: more --seeds, --classes or --gammas")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the benchmark in --out, or grow it (more --seeds, --classes or --gammas)")
     p.add_argument("--keep-checkpoints", type=keep_count, default=KEEP_RECENT, metavar="N|all",
                    help="checkpoints of each run's latest N epochs to keep, beside its test-selected "
                    "and its label-free selected epoch's (default %(default)s; all = every epoch)")
