@@ -40,6 +40,9 @@ from jaxad.metrics import roc
 from jaxad.train import AGADState, reconstruct
 
 
+GRID_AXES = ("classes", "gammas", "seeds")  # what a benchmark runs over, beside its base
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchmarkSpec:
     """A grid of runs sharing one base configuration."""
@@ -50,7 +53,7 @@ class BenchmarkSpec:
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
-        for name in ("classes", "gammas", "seeds"):
+        for name in GRID_AXES:
             values = tuple(getattr(self, name))
             if not values:
                 raise ValueError(f"a benchmark needs at least one of {name}, got none")
@@ -151,9 +154,6 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(marker, identity)
     return False
-
-
-GRID_AXES = ("classes", "gammas", "seeds")
 
 
 def _comparable(marked: dict[str, Any], gammas: Any) -> dict[str, Any]:
