@@ -370,6 +370,15 @@ def test_auroc_by_class_marks_only_the_classes_left_out_of_training_as_unseen(tm
     assert per_class == {1: 100.0, 7: 100.0} and overall == 100.0 and seen == {1}
 
 
+def test_auroc_by_class_names_the_run_dirs_that_have_not_finished(tmp_path, capsys):
+    (tmp_path / "still_training").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        auroc_by_class.main([str(tmp_path / "still_training")])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "not a finished run" in message and "still_training" in message
+
+
 def test_rewrite_final_scores_repairs_scores_saved_with_batch_statistics(benchmark_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(benchmark_dir / "runs" / "gamma0" / "class3" / "seed0", run_dir)
