@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path)
     args = parser.parse_args(argv)
     unfinished = [str(run_dir) for run_dir in args.run_dirs if not (run_dir / "scores.npz").exists()]
-    if unfinished:  # scores.npz is written when a run ends: a run still training has none yet
-        parser.error("no scores.npz (not a finished run): " + ", ".join(unfinished))
+    if unfinished:  # scores.npz is written when a run ends well: one still training, or failed, has none
+        parser.error("no scores.npz (not a finished run, or its training failed): " + ", ".join(unfinished))
     rows = [(run_dir, *run_row(run_dir)) for run_dir in args.run_dirs]
     columns = sorted({c for _, per_class, _, _ in rows for c in per_class})
     print("| run | all | " + " | ".join(str(c) for c in columns) + " |")
