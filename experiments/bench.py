@@ -6,7 +6,8 @@ One run measures, for each backbone and channel count at 32x32:
   same batch) and the latency of scoring one image (ms; the paper's Table 8 gives 2.67 /
   5.41 / 16.73 ms per image for naive / unet / unetpp on an NVIDIA A40);
 * the same figures for a PyTorch reference written here (the networks of SPEC section 1
-  with the AdvProp auxiliary BatchNorm, and the same G-then-D step); torch is optional;
+  with the AdvProp auxiliary BatchNorm, and the same G-then-D step), on the GPU when jaxad
+  runs on one (``--torch-device``); torch is optional;
 * the ratio jaxad / PyTorch (throughputs; for latency PyTorch ms / jaxad ms, so > 1 always
   means jaxad is faster);
 * the train step's FLOP/s against the single-precision matmul peak measured in the same run.
@@ -119,10 +120,30 @@ def matmul_peak(sizes=(1024, 2048, 4096), reps: int = 5) -> dict[str, Any]:
     return {"flops_per_s": out[best], "size": best, "by_size": {str(k): v for k, v in out.items()}}
 
 
-def torch_matmul_peak(torch, n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t = timed(lambda: a @ b, reps)
+def torch_matmul_peak(torch, device: str, n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch_sync(torch, device)
+    t = timed(lambda: sync(a @ b), reps)
     return 2 * n ** 3 / t["median_s"]
+
+
+def torch_device(torch, requested: str) -> str:
+    """The PyTorch reference's device: ``requested``, or with "auto" the GPU when jaxad runs on
+    one and torch sees it (so both frameworks are timed on the same chip), else the CPU."""
+    if requested != "auto":
+        return requested
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_sync(torch, device: str) -> Callable[[Any], Any]:
+    """A function that waits for ``device``'s queued work and returns its argument: CUDA
+    kernels run asynchronously, so a timing without it measures only the launches."""
+    if device.startswith("cuda"):
+        def sync(value=None):
+            torch.cuda.synchronize(device)
+            return value
+        return sync
+    return lambda value=None: value
 
 
 # --------------------------------------------------------------------------------------
@@ -547,13 +568,15 @@ def torch_reference():
         Adam step on D; GANomaly's reset of D when its loss falls below 1e-5.
         """
 
-        def __init__(self, backbone, nc, width, advprop=True, lr=2e-4, betas=(0.5, 0.999)):
+        def __init__(self, backbone, nc, width, advprop=True, lr=2e-4, betas=(0.5, 0.999), device="cpu"):
             torch.manual_seed(0)
             if backbone == "naive":
                 self.G = NaiveG(nc, width, advprop)
             else:
                 self.G = NestedUNet(nc, width, backbone == "unetpp", advprop)
             self.D = Disc(nc, width)
+            self.G.to(device)
+            self.D.to(device)
             init_weights(self.G)
             init_weights(self.D)
             self.opt_g = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
@@ -618,8 +641,8 @@ def choose_torch_threads(torch, Reference, args) -> tuple[int, dict[int, float]]
     if args.torch_threads:
         return args.torch_threads, {}
     n = cores()
-    if n == 1:
-        return 1, {}
+    if n == 1 or args.torch_device != "cpu":  # on a GPU the threads only launch kernels
+        return n, {}
     ref = Reference("naive", 1, args.width)
     x = torch.rand(args.batch_size, 1, 32, 32) * 2 - 1
     probe = {}
@@ -630,29 +653,30 @@ def choose_torch_threads(torch, Reference, args) -> tuple[int, dict[int, float]]
 
 
 def torch_measure(torch, Reference, n_params, backbone, nc, width, batch, reps, latency_reps,
-                  count_flops=False) -> dict[str, Any]:
-    ref = Reference(backbone, nc, width)
+                  count_flops=False, device="cpu") -> dict[str, Any]:
+    ref = Reference(backbone, nc, width, device=device)
+    sync = torch_sync(torch, device)
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(batch, nc, 32, 32, generator=g) * 2 - 1
+    x = (torch.rand(batch, nc, 32, 32, generator=g) * 2 - 1).to(device)
     out: dict[str, Any] = {"g_params": n_params(ref.G), "d_params": n_params(ref.D)}
     if count_flops:
         try:
             # FLOPs scale with the batch: count one step of a separate model on 4 images.
             from torch.utils.flop_counter import FlopCounterMode
-            counted = Reference(backbone, nc, width)
+            counted = Reference(backbone, nc, width, device=device)
             with FlopCounterMode(display=False) as counter:
                 counted.step(x[:4])
             out["flop_counter_per_image"] = counter.get_total_flops() / 4
         except Exception as err:  # pragma: no cover - counter missing in old torch
             out["flop_counter_error"] = repr(err)
     losses = []
-    t = timed(lambda: losses.append(ref.step(x)), reps)
+    t = timed(lambda: sync(losses.append(ref.step(x))), reps)
     out["train"] = {**t, "images_per_s": batch / t["median_s"],
                     "finite": all(math.isfinite(v) for pair in losses for v in pair)}
-    xs = torch.rand(batch, nc, 32, 32, generator=g) * 2 - 1
-    ts = timed(lambda: ref.score(xs), reps)
+    xs = (torch.rand(batch, nc, 32, 32, generator=g) * 2 - 1).to(device)
+    ts = timed(lambda: sync(ref.score(xs)), reps)
     one = xs[:1]
-    tl = timed(lambda: ref.score(one), latency_reps, warmup=2)
+    tl = timed(lambda: sync(ref.score(one)), latency_reps, warmup=2)
     out["score"] = {"images_per_s": batch / ts["median_s"], "batch": ts,
                     "latency_ms": 1e3 * tl["median_s"], "latency": tl}
     return out
@@ -686,6 +710,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     p.add_argument("--torch-threads", type=int, default=0,
                    help="PyTorch threads (default: the cores, or 1 when a probe finds 1 faster)")
+    p.add_argument("--torch-device", default="auto",
+                   help="the PyTorch reference's device, e.g. cpu, cuda (default auto: the GPU when "
+                        "jaxad runs on one and torch sees it, else the CPU)")
     p.add_argument("--no-impls", action="store_true", help="skip the transposed-conv comparison")
     p.add_argument("--no-vmap", action="store_true", help="skip the many-models measurement")
     p.add_argument("--quick", action="store_true",
@@ -750,6 +777,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"torch not importable ({err}); skipping the PyTorch reference", flush=True)
     if torch_mod is not None:
         info["torch"] = torch_mod.__version__
+        args.torch_device = torch_device(torch_mod, args.torch_device)
+        info["torch_device"] = args.torch_device
+        if args.torch_device.startswith("cuda"):
+            # What a PyTorch user tunes a GPU run with: cuDNN picks its fastest kernels per shape.
+            # TF32 convolutions are PyTorch's default, as they are XLA's for f32 on this GPU.
+            torch_mod.backends.cudnn.benchmark = True
+            info["torch_cuda"] = {"gpu": torch_mod.cuda.get_device_name(args.torch_device),
+                                  "cudnn_benchmark": True,
+                                  "cudnn_allow_tf32": torch_mod.backends.cudnn.allow_tf32,
+                                  "matmul_allow_tf32": torch_mod.backends.cuda.matmul.allow_tf32}
         threads, probe = choose_torch_threads(torch_mod, Reference, args)
         torch_mod.set_num_threads(threads)
         info["torch_threads"] = torch_mod.get_num_threads()
@@ -761,7 +798,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     msg = f"matmul peak (jnp.dot f32, {peak['size']}^2): {peak['flops_per_s'] / 1e9:.1f} GFLOP/s"
     if torch_mod is not None:
         size = 512 if args.quick else 2048
-        info["torch_matmul_flops"] = torch_matmul_peak(torch_mod, size, args.reps)
+        info["torch_matmul_flops"] = torch_matmul_peak(torch_mod, args.torch_device, size, args.reps)
         msg += f"; torch.mm {size}^2: {info['torch_matmul_flops'] / 1e9:.1f} GFLOP/s"
     print(msg, flush=True)
 
@@ -791,7 +828,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["xla_flops_per_s"] = tr["xla_flops"] / tr["median_s"]
             if torch_mod is not None:
                 tt = torch_measure(torch_mod, Reference, n_params, backbone, nc, args.width,
-                                   args.batch_size, reps, args.latency_reps, count_flops=True)
+                                   args.batch_size, reps, args.latency_reps, count_flops=True,
+                                   device=args.torch_device)
                 row["torch"] = tt
                 row["torch_flops_per_s"] = step_flops / tt["train"]["median_s"]
                 row["ratio_train"] = tr["images_per_s"] / tt["train"]["images_per_s"]
@@ -842,7 +880,9 @@ def print_tables(result: dict[str, Any]) -> None:
     peak = info["matmul_peak_flops"]["flops_per_s"]
     print()
     print(f"device {info['devices']} | {info['cpu']} | {info['cores']} cores | jax {info['jax']}"
-          + (f" | torch {info['torch']} ({info['torch_threads']} threads)" if "torch" in info else "")
+          + (f" | torch {info['torch']} on {info.get('torch_device', 'cpu')}"
+             + (f" ({info['torch_cuda']['gpu']}, cudnn.benchmark)" if "torch_cuda" in info
+                else f" ({info['torch_threads']} threads)") if "torch" in info else "")
           + f" | matmul peak {peak / 1e9:.1f} GFLOP/s | load {info['load_start']} -> {info['load_end']}"
           + f" | {info['total_s']:.0f} s"
           + f" | malloc: {malloc_settings(info.get('glibc_tunables', ''))}")

@@ -7,6 +7,7 @@ The fast formulations it measures are tested equal to the plain ones in test_lay
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import pytest
@@ -30,11 +31,25 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
     assert [r["k"] for r in result["vmap"]["rows"]] == [2]
     assert result["vmap"]["rows"][0]["vmap_images_per_s"] > 0
     if "torch" in row:  # the PyTorch reference is optional
+        # ...and runs on the device jaxad runs on: here the CPU (the GPU when jax runs on one)
+        expected = "cuda" if jax.default_backend() == "gpu" else "cpu"
+        assert saved["machine"]["torch_device"] == expected
         assert row["torch"]["g_params"] == row["g_params"]
         assert row["torch"]["train"]["finite"]
         counted = row["torch"].get("flop_counter_per_image")
         if counted:  # the analytic count is the work PyTorch's counter sees
             assert counted == pytest.approx(row["model_flops_per_image"]["step"], rel=0.02)
+
+
+def test_the_reference_runs_where_jaxad_runs_and_waits_for_a_gpu():
+    synced = []
+    torch = SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: True, synchronize=synced.append))
+    # auto: the GPU only when jaxad itself runs on one, so both are timed on the same chip
+    assert bench.torch_device(torch, "auto") == ("cuda" if jax.default_backend() == "gpu" else "cpu")
+    assert bench.torch_device(torch, "cuda:1") == "cuda:1"
+    # a CUDA timing waits for the queued kernels; a CPU one has nothing to wait for
+    assert bench.torch_sync(torch, "cuda")("out") == "out" and synced == ["cuda"]
+    assert bench.torch_sync(torch, "cpu")("out") == "out" and synced == ["cuda"]
 
 
 def test_formulations_are_timed_on_this_backend_and_printed(capsys):
