@@ -398,12 +398,16 @@ def run_formulations(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def write_result(path: str | None, result: dict[str, Any]) -> None:
-    """The benchmark's figures as JSON at ``path`` (--out), when one is given."""
+def write_result(path: str | None, result: dict[str, Any], quiet: bool = False) -> None:
+    """The benchmark's figures as JSON at ``path`` (--out), when one is given; written to a
+    temporary file and renamed, so an interrupted write leaves the previous file whole."""
     if path:
-        with open(path, "w") as f:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
             json.dump(result, f, indent=2, default=str)
-        print(f"wrote {path}")
+        os.replace(tmp, path)
+        if not quiet:
+            print(f"wrote {path}")
 
 
 def print_formulations(result: dict[str, Any]) -> None:
@@ -836,6 +840,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["ratio_score"] = row["jax_score"]["images_per_s"] / tt["score"]["images_per_s"]
                 row["ratio_latency"] = tt["score"]["latency_ms"] / row["jax_score"]["latency_ms"]
             rows.append(row)
+            # Each finished row is saved at once: a run cut short (a time limit on a lent GPU)
+            # keeps what it measured.
+            write_result(args.out, {"machine": info, "args": vars(args), "rows": rows,
+                                    "partial": True}, quiet=True)
             print(f"  {backbone:6s} nc={nc}: jaxad train {tr['median_s']:.3f} s/step "
                   f"({tr['images_per_s']:.0f} img/s, compile {tr['compile_s']:.0f} s, cpu/wall "
                   f"{tr['cpu_per_wall']}, load {tr['load']})"

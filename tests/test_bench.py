@@ -22,6 +22,7 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     result = bench.main(["--quick", "--backbones", "naive", "--channels", "1", "--out", str(out)])
     saved = json.loads(out.read_text())
+    assert "partial" not in saved and not list(tmp_path.glob("*.tmp"))
     assert saved["machine"]["devices"] and saved["machine"]["matmul_peak_flops"]["flops_per_s"] > 0
     (row,) = result["rows"]
     assert row["jax_train"]["finite"] and row["jax_train"]["images_per_s"] > 0
@@ -39,6 +40,21 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
         counted = row["torch"].get("flop_counter_per_image")
         if counted:  # the analytic count is the work PyTorch's counter sees
             assert counted == pytest.approx(row["model_flops_per_image"]["step"], rel=0.02)
+
+
+def test_a_benchmark_cut_short_keeps_the_rows_it_finished(tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+
+    def time_limit(*args, **kwargs):  # e.g. `timeout` on a lent GPU, after the main rows
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "vmap_models", time_limit)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--quick", "--backbones", "naive", "--channels", "1", "--no-torch", "--no-impls",
+                    "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["partial"] and [r["backbone"] for r in saved["rows"]] == ["naive"]
+    assert saved["rows"][0]["jax_train"]["images_per_s"] > 0
 
 
 def test_the_reference_runs_where_jaxad_runs_and_waits_for_a_gpu():
