@@ -844,11 +844,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # keeps what it measured.
             write_result(args.out, {"machine": info, "args": vars(args), "rows": rows,
                                     "partial": True}, quiet=True)
-            print(f"  {backbone:6s} nc={nc}: jaxad train {tr['median_s']:.3f} s/step "
+            # ms with two decimals: a GPU step is a few ms.
+            print(f"  {backbone:6s} nc={nc}: jaxad train {1e3 * tr['median_s']:.2f} ms/step "
                   f"({tr['images_per_s']:.0f} img/s, compile {tr['compile_s']:.0f} s, cpu/wall "
-                  f"{tr['cpu_per_wall']}, load {tr['load']})"
-                  + (f"; torch {row['torch']['train']['median_s']:.3f} s/step "
-                     f"(cpu/wall {row['torch']['train']['cpu_per_wall']})" if "torch" in row else ""),
+                  f"{tr['cpu_per_wall']}, load {tr['load']}), score {row['jax_score']['images_per_s']:.0f} img/s"
+                  + (f"; torch train {1e3 * row['torch']['train']['median_s']:.2f} ms/step "
+                     f"(cpu/wall {row['torch']['train']['cpu_per_wall']}), score "
+                     f"{row['torch']['score']['images_per_s']:.0f} img/s" if "torch" in row else ""),
                   flush=True)
 
     impls = []
