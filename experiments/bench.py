@@ -55,6 +55,7 @@ import numpy as np
 from jaxad import xla
 from jaxad.allocator import restart_with_fast_malloc, tuned_environ
 from jaxad.config import ExperimentConfig, ModelConfig
+from jaxad.files import write_text_atomic
 from jaxad.models import build_discriminator, build_generator, count_params
 from jaxad.models.layers import (DEFAULT_UPSAMPLE, FORMULATIONS, UPSAMPLE_IMPLS, ConvTranspose,
                                  default_formulation_name, scaled, upsample_module)
@@ -399,13 +400,10 @@ def run_formulations(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_result(path: str | None, result: dict[str, Any], quiet: bool = False) -> None:
-    """The benchmark's figures as JSON at ``path`` (--out), when one is given; written to a
-    temporary file and renamed, so an interrupted write leaves the previous file whole."""
+    """The benchmark's figures as JSON at ``path`` (--out), when one is given; written
+    atomically, so an interrupted write leaves the previous file whole."""
     if path:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2, default=str)
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(result, indent=2, default=str))
         if not quiet:
             print(f"wrote {path}")
 
