@@ -20,9 +20,9 @@ and, for the naive net, the train step with each transposed-conv formulation; an
 images/s of K models trained at once by ``jax.vmap(train_step)`` against K sequential steps.
 
 ``--formulations`` instead times each formulation of the layers (``jaxad.models.layers``:
-XLA's own ops, and the CPU rewrites of ``jaxad.models.cpu_ops``) on the backend it runs on,
+XLA's own ops, and the rewrites of ``jaxad.models.rewrites``) on the backend it runs on,
 each layer alone and the whole train step per formulation set, and marks the ones
-``default_formulations`` picks there: the check of that choice on a GPU or TPU.
+``default_formulations`` picks there: the check of that choice on a new backend.
 
 Warm-up is excluded (two untimed runs: compilation, and the heap growing to the step's peak);
 each figure is the median of ``--reps`` timed runs.
@@ -221,7 +221,7 @@ def compiled_step(cfg: ExperimentConfig, upsample_impl: str, options: dict | Non
                   formulations: str | None = None):
     """A state, a batch and the compiled (donating) train step; plus compile time and XLA flops.
 
-    ``formulations`` ("xla", "cpu"; None: the backend's) rebuilds the networks with that
+    ``formulations`` ("xla", "rewrites"; None: the backend's) rebuilds the networks with that
     formulation set (the parameters are the same for every set).
     """
     m = cfg.model

@@ -1,8 +1,8 @@
-"""The CPU rewrites (``jaxad.models.cpu_ops``) compute what XLA's own ops do, values and gradients.
+"""The rewrites (``jaxad.models.rewrites``) compute what XLA's own ops do, values and gradients.
 
 Each rewrites a layer XLA:CPU runs slowly (BUILD_NOTES, issue 6): transposed convolutions,
 convolutions on tiny maps, the max-pool gradient. Random inputs and weights throughout. The
-whole networks built with the "cpu" and the "xla" formulations compute the same too.
+whole networks built with the "rewrites" and the "xla" formulations compute the same too.
 """
 
 import flax.linen as nn
@@ -13,8 +13,8 @@ import pytest
 from jax import lax
 
 from jaxad.config import ModelConfig
-from jaxad.models import build_discriminator, build_generator, cpu_ops, layers
-from jaxad.models.cpu_ops import conv_dense, conv_general_dilated, max_pool_2x2, strided_conv
+from jaxad.models import build_discriminator, build_generator, rewrites, layers
+from jaxad.models.rewrites import conv_dense, conv_general_dilated, max_pool_2x2, strided_conv
 from jaxad.models.layers import conv_transpose
 
 DIMS = ("NHWC", "HWIO", "NHWC")
@@ -38,7 +38,7 @@ def test_transposed_conv_formulations_equal_xla_transposed_conv(impl, kernel, st
     w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 5))
     out = conv_transpose(x, w, stride, padding, impl)
     assert out.shape[1] == stride * (side - 1) + kernel - 2 * padding  # PyTorch's output side
-    assert_same_value_and_grads(lambda x_, w_: cpu_ops.CONV_TRANSPOSE[impl](x_, w_, stride, padding),
+    assert_same_value_and_grads(lambda x_, w_: rewrites.CONV_TRANSPOSE[impl](x_, w_, stride, padding),
                                 lambda x_, w_: layers.conv_transpose_xla(x_, w_, stride, padding), x, w)
 
 
@@ -135,13 +135,13 @@ def _loss_and_grads(backbone: str, formulations: str, params=None):
 
 @pytest.mark.parametrize("backbone", ["naive", "unet", "unetpp"])
 def test_networks_built_with_each_formulation_compute_the_same(backbone):
-    # XLA's own convolutions, transposed convolutions and max-pool against the CPU rewrites,
+    # XLA's own convolutions, transposed convolutions and max-pool against the rewrites,
     # with the same parameters: those the "xla" networks initialise.
     params, plain = _loss_and_grads(backbone, "xla")
-    cpu_params, fast = _loss_and_grads(backbone, "cpu", params)
+    rewrite_params, fast = _loss_and_grads(backbone, "rewrites", params)
     # Same parameter trees (names, shapes) and the same init: checkpoints move between backends.
-    assert jax.tree.map(jnp.shape, cpu_params) == jax.tree.map(jnp.shape, params)
-    for got, want in zip(jax.tree.leaves(cpu_params), jax.tree.leaves(params)):
+    assert jax.tree.map(jnp.shape, rewrite_params) == jax.tree.map(jnp.shape, params)
+    for got, want in zip(jax.tree.leaves(rewrite_params), jax.tree.leaves(params)):
         np.testing.assert_array_equal(got, want)
     for got, want in zip(jax.tree.leaves(fast), jax.tree.leaves(plain)):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)

@@ -5,7 +5,8 @@ N(1, 0.02), biases 0. BatchNorm uses PyTorch's defaults (momentum 0.1, eps 1e-5)
 Flax's convention (momentum 0.9 is the weight of the old running average).
 
 The convolutions, transposed convolutions and max-pool have several formulations with the
-same parameters: XLA's own ops (here) and rewrites XLA:CPU runs faster (``cpu_ops``).
+same parameters: XLA's own ops (here) and rewrites that run faster on CPU and GPU
+(``rewrites``).
 ``default_formulations(backend)`` picks them per backend; the networks take the choice as
 module fields (``conv``, ``upsample``, ``pool``), as flax's ResNet example takes ``conv``.
 """
@@ -21,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxad.models import cpu_ops
+from jaxad.models import rewrites
 
 conv_init = nn.initializers.normal(stddev=0.02)
 # Flax's weight of the old running average (PyTorch's momentum 0.1).
@@ -68,7 +69,7 @@ class DualBatchNorm(nn.Module):
 
 ModuleDef = Any
 UpsampleImpl = Literal["auto", "lhs_dilation", "matmul", "subpixel", "zero_insert"]
-UPSAMPLE_IMPLS: tuple[str, ...] = ("lhs_dilation", *cpu_ops.CONV_TRANSPOSE)
+UPSAMPLE_IMPLS: tuple[str, ...] = ("lhs_dilation", *rewrites.CONV_TRANSPOSE)
 # Not a formulation: the backend's own choice (default_formulations), made when a model is built.
 DEFAULT_UPSAMPLE: UpsampleImpl = "auto"
 
@@ -87,14 +88,14 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
 
     ``kernel`` is (k, k, cin, cout), the kernel of the equivalent convolution over the
     zero-inserted input. ``impl`` is ``lhs_dilation`` (XLA's own, ``conv_transpose_xla``) or
-    one of the CPU rewrites in ``cpu_ops.CONV_TRANSPOSE`` (``matmul``, ``subpixel``,
+    one of the rewrites in ``rewrites.CONV_TRANSPOSE`` (``matmul``, ``subpixel``,
     ``zero_insert``); all give the same numbers (tests compare them).
     """
     if impl == "lhs_dilation":
         return conv_transpose_xla(x, kernel, stride, padding)
-    if impl not in cpu_ops.CONV_TRANSPOSE:
+    if impl not in rewrites.CONV_TRANSPOSE:
         raise ValueError(f"unknown upsample impl {impl!r}; one of {UPSAMPLE_IMPLS}")
-    return cpu_ops.CONV_TRANSPOSE[impl](x, kernel, stride, padding)
+    return rewrites.CONV_TRANSPOSE[impl](x, kernel, stride, padding)
 
 
 class ConvTranspose(nn.Module):
@@ -149,22 +150,26 @@ class Formulations:
     pool: Callable[[jax.Array], jax.Array] = max_pool_2x2
 
 
-# XLA's own ops: what cuDNN and the TPU compiler are tuned for (not measured here).
+# XLA's own ops: the choice where the rewrites are unmeasured (TPU).
 XLA_FORMULATIONS = Formulations()
-# The rewrites measured faster on XLA:CPU (BUILD_NOTES, issue 6).
-CPU_FORMULATIONS = Formulations(conv=functools.partial(nn.Conv, conv_general_dilated=cpu_ops.conv_general_dilated),
-                                upsample=upsample_module("matmul"), pool=cpu_ops.max_pool_2x2)
-FORMULATIONS: dict[str, Formulations] = {"xla": XLA_FORMULATIONS, "cpu": CPU_FORMULATIONS}
+# The rewrites: measured faster on a 2-core CPU (issue 6) and on an H200 (BUILD_NOTES, benchmark).
+REWRITE_FORMULATIONS = Formulations(
+    conv=functools.partial(nn.Conv, conv_general_dilated=rewrites.conv_general_dilated),
+    upsample=upsample_module("matmul"), pool=rewrites.max_pool_2x2)
+FORMULATIONS: dict[str, Formulations] = {"xla": XLA_FORMULATIONS, "rewrites": REWRITE_FORMULATIONS}
+# The backends on which the rewrites were measured faster than XLA's ops: jax.default_backend()
+# names a GPU "gpu" ("cuda" is its platform name); measured on an NVIDIA GPU only.
+REWRITES_MEASURED_FASTER = frozenset({"cpu", "gpu", "cuda"})
 
 
 def default_formulation_name(backend: str | None = None) -> str:
-    """``"cpu"`` (the rewrites of ``cpu_ops``) on the CPU backend, ``"xla"`` (XLA's own ops) on
-    every other one ("gpu", "tpu", ...). ``backend`` defaults to ``jax.default_backend()``.
+    """``"rewrites"`` (``jaxad.models.rewrites``) on CPU and GPU, where they were measured
+    faster than XLA's own ops; ``"xla"`` on every other backend (TPU). ``backend`` defaults to
+    ``jax.default_backend()``.
 
-    Off CPU XLA's ops stay until measured otherwise there (``experiments/bench.py
-    --formulations`` times each formulation on the backend it runs on).
+    ``experiments/bench.py --formulations`` times each formulation on the backend it runs on.
     """
-    return "cpu" if (backend or jax.default_backend()) == "cpu" else "xla"
+    return "rewrites" if (backend or jax.default_backend()) in REWRITES_MEASURED_FASTER else "xla"
 
 
 def default_formulations(backend: str | None = None) -> Formulations:
