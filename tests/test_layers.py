@@ -13,7 +13,7 @@ import pytest
 from jax import lax
 
 from jaxad.config import ModelConfig
-from jaxad.models import build_discriminator, build_generator, rewrites, layers
+from jaxad.models import build_discriminator, build_generator, layers, rewrites
 from jaxad.models.rewrites import conv_dense, conv_general_dilated, max_pool_2x2, strided_conv
 from jaxad.models.layers import conv_transpose
 
