@@ -78,3 +78,16 @@ def test_with_training_anomalies_the_table_reads_their_separation_first():
                   train_normal_score_average_generator=10.0, train_auroc_live_generator=98.0)
     assert ablation_table.label_free_choice([fallen_live]) == [97.0]
     assert ablation_table.label_free_selection([sound, fallen_live]) == ([96.0, 97.0], [1, 2])
+
+
+def test_paper_protocol_runs_show_both_test_batch_layouts(tmp_path):
+    # --paper-protocol records batch-statistics AUROC over the test split as given and laid out
+    # normals first (the lineage's loaders); the table gives the final and best of each.
+    out = tmp_path / "shared_gamma0"
+    layouts = [(88.0, 97.0), (91.0, 99.5), (90.0, 98.0)]
+    write_run(out, 3, 0, [epoch(90.0, 90.0, 7.0, 7.0, auroc_batch_statistics=given,
+                                auroc_batch_statistics_normal_first=first) for given, first in layouts])
+    row = next(line for line in ablation_table.table([out]).splitlines() if line.startswith("| shared_gamma0 | 3 | 0 |"))
+    columns = dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in row.split(" | ")]))
+    assert (columns["final (batch stats)"], columns["best (batch stats)"]) == ("90.0", "91.0")
+    assert (columns["final (normals first)"], columns["best (normals first)"]) == ("98.0", "99.5")
