@@ -1,15 +1,24 @@
-"""Rescore a saved epoch of a gamma > 0 run with G's running statistics recomputed three ways:
-as the step's passes settle with each training batch passed whole (``anomaly_bn`` joint, the
-default since BUILD_NOTES finding 14); with the anomalies as a sub-batch of their own whose
-statistics are mixed in (what runs did before ``anomalies_update_statistics`` was off by
-default); and with the normal passes alone (``own``, the default of finding 12).
+"""Rescore a saved epoch of a run with G's running statistics recomputed in each way training
+could have left them, to isolate what they do to scoring (only the statistics change, not
+the weights).
+
+With anomalies in training (gamma > 0): as the step's passes settle with each training batch
+passed whole (``anomaly_bn`` joint, the default since BUILD_NOTES finding 14); with the
+anomalies as a sub-batch of their own whose statistics are mixed in (what runs did before
+``anomalies_update_statistics`` was off by default); and with the normal passes alone
+(``own``, the default of finding 12).
+
+At gamma 0: as the run's own passes settle ("as trained"), and from the normal pass alone
+("normals only"). They differ for runs made with ``--pseudo-anomaly-bn shared``, whose
+pseudo-anomaly pass G(x_hat) also updates the running statistics: "normals only" is then
+the ``shared_no_update`` variant, which trains identically (every training pass normalises
+with its own batch statistics) and differs only in what scoring normalises with.
 
     python experiments/rescore_statistics.py RUN_DIR [RUN_DIR ...] --epoch 15 \\
         --data-dir ../shared/datasets/mnist
 
 Prints, per run and generator (live, and the average when the run kept one), the test AUROC
-with the statistics saved in the checkpoint and with each recomputed set. Only the running
-statistics change, not the weights, so this isolates what they do to scoring.
+with the statistics saved in the checkpoint and with each recomputed set.
 """
 
 from __future__ import annotations
@@ -23,11 +32,21 @@ from jaxad import load_run, score
 from jaxad.data import batch_composition, load_split
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.metrics import auroc
-from jaxad.train import AGADState
+from jaxad.train import AGADState, StepSettings
 
 # How each recomputed set is made: (anomaly_bn, anomalies_update_statistics), without Freeze-BN.
 RECOMPUTED = {"joint": ("joint", False), "mixed": ("own", True), "normals only": ("own", False)}
-STATISTICS = ("saved", *RECOMPUTED)
+
+
+def recomputed_settings(settings: StepSettings, with_anomalies: bool) -> dict[str, StepSettings]:
+    """{name: the step settings whose passes make that set of running statistics}. At gamma 0
+    only a "shared" pseudo-anomaly pass adds to the normal pass's statistics."""
+    if with_anomalies:
+        return {name: dataclasses.replace(settings, freeze_bn=False, anomaly_bn=anomaly_bn,
+                                          anomalies_update_statistics=update)
+                for name, (anomaly_bn, update) in RECOMPUTED.items()}
+    normals_only = "shared_no_update" if settings.pseudo_anomaly_bn == "shared" else settings.pseudo_anomaly_bn
+    return {"as trained": settings, "normals only": dataclasses.replace(settings, pseudo_anomaly_bn=normals_only)}
 
 
 def as_average(state: AGADState) -> AGADState:
@@ -39,23 +58,22 @@ def as_average(state: AGADState) -> AGADState:
 
 
 def rescored(run_dir: Path, epoch: int | str | None, data_dir: str | None) -> dict[str, dict[str, float]]:
-    """{generator: {statistics: test AUROC}} for one saved epoch of a run with training anomalies."""
+    """{generator: {statistics: test AUROC}} for one saved epoch of a run ("saved", then each
+    set ``recomputed_settings`` names)."""
     _, cfg = load_run(run_dir, epoch)
     data = cfg.data if data_dir is None else cfg.replace(**{"data.data_dir": data_dir}).data
     split = load_split(data, seed=cfg.seed)
-    if not len(split.train_anomaly):
-        raise ValueError(f"{run_dir} trained without anomalies (gamma 0): nothing enters its statistics")
+    with_anomalies = len(split.train_anomaly) > 0
     normals, anomalies = batch_composition(cfg.train.batch_size, cfg.data.gamma, cfg.train.min_anomalies_per_batch)
     generators = ("live", "average") if cfg.train.ema_decay > 0 else ("live",)
     table = {}
     for generator in generators:
         state = as_average(load_run(run_dir, epoch, generator=generator)[0])
         row = {"saved": auroc(split.test_labels, score(state, split.test_images))}
-        for name, (anomaly_bn, update) in RECOMPUTED.items():
-            settings = dataclasses.replace(state.settings, freeze_bn=False, anomaly_bn=anomaly_bn,
-                                           anomalies_update_statistics=update)
-            recomputed = recalibrate_ema_statistics(state.replace(settings=settings), split.train_normal, normals,
-                                                    anomaly_images=split.train_anomaly, anomalies_per_batch=anomalies)
+        for name, settings in recomputed_settings(state.settings, with_anomalies).items():
+            recomputed = recalibrate_ema_statistics(
+                state.replace(settings=settings), split.train_normal, normals,
+                anomaly_images=split.train_anomaly if with_anomalies else None, anomalies_per_batch=anomalies)
             row[name] = auroc(split.test_labels, score(recomputed, split.test_images))
         table[generator] = row
     return table
@@ -68,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="where the run's data lies now (default: as it was run)")
     args = p.parse_args(argv)
     epoch = int(args.epoch) if args.epoch and args.epoch.isdigit() else args.epoch
-    print("| run | generator | " + " | ".join(STATISTICS) + " |")
-    print("|---|---|" + "---|" * len(STATISTICS))
+    header = None
     for run_dir in args.run_dirs:
         for generator, row in rescored(run_dir, epoch, args.data_dir).items():
-            print(f"| {run_dir} | {generator} | " + " | ".join(f"{row[s]:.1f}" for s in STATISTICS) + " |")
+            if tuple(row) != header:  # gamma 0 and gamma > 0 runs recompute different sets
+                header = tuple(row)
+                print("| run | generator | " + " | ".join(header) + " |")
+                print("|---|---|" + "---|" * len(header))
+            print(f"| {run_dir} | {generator} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |")
     return 0
 
 

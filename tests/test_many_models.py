@@ -83,6 +83,17 @@ def test_a_saved_epoch_rescored_with_and_without_the_anomalies_statistics(traine
     assert average["normals only"] != pytest.approx(average["saved"], abs=1e-6)
 
 
+def test_at_gamma_0_the_shared_pseudo_anomaly_pass_can_be_left_out_of_the_statistics(tmp_path):
+    # --pseudo-anomaly-bn shared: G(x_hat) also updates the running statistics scoring uses.
+    # Recomputed from the normal pass alone, the same weights score as shared_no_update would.
+    cfg = BASE.replace(**{"model.pseudo_anomaly_bn": "shared", "train.epochs": 1, "data.normal_class": 3})
+    fit(cfg, one_class_split(load_dataset("digits"), 3), run_dir=tmp_path / "shared", progress=False)
+    average = rescore_statistics.rescored(tmp_path / "shared", None, None)["average"]
+    assert list(average) == ["saved", "as trained", "normals only"]
+    assert average["as trained"] == pytest.approx(average["saved"], abs=1e-6)
+    assert average["normals only"] != pytest.approx(average["saved"], abs=1e-6)
+
+
 def test_fit_many_refuses_configs_that_differ_beyond_the_seed():
     digits = load_dataset("digits")
     cfgs = [BASE, BASE.replace(seed=1, **{"loss.w_adcon": 0.0})]
