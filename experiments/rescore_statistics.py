@@ -71,9 +71,8 @@ def rescored(run_dir: Path, epoch: int | str | None, data_dir: str | None) -> di
         state = as_average(load_run(run_dir, epoch, generator=generator)[0])
         row = {"saved": auroc(split.test_labels, score(state, split.test_images))}
         for name, settings in recomputed_settings(state.settings, with_anomalies).items():
-            recomputed = recalibrate_ema_statistics(
-                state.replace(settings=settings), split.train_normal, normals,
-                anomaly_images=split.train_anomaly if with_anomalies else None, anomalies_per_batch=anomalies)
+            recomputed = recalibrate_ema_statistics(state.replace(settings=settings), split.train_normal, normals,
+                                                    anomaly_images=split.train_anomaly, anomalies_per_batch=anomalies)
             row[name] = auroc(split.test_labels, score(recomputed, split.test_images))
         table[generator] = row
     return table
