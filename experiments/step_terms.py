@@ -1,79 +1,155 @@
-"""Step by step: what the anomaly branch's reciprocals do to the generator at gamma > 0.
+"""Step by step: each training step's loss terms, to see what happens inside an epoch.
+
+From the start of a run (any run.py flags; the first class, gamma and seed they name):
 
     python experiments/step_terms.py OUT.json --dataset mnist --data-dir ../shared/datasets/mnist \\
-        --gammas 0.05 --classes 2 --epochs 4 [any run.py flag, e.g. --no-freeze-bn]
+        --gammas 0.05 --classes 2 --epochs 4 [any run.py flag, e.g. --freeze-bn]
 
-The generator's anomaly loss is ``w_adv / (bce + eps) + w_adcon / (L1 + eps) + w_lat / (L2 +
-eps)``; its gradient goes as ``w / error^2``, so one step with a small error can outweigh
-hundreds of ordinary ones in Adam's second moment. This replays the steps ``fit`` takes for
-the first (class, gamma) and seed the flags name (the same batches and keys: ``epoch_inputs``)
-and prints, per step, each error, its term ``w / (error + eps)`` and that term's sensitivity
-``w / (error + eps)^2``, D's loss, and the normal reconstruction error; after each epoch, the
-live generator's test AUROC (running statistics). Every step metric goes to OUT.json.
+From a saved epoch of a run directory, replaying the next epochs (e.g. the epoch a run fell):
+
+    python experiments/step_terms.py OUT.json --run RUN_DIR --after-epoch 11 --epochs 2 [--gradients]
+
+With ``--gradients`` it also prints, per step, the norm of the gradient each loss weight's terms
+send to G's parameters (the others set to 0) and the size of G's update relative to its
+parameters: which term drives a step that breaks G.
+
+It runs the compiled step ``fit`` runs, on the batches and keys ``fit`` draws
+(``jaxad.runs.epoch_inputs``), so it retraces the run bit for bit on the machine that made it.
+Per step it prints the normal branch (L1(x, x_hat), L1(G(x_hat), x_hat), the adversarial and
+latent errors, D's loss, D's mean output on x and on x_hat) and, at gamma > 0, each anomaly
+error, its reciprocal term ``w / (error + eps)`` and that term's sensitivity
+``w / (error + eps)^2``: its gradient goes as ``w / error^2``, so one step with a small error
+can outweigh hundreds of ordinary ones in Adam's second moment. After each epoch: the live
+generator's test AUROC (running statistics) and its mean score on training normals. Every
+step metric goes to OUT.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jaxad import create_train_state, indexed_train_step, score
+from jaxad import ExperimentConfig, create_train_state, score
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.commands.run import build_spec, parse_args
-from jaxad.data import load_split
+from jaxad.data import OneClassSplit, gather_batch, load_split
 from jaxad.metrics import auroc
-from jaxad.runs import epoch_inputs
-from jaxad.train import live_generator
+from jaxad.runs import NORMAL_ERROR_IMAGES, epoch_inputs, jitted_train_step, load_training_state
+from jaxad.train import AGADState, generator_loss, live_generator
 
-ERRORS = {"adversarial": "w_adv", "reconstruction": "w_adcon", "latent": "w_lat"}
+ANOMALY_ERRORS = {"adversarial": "w_adv", "reconstruction": "w_adcon", "latent": "w_lat"}
+NORMAL_TERMS = {"normal L1": "g_contextual", "L1(G(x_hat), x_hat)": "g_contextual_adversarial",
+                "adversarial": "g_adversarial", "latent": "g_latent", "D loss": "d_loss",
+                "D(x)": "d_real", "D(x_hat)": "d_fake"}
 
 
-def step_line(step: int, metrics: dict[str, np.ndarray], cfg) -> str:
-    """One step's anomaly errors, their reciprocal terms and sensitivities, D's loss, normal L1."""
-    parts = []
-    for error, weight_name in ERRORS.items():
-        value = float(metrics[f"g_anomaly_{error}"][step])
-        weight = getattr(cfg.loss, weight_name)
-        parts.append(f"{error} {value:.3g} (term {weight / (value + cfg.loss.eps):.3g}, "
-                     f"d {weight / (value + cfg.loss.eps) ** 2:.3g})")
-    return (f"  step {step:3d}  anomaly loss {float(metrics['g_anomaly_loss'][step]):10.4g}  " + "  ".join(parts)
-            + f"  D loss {float(metrics['d_loss'][step]):.3g}  normal L1 {float(metrics['g_contextual'][step]):.3g}")
+LOSS_WEIGHTS = ("w_adv", "w_con", "w_adcon", "w_lat")
+
+
+@functools.partial(jax.jit, static_argnames="weight")
+def term_gradient_norm(state: AGADState, batch: dict, weight: str) -> jax.Array:
+    """The norm of the gradient G's loss sends to G's parameters with only ``weight`` kept."""
+    loss = state.settings.loss
+    only = dataclasses.replace(loss, **{w: getattr(loss, w) if w == weight else 0.0 for w in LOSS_WEIGHTS})
+    alone = state.replace(settings=dataclasses.replace(state.settings, loss=only))
+    return optax.tree.norm(jax.grad(lambda p: generator_loss(p, alone, batch)[0])(state.g_params))
+
+
+@jax.jit
+def relative_change(new, old) -> jax.Array:
+    return optax.tree.norm(jax.tree.map(jnp.subtract, new, old)) / optax.tree.norm(old)
+
+
+def step_line(step: int, metrics: dict[str, np.ndarray], cfg: ExperimentConfig) -> str:
+    """One step's normal-branch terms and, with anomalies, their errors, reciprocal terms and
+    sensitivities."""
+    parts = [f"{label} {float(metrics[name][step]):.3g}" for label, name in NORMAL_TERMS.items()]
+    if "g_update" in metrics:
+        parts += [f"|grad {w}| {float(metrics[f'g_grad_{w}'][step]):.3g}" for w in LOSS_WEIGHTS]
+        parts.append(f"|update|/|G| {float(metrics['g_update'][step]):.3g}")
+    if cfg.data.gamma > 0:
+        for error, weight_name in ANOMALY_ERRORS.items():
+            value = float(metrics[f"g_anomaly_{error}"][step])
+            weight = getattr(cfg.loss, weight_name)
+            parts.append(f"anomaly {error} {value:.3g} (term {weight / (value + cfg.loss.eps):.3g}, "
+                         f"d {weight / (value + cfg.loss.eps) ** 2:.3g})")
+    return f"  step {step:3d}  " + "  ".join(parts)
+
+
+def replay(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit, epochs: range,
+           gradients: bool = False) -> Iterator[dict]:
+    """Train ``state`` through ``epochs`` (0-based indices) as ``fit`` does; print each step and
+    yield, after each epoch, the live generator's test AUROC and training-normal score and every
+    step metric (with ``gradients``, also each weight's gradient norm and G's relative update)."""
+    normal_images, anomaly_images = jax.numpy.asarray(split.train_normal), jax.numpy.asarray(split.train_anomaly)
+    for index in epochs:
+        normal_index, anomaly_index, keys = epoch_inputs(cfg, split, index)
+        step_metrics = []
+        for i in range(len(normal_index)):
+            extra = {}
+            if gradients:  # before the step, which donates (deletes) the state it is given
+                normal, anomaly = gather_batch(normal_images, anomaly_images, normal_index[i], anomaly_index[i])
+                batch = {"normal": normal, "anomaly": anomaly}
+                extra = {f"g_grad_{w}": term_gradient_norm(state, batch, w) for w in LOSS_WEIGHTS}
+                before = jax.tree.map(jnp.copy, state.g_params)
+            state, m = jitted_train_step(state, normal_images, anomaly_images, normal_index[i], anomaly_index[i],
+                                         keys[i])
+            if gradients:
+                extra["g_update"] = relative_change(state.g_params, before)
+            step_metrics.append({**m, **extra})
+        metrics = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(step_metrics))
+        print(f"epoch {index + 1}:")
+        for i in range(len(normal_index)):
+            print(step_line(i, metrics, cfg))
+        live = live_generator(state)
+        test_auroc = auroc(split.test_labels, score(live, split.test_images))
+        normal_score = float(np.mean(score(live, split.train_normal[:NORMAL_ERROR_IMAGES])))
+        print(f"  live generator: test AUROC {test_auroc:.2f}, mean score on training normals {normal_score:.3g}",
+              flush=True)
+        yield {"epoch": index + 1, "auroc_live_generator": test_auroc,
+               "train_normal_score_live_generator": normal_score,
+               "steps": {name: values.tolist() for name, values in metrics.items()}}
+
+
+def from_run_arguments(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="step_terms.py OUT.json", description="replay epochs of a saved run")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory (runs/gamma*/class*/seed*)")
+    p.add_argument("--after-epoch", required=True, type=int, help="the saved epoch to start from (counting from 1)")
+    p.add_argument("--epochs", type=int, default=1, help="how many epochs to replay after it (default 1)")
+    p.add_argument("--gradients", action="store_true",
+                   help="also each loss weight's gradient norm on G and G's relative update, per step")
+    return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         print(__doc__, file=sys.stderr)
         return 2
-    out, args = Path(argv[0]), parse_args(argv[1:])
-    spec = build_spec(args)
-    cfg = spec.base.replace(seed=spec.seeds[0], **{"data.normal_class": spec.classes[0], "data.gamma": spec.gammas[0]})
-    if cfg.data.gamma == 0:
-        print("error: give --gammas above 0: with no anomalies there is no anomaly branch", file=sys.stderr)
-        return 2
-    split = load_split(cfg.data, seed=cfg.seed)
-    step = jax.jit(indexed_train_step, donate_argnums=(0,))
-    state = create_train_state(cfg, jax.random.key(cfg.seed))
-    normal_images, anomaly_images = jax.numpy.asarray(split.train_normal), jax.numpy.asarray(split.train_anomaly)
-    epochs = []
-    for index in range(cfg.train.epochs):
-        normal_index, anomaly_index, keys = epoch_inputs(cfg, split, index)
-        step_metrics = []
-        for i in range(len(normal_index)):
-            state, m = step(state, normal_images, anomaly_images, normal_index[i], anomaly_index[i], keys[i])
-            step_metrics.append(m)
-        metrics = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(step_metrics))
-        print(f"epoch {index + 1}:")
-        for i in range(len(normal_index)):
-            print(step_line(i, metrics, cfg))
-        test_auroc = auroc(split.test_labels, score(live_generator(state), split.test_images))
-        print(f"  live generator's test AUROC {test_auroc:.2f}", flush=True)
-        epochs.append({"epoch": index + 1, "auroc_live_generator": test_auroc,
-                       "steps": {name: values.tolist() for name, values in metrics.items()}})
-        out.write_text(json.dumps({"config": json.loads(cfg.to_json()), "epochs": epochs}))
+    out, gradients = Path(argv[0]), "--gradients" in argv[1:]
+    argv = [a for a in argv if a != "--gradients"]
+    if "--run" in argv[1:]:
+        args = from_run_arguments(argv[1:])
+        state, cfg, _, epoch = load_training_state(args.run, args.after_epoch)
+        epochs = range(epoch, epoch + args.epochs)
+    else:
+        spec = build_spec(parse_args(argv[1:]))
+        cfg = spec.base.replace(seed=spec.seeds[0],
+                                **{"data.normal_class": spec.classes[0], "data.gamma": spec.gammas[0]})
+        state, epochs = create_train_state(cfg, jax.random.key(cfg.seed)), range(cfg.train.epochs)
+    records = []
+    for record in replay(state, cfg, load_split(cfg.data, seed=cfg.seed), epochs, gradients):
+        records.append(record)  # written after each epoch: an interrupted replay keeps what it did
+        out.write_text(json.dumps({"config": json.loads(cfg.to_json()), "epochs": records}))
     return 0
 
 

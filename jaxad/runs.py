@@ -58,7 +58,10 @@ from jaxad.selection import choose_scoring_generator, select_epoch
 from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
                          indexed_train_step, live_generator, score_step)
 
-_train_step = xla.jit(indexed_train_step, donate_argnums=(0,))
+# The compiled step fit runs for one model on one device: a script that calls it with the
+# inputs of ``epoch_inputs`` replays a run's steps bit for bit (a plain ``jax.jit`` compiles
+# with other options, so it rounds differently).
+jitted_train_step = xla.jit(indexed_train_step, donate_argnums=(0,))
 _train_step_many = xla.jit(jax.vmap(indexed_train_step, in_axes=(0, None, 0, 0, 0, 0)), donate_argnums=(0,))
 _score_step = xla.jit(score_step, static_argnames="use_batch_statistics")
 SCORE_BATCH = 256
@@ -386,7 +389,7 @@ _EpochInputs = tuple[np.ndarray, np.ndarray, jax.Array]  # per step: normal indi
 def epoch_inputs(cfg: ExperimentConfig, split: OneClassSplit, index: int) -> _EpochInputs:
     """What ``fit`` feeds the train step in the epoch of 0-based ``index`` (the epoch's number
     - 1): (steps, Bn) normal and (steps, Ba) anomaly indices, (steps,) keys. A script that
-    calls ``indexed_train_step`` with these replays a run's steps exactly."""
+    calls ``jitted_train_step`` with these replays a run's steps exactly."""
     t = cfg.train
     normal_index, anomaly_index = epoch_indices(len(split.train_normal), len(split.train_anomaly), t.batch_size,
                                                 cfg.data.gamma, cfg.seed, index, t.min_anomalies_per_batch)
@@ -408,7 +411,7 @@ class _Layout:
 def _one_model_layout(n_devices: int) -> _Layout:
     """One model: under jit, or replicated over ``n_devices`` under pmap with each batch split."""
     if n_devices == 1:
-        return _Layout(_train_step, itemgetter(0), itemgetter(0), lambda tree, k: tree)
+        return _Layout(jitted_train_step, itemgetter(0), itemgetter(0), lambda tree, k: tree)
 
     def shard(inputs: list[_EpochInputs]) -> _EpochInputs:
         normal_index, anomaly_index, keys = inputs[0]
@@ -608,6 +611,23 @@ def load_run(run_dir: str | Path, epoch: int | str | None = None,
     one raises ``ValueError``)."""
     if generator not in (None, "live", "average"):
         raise ValueError(f"generator is 'live', 'average' or None (the one that scored), got {generator!r}")
+    state, cfg, history, restored_epoch = load_training_state(run_dir, epoch)
+    # The generator that scored that epoch (pick_generator), as its history entry says.
+    records = [r for r in history if r.get("epoch") == restored_epoch]
+    record = records[-1] if records else None
+    if generator is not None:
+        if generator == "average" and cfg.train.ema_decay == 0:
+            raise ValueError(f"{run_dir} kept no averaged generator (ema_decay 0); its generator is 'live'")
+        record = {"scoring_generator": generator}
+    return as_scored(state, record), cfg
+
+
+def load_training_state(run_dir: str | Path, epoch: int | str | None = None
+                        ) -> tuple[AGADState, ExperimentConfig, list[dict[str, Any]], int]:
+    """A run's saved training state, as ``fit`` resumes from it (G, D, their optimiser states,
+    the EMA), with its configuration, its history up to that checkpoint and the epoch restored
+    (counting from 1). ``epoch`` as in ``load_run``. Training it on with the batches and keys of
+    ``epoch_inputs`` replays the run's next epochs."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
@@ -618,14 +638,8 @@ def load_run(run_dir: str | Path, epoch: int | str | None = None,
         arrays, saved, restored_epoch = checkpoint.restore(manager, state.arrays(), epoch)
     finally:
         manager.close()
-    # The generator that scored that epoch (pick_generator), as its history entry says.
-    records = [r for r in numbered_from_one(saved.get("epochs", [])) if r.get("epoch") == restored_epoch]
-    record = records[-1] if records else None
-    if generator is not None:
-        if generator == "average" and cfg.train.ema_decay == 0:
-            raise ValueError(f"{run_dir} kept no averaged generator (ema_decay 0); its generator is 'live'")
-        record = {"scoring_generator": generator}
-    return as_scored(state.replace(**arrays), record), cfg
+    history = [r for r in numbered_from_one(saved.get("epochs", [])) if r.get("epoch", 0) <= restored_epoch]
+    return state.replace(**arrays), cfg, history, restored_epoch
 
 
 def is_complete(run_dir: str | Path) -> bool:

@@ -256,7 +256,9 @@ def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: Ste
     return GeneratorPasses(x_hat, x_hat2, xa_hat, xa_hat2, stats, int(updates))
 
 
-def _generator_loss(g_params, state: AGADState, batch: Batch):
+def generator_loss(g_params, state: AGADState, batch: Batch):
+    """G's loss on ``batch`` as ``train_step`` differentiates it, with the weights of
+    ``state.settings.loss``: ``(loss, (G's new running statistics, x_hat, metrics))``."""
     s, G, D = state.settings, state.generator, state.discriminator
     x = batch["normal"]
     g = generator_passes(G, g_params, state.g_batch_stats, batch, s)
@@ -325,7 +327,7 @@ def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADStat
     fake and anomalous images, and ``d_reset`` = 1.0 when D was re-initialised).
     """
     s = state.settings
-    (_, (g_stats, x_hat, g_metrics)), g_grads = jax.value_and_grad(_generator_loss, has_aux=True)(
+    (_, (g_stats, x_hat, g_metrics)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
         state.g_params, state, batch)
     # The losses are cross-device means, and the gradients then the global-batch gradient
     # under pmap and under shard_map alike. Under shard_map (varying-axes checking) the

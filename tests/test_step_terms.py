@@ -1,0 +1,69 @@
+"""experiments/step_terms.py replays a run's steps: from its start, or from a saved epoch (to look
+inside an epoch where a run fell). Both retrace what ``fit`` recorded."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxad import fit
+from jaxad.commands.run import build_spec, parse_args
+from jaxad.data import load_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import step_terms  # noqa: E402
+
+RUN_FLAGS = ["--dataset", "digits", "--classes", "3", "--gammas", "0", "--seeds", "1", "--epochs", "2",
+             "--width", "0.125", "--batch-size", "32"]
+REPLAYED = ("g_contextual", "g_contextual_adversarial", "g_adversarial", "d_loss")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A two-epoch gamma-0 run of digit 3 that keeps every epoch's checkpoint."""
+    spec = build_spec(parse_args(RUN_FLAGS))
+    cfg = spec.base.replace(seed=0, **{"data.normal_class": 3, "data.gamma": 0.0})
+    run_dir = tmp_path_factory.mktemp("step_terms") / "run"
+    fit(cfg, load_split(cfg.data, seed=0), run_dir=run_dir, progress=False, keep_checkpoints=None)
+    return run_dir
+
+
+def assert_retraces(replayed: dict, recorded: dict) -> None:
+    for name in REPLAYED:
+        assert np.mean(replayed["steps"][name]) == pytest.approx(recorded[name], rel=1e-6), name
+    assert replayed["auroc_live_generator"] == pytest.approx(recorded["auroc_live_generator"], abs=1e-9)
+    assert replayed["train_normal_score_live_generator"] == pytest.approx(
+        recorded["train_normal_score_live_generator"], rel=1e-6)
+
+
+def test_replaying_from_a_saved_epoch_retraces_the_next_one(run_dir, tmp_path, capsys):
+    history = json.loads((run_dir / "history.json").read_text())
+    out = tmp_path / "steps.json"
+    assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", "--gradients"]) == 0
+    epochs = json.loads(out.read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [2]
+    assert_retraces(epochs[0], history[1])  # measuring the gradients leaves the steps as they were
+    steps = epochs[0]["steps"]
+    for weight in step_terms.LOSS_WEIGHTS:
+        assert all(0 < g < np.inf for g in steps[f"g_grad_{weight}"]), weight
+    assert all(0 < u < 1 for u in steps["g_update"])
+    printed = capsys.readouterr().out
+    assert "L1(G(x_hat), x_hat)" in printed and "|grad w_adcon|" in printed
+    assert "anomaly" not in printed  # gamma 0: the normal branch only
+
+
+def test_replaying_from_the_start_retraces_the_run(run_dir, tmp_path):
+    history = json.loads((run_dir / "history.json").read_text())
+    out = tmp_path / "steps.json"
+    assert step_terms.main([str(out), *RUN_FLAGS]) == 0
+    epochs = json.loads(out.read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for replayed, recorded in zip(epochs, history):
+        assert_retraces(replayed, recorded)
+
+
+def test_an_epoch_the_run_did_not_keep_is_refused(run_dir, tmp_path):
+    with pytest.raises(Exception, match="epoch"):
+        step_terms.main([str(tmp_path / "steps.json"), "--run", str(run_dir), "--after-epoch", "7"])
