@@ -8,6 +8,7 @@ From the start of a run (any run.py flags; the first class, gamma and seed they 
 From a saved epoch of a run directory, replaying the next epochs (e.g. the epoch a run fell):
 
     python experiments/step_terms.py OUT.json --run RUN_DIR --after-epoch 11 --epochs 2 [--gradients]
+        [--clip-g-norm C]   # a counterfactual: the same epochs with G's gradient clipped
 
 With ``--gradients`` it also prints, per step, the norm of the gradient each loss weight's terms
 send to G's parameters (the others set to 0) and the size of G's update relative to its
@@ -128,7 +129,17 @@ def from_run_arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1, help="how many epochs to replay after it (default 1)")
     p.add_argument("--gradients", action="store_true",
                    help="also each loss weight's gradient norm on G and G's relative update, per step")
+    p.add_argument("--clip-g-norm", type=float, metavar="C",
+                   help="a counterfactual: replay with G's gradient clipped to global norm C before Adam")
     return p.parse_args(argv)
+
+
+def with_generator_gradient_clipped(state: AGADState, max_norm: float) -> AGADState:
+    """``state`` whose G update first clips G's gradient to global norm ``max_norm``; Adam's
+    moments carry on as saved (D's optimiser is left as it is)."""
+    clip = optax.clip_by_global_norm(max_norm)
+    return state.replace(g_tx=optax.chain(clip, state.g_tx),
+                         g_opt_state=(clip.init(state.g_params), state.g_opt_state))
 
 
 def main(argv: list[str]) -> int:
@@ -140,6 +151,8 @@ def main(argv: list[str]) -> int:
     if "--run" in argv[1:]:
         args = from_run_arguments(argv[1:])
         state, cfg, _, epoch = load_training_state(args.run, args.after_epoch)
+        if args.clip_g_norm is not None:
+            state = with_generator_gradient_clipped(state, args.clip_g_norm)
         epochs = range(epoch, epoch + args.epochs)
     else:
         spec = build_spec(parse_args(argv[1:]))

@@ -67,3 +67,16 @@ def test_replaying_from_the_start_retraces_the_run(run_dir, tmp_path):
 def test_an_epoch_the_run_did_not_keep_is_refused(run_dir, tmp_path):
     with pytest.raises(Exception, match="epoch"):
         step_terms.main([str(tmp_path / "steps.json"), "--run", str(run_dir), "--after-epoch", "7"])
+
+
+def test_a_counterfactual_replay_clips_the_generator_gradient(run_dir, tmp_path):
+    replays = {}
+    for name, flags in {"as run": [], "clipped": ["--clip-g-norm", "1e-3"]}.items():
+        out = tmp_path / f"{name}.json"
+        assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", *flags]) == 0
+        replays[name] = json.loads(out.read_text())["epochs"][0]["steps"]
+    run, clipped = replays["as run"], replays["clipped"]
+    # The first step's losses come before its update, so they agree; the clipped updates
+    # (Adam's moments still full of the run's unclipped gradients) then take G elsewhere.
+    assert clipped["g_contextual"][0] == pytest.approx(run["g_contextual"][0], rel=1e-6)
+    assert clipped["g_contextual"][1:] != pytest.approx(run["g_contextual"][1:], rel=1e-3)
