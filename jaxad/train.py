@@ -256,7 +256,7 @@ def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: Ste
     return GeneratorPasses(x_hat, x_hat2, xa_hat, xa_hat2, stats, int(updates))
 
 
-def generator_loss(g_params, state: AGADState, batch: Batch):
+def generator_loss(g_params, state: AGADState, batch: Batch) -> tuple[jax.Array, tuple[Any, jax.Array, Metrics]]:
     """G's loss on ``batch`` as ``train_step`` differentiates it, with the weights of
     ``state.settings.loss``: ``(loss, (G's new running statistics, x_hat, metrics))``."""
     s, G, D = state.settings, state.generator, state.discriminator
