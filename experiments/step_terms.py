@@ -92,7 +92,7 @@ def replay(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit, epochs
     """Train ``state`` through ``epochs`` (0-based indices) as ``fit`` does; print each step and
     yield, after each epoch, the live generator's test AUROC and training-normal score and every
     step metric (with ``gradients``, also each weight's gradient norm and G's relative update)."""
-    normal_images, anomaly_images = jax.numpy.asarray(split.train_normal), jax.numpy.asarray(split.train_anomaly)
+    normal_images, anomaly_images = jnp.asarray(split.train_normal), jnp.asarray(split.train_anomaly)
     for index in epochs:
         normal_index, anomaly_index, keys = epoch_inputs(cfg, split, index)
         step_metrics = []
@@ -146,16 +146,17 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         print(__doc__, file=sys.stderr)
         return 2
-    out, gradients = Path(argv[0]), "--gradients" in argv[1:]
-    argv = [a for a in argv if a != "--gradients"]
-    if "--run" in argv[1:]:
-        args = from_run_arguments(argv[1:])
+    out, flags = Path(argv[0]), argv[1:]
+    if "--run" in flags:
+        args = from_run_arguments(flags)
+        gradients = args.gradients
         state, cfg, _, epoch = load_training_state(args.run, args.after_epoch)
         if args.clip_g_norm is not None:
             state = with_generator_gradient_clipped(state, args.clip_g_norm)
         epochs = range(epoch, epoch + args.epochs)
-    else:
-        spec = build_spec(parse_args(argv[1:]))
+    else:  # run.py's flags, and --gradients
+        gradients = "--gradients" in flags
+        spec = build_spec(parse_args([f for f in flags if f != "--gradients"]))
         cfg = spec.base.replace(seed=spec.seeds[0],
                                 **{"data.normal_class": spec.classes[0], "data.gamma": spec.gammas[0]})
         state, epochs = create_train_state(cfg, jax.random.key(cfg.seed)), range(cfg.train.epochs)

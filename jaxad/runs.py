@@ -638,8 +638,8 @@ def load_training_state(run_dir: str | Path, epoch: int | str | None = None
         arrays, saved, restored_epoch = checkpoint.restore(manager, state.arrays(), epoch)
     finally:
         manager.close()
-    history = [r for r in numbered_from_one(saved.get("epochs", [])) if r.get("epoch", 0) <= restored_epoch]
-    return state.replace(**arrays), cfg, history, restored_epoch
+    # Each checkpoint saves the history as it stood at its epoch.
+    return state.replace(**arrays), cfg, numbered_from_one(saved.get("epochs", [])), restored_epoch
 
 
 def is_complete(run_dir: str | Path) -> bool:
