@@ -9,6 +9,7 @@ From a saved epoch of a run directory, replaying the next epochs (e.g. the epoch
 
     python experiments/step_terms.py OUT.json --run RUN_DIR --after-epoch 11 --epochs 2 [--gradients]
         [--clip-g-norm C]   # a counterfactual: the same epochs with G's gradient clipped
+        [--clip-g-factor K] # ... clipped at K times its running norm (--g-grad-clip-factor)
 
 With ``--gradients`` it also prints, per step, the norm of the gradient each loss weight's terms
 send to G's parameters (the others set to 0) and the size of G's update relative to its
@@ -42,6 +43,7 @@ import optax
 
 from jaxad import ExperimentConfig, create_train_state, score
 from jaxad.allocator import restart_with_fast_malloc
+from jaxad.clipping import clip_by_running_norm
 from jaxad.commands.run import build_spec, parse_args
 from jaxad.data import OneClassSplit, gather_batch, load_split
 from jaxad.metrics import auroc
@@ -78,6 +80,8 @@ def step_line(step: int, metrics: dict[str, np.ndarray], cfg: ExperimentConfig) 
     if "g_update" in metrics:
         parts += [f"|grad {w}| {float(metrics[f'g_grad_{w}'][step]):.3g}" for w in LOSS_WEIGHTS]
         parts.append(f"|update|/|G| {float(metrics['g_update'][step]):.3g}")
+    if "g_clipped" in metrics and metrics["g_clipped"][step] > 0:
+        parts.append("G's gradient clipped")
     if cfg.data.gamma > 0:
         for error, weight_name in ANOMALY_ERRORS.items():
             value = float(metrics[f"g_anomaly_{error}"][step])
@@ -131,13 +135,15 @@ def from_run_arguments(argv: list[str]) -> argparse.Namespace:
                    help="also each loss weight's gradient norm on G and G's relative update, per step")
     p.add_argument("--clip-g-norm", type=float, metavar="C",
                    help="a counterfactual: replay with G's gradient clipped to global norm C before Adam")
+    p.add_argument("--clip-g-factor", type=float, metavar="K",
+                   help="a counterfactual: replay with G's gradient clipped to K times its running global norm "
+                        "(as --g-grad-clip-factor trains; the running norm starts afresh at the saved epoch)")
     return p.parse_args(argv)
 
 
-def with_generator_gradient_clipped(state: AGADState, max_norm: float) -> AGADState:
-    """``state`` whose G update first clips G's gradient to global norm ``max_norm``; Adam's
-    moments carry on as saved (D's optimiser is left as it is)."""
-    clip = optax.clip_by_global_norm(max_norm)
+def with_generator_gradient_clipped(state: AGADState, clip: optax.GradientTransformation) -> AGADState:
+    """``state`` whose G update first passes G's gradient through ``clip``; Adam's moments carry
+    on as saved (D's optimiser is left as it is)."""
     return state.replace(g_tx=optax.chain(clip, state.g_tx),
                          g_opt_state=(clip.init(state.g_params), state.g_opt_state))
 
@@ -152,7 +158,9 @@ def main(argv: list[str]) -> int:
         gradients = args.gradients
         state, cfg, _, epoch = load_training_state(args.run, args.after_epoch)
         if args.clip_g_norm is not None:
-            state = with_generator_gradient_clipped(state, args.clip_g_norm)
+            state = with_generator_gradient_clipped(state, optax.clip_by_global_norm(args.clip_g_norm))
+        if args.clip_g_factor is not None:
+            state = with_generator_gradient_clipped(state, clip_by_running_norm(args.clip_g_factor))
         epochs = range(epoch, epoch + args.epochs)
     else:  # run.py's flags, and --gradients
         gradients = "--gradients" in flags

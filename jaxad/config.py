@@ -139,6 +139,11 @@ class TrainConfig:
     anomalies through that batch-level cue, which scoring never sees (BUILD_NOTES.md, finding
     14). ``anomalies_update_statistics`` applies to ``"own"``.
     ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
+    ``g_grad_clip_factor``: G's gradient is scaled down to this multiple of the running mean
+    of its recent global norms when larger (``jaxad.clipping.clip_by_running_norm``); D's is
+    not touched. A fall of G starts with one step whose gradient is several times the usual
+    norm (BUILD_NOTES.md, finding 16); a multiple of the running norm needs no threshold read
+    off a run.
     ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
     (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
     recomputes its BatchNorm statistics before each scoring (``jaxad.ema``). The default 0.99
@@ -158,6 +163,9 @@ class TrainConfig:
     grad_clip_norm: float | None = _field(
         None, "clip each network's gradient to this global norm before Adam (not in the paper; "
               "a guard against the anomaly terms' reciprocal spikes at gamma > 0)")
+    g_grad_clip_factor: float | None = _field(
+        None, "clip G's gradient to this multiple of its running global norm before Adam (not in the paper; "
+              "bounds the one oversized update that starts a fall, BUILD_NOTES finding 16)")
     batch_size: int = _field(256, "training batch size")
     epochs: int = _field(15, "training epochs")
     d_reset_threshold: float = _field(1e-5, "re-initialise D when its loss falls below this")
@@ -186,6 +194,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError(f"grad_clip_norm must be positive (or None: no clipping), got {self.grad_clip_norm}")
+        if self.g_grad_clip_factor is not None and not self.g_grad_clip_factor > 1:
+            raise ValueError(f"g_grad_clip_factor must be above 1 (or None: no clipping), got {self.g_grad_clip_factor}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
         if self.epochs < 1:
@@ -232,6 +242,7 @@ class DataConfig:
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,
+              "g_grad_clip_factor": None,
               "anomalies_update_statistics": True, "anomaly_bn": "own"},
 }
 

@@ -21,6 +21,7 @@ from flax import struct
 from jax import lax
 
 from jaxad import xla
+from jaxad.clipping import clip_by_running_norm
 from jaxad.config import ExperimentConfig, LossConfig
 from jaxad.data import gather_batch
 from jaxad.losses import (AnomalyTerms, NormalTerms, adversarial_loss, bce, contextual_adversarial_loss,
@@ -76,20 +77,24 @@ class AGADState:
                 if f.metadata.get("pytree_node", True)}
 
 
-def make_optimizer(cfg: ExperimentConfig) -> optax.GradientTransformation:
-    """Adam with the paper's learning rate and GANomaly's beta1; with ``grad_clip_norm``, the
-    gradient clipped to that global norm first."""
+def make_optimizers(cfg: ExperimentConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """G's and D's optimisers: Adam with the paper's learning rate and GANomaly's beta1; with
+    ``grad_clip_norm``, each gradient clipped to that global norm first; with
+    ``g_grad_clip_factor``, G's gradient also clipped to that multiple of its running norm."""
     t = cfg.train
-    return _adam(t.learning_rate, t.beta1, t.beta2, t.grad_clip_norm)
+    return (_adam(t.learning_rate, t.beta1, t.beta2, t.grad_clip_norm, t.g_grad_clip_factor),
+            _adam(t.learning_rate, t.beta1, t.beta2, t.grad_clip_norm))
 
 
 @functools.lru_cache(maxsize=None)
-def _adam(learning_rate: float, beta1: float, beta2: float,
-          grad_clip_norm: float | None = None) -> optax.GradientTransformation:
+def _adam(learning_rate: float, beta1: float, beta2: float, grad_clip_norm: float | None = None,
+          clip_factor: float | None = None) -> optax.GradientTransformation:
     # One object per setting: the optimiser is a static part of the state, so equal
     # settings must compare equal for jit to reuse its compiled step across runs.
+    clips = ([] if grad_clip_norm is None else [optax.clip_by_global_norm(grad_clip_norm)]) + \
+            ([] if clip_factor is None else [clip_by_running_norm(clip_factor)])
     adam = optax.adam(learning_rate, b1=beta1, b2=beta2)
-    return adam if grad_clip_norm is None else optax.chain(optax.clip_by_global_norm(grad_clip_norm), adam)
+    return optax.chain(*clips, adam) if clips else adam
 
 
 def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | None = None,
@@ -107,7 +112,7 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
     # Init without the axis: there is no device axis outside pmap.
     g_vars = _init_variables(generator.clone(axis_name=None), g_key, dummy)
     d_vars = _init_variables(discriminator.clone(axis_name=None), d_key, dummy)
-    tx = make_optimizer(cfg)
+    g_tx, d_tx = make_optimizers(cfg)
     t = cfg.train
     settings = StepSettings(cfg.loss, m.pseudo_anomaly_bn, t.freeze_bn, t.anomaly_bn, t.anomalies_update_statistics,
                             t.detach_pseudo, t.ema_decay, t.d_reset_threshold, axis_name)
@@ -115,11 +120,11 @@ def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | N
         step=jnp.zeros((), jnp.int32),
         g_params=g_vars["params"], g_batch_stats=g_vars["batch_stats"],
         d_params=d_vars["params"], d_batch_stats=d_vars["batch_stats"],
-        g_opt_state=tx.init(g_vars["params"]), d_opt_state=tx.init(d_vars["params"]),
+        g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]),
         # Copies: the step donates the state, and one buffer cannot be donated twice.
         g_ema_params=_copy(g_vars["params"]) if t.ema_decay > 0 else None,
         g_ema_batch_stats=_copy(g_vars["batch_stats"]) if t.ema_decay > 0 else None,
-        generator=generator, discriminator=discriminator, g_tx=tx, d_tx=tx, settings=settings)
+        generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx, settings=settings)
 
 
 def _init(module: nn.Module, key: jax.Array, dummy: jax.Array):
@@ -353,6 +358,9 @@ def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADStat
         lambda: d_params)
 
     metrics = {**g_metrics, **d_metrics, "d_reset": reset.astype(jnp.float32)}
+    g_clipped = optax.tree_utils.tree_get(g_opt_state, "clipped")
+    if g_clipped is not None:  # with g_grad_clip_factor: its epoch mean is the fraction clipped
+        metrics["g_clipped"] = g_clipped
     metrics = _cross_device_mean(metrics, s.axis_name)
     ema_params, ema_stats = _ema_update(state, g_params, g_stats)
     new_state = state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=g_stats,
