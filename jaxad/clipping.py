@@ -51,7 +51,7 @@ def clip_by_running_norm(factor: float, decay: float = 0.95) -> optax.GradientTr
 
     def update_fn(updates, state: RunningNormClipState, params=None):
         del params
-        norm = optax.global_norm(updates)
+        norm = optax.tree.norm(updates)
         reference = state.mean_norm / (1.0 - decay ** state.count.astype(jnp.float32))
         limit = jnp.where(state.count > 0, factor * reference, jnp.inf)
         clipped = norm > limit

@@ -166,6 +166,7 @@ def test_ema_generator_scores_and_follows_the_warmed_up_average():
     ({"model.pseudo_anomaly_bn": "separate"}, "pseudo_anomaly_bn"),
     ({"train.ema_decay": 1.0}, "ema_decay"),
     ({"train.grad_clip_norm": 0.0}, "grad_clip_norm"),
+    ({"train.g_grad_clip_factor": 1.0}, "g_grad_clip_factor must be above 1"),
     ({"train.ema_decay": -0.1}, "ema_decay"),
     ({"data.dataset": "svhn"}, "unknown dataset 'svhn'.*mnist"),
     ({"data.gamma": 1.0}, r"gamma must lie in \[0, 1\), got 1.0"),
@@ -378,6 +379,25 @@ def test_gradient_clipping_bounds_what_adam_sees():
     assert all(norm == pytest.approx(clip, rel=1e-3) for norm in adam_gradient_norms(clip)), (unclipped, clip)
 
 
+def test_running_norm_clip_acts_on_the_generator_alone_and_reports_it():
+    # The first step has no running norm to compare with; a factor just above 1 then clips
+    # any step whose gradient is larger than the steps before it.
+    cfg = tiny_config(**{"train.g_grad_clip_factor": 1.0001})
+    state = create_train_state(cfg, jax.random.key(0))
+    assert state.g_tx is not state.d_tx
+    clipped = []
+    for i in range(4):
+        state, metrics = step(state, WITH_ANOMALIES, jax.random.key(i))
+        clipped.append(float(metrics["g_clipped"]))
+    assert clipped[0] == 0.0 and set(clipped) <= {0.0, 1.0}
+    clip_state = optax.tree_utils.tree_get(state.g_opt_state, "mean_norm")
+    assert float(clip_state) > 0
+    assert optax.tree_utils.tree_get(state.d_opt_state, "mean_norm") is None  # D's optimiser is plain Adam
+    # Without the factor the step reports nothing about clipping.
+    _, metrics = step(create_train_state(tiny_config(), jax.random.key(0)), WITH_ANOMALIES, jax.random.key(0))
+    assert "g_clipped" not in metrics
+
+
 def test_fields_only_the_anomaly_branch_reads_make_no_other_run_at_gamma_0():
     frozen = ExperimentConfig().replace(**{"train.freeze_bn": True, "loss.anomaly_adversarial_target": 0})
     for gamma, expected in ((0.0, []), (0.05, ["loss.anomaly_adversarial_target: 1 in the run directory, 0 now",
@@ -405,9 +425,10 @@ def test_run_configs_written_by_earlier_versions_still_load():
     assert cfg.model.pseudo_anomaly_bn == "normal_batch" and not cfg.model.advprop
     # A field the writing version did not have takes the value that describes what it did:
     # before pick_generator, the average always scored.
-    del old["train"]["pick_generator"], old["train"]["grad_clip_norm"]
+    del old["train"]["pick_generator"], old["train"]["grad_clip_norm"], old["train"]["g_grad_clip_factor"]
     assert ExperimentConfig.from_dict(old).train.pick_generator is False
     assert ExperimentConfig.from_dict(old).train.grad_clip_norm is None  # no clipping before it
+    assert ExperimentConfig.from_dict(old).train.g_grad_clip_factor is None
     del old["loss"]["anomaly_adversarial_target"]
     assert ExperimentConfig.from_dict(old).loss.anomaly_adversarial_target == 0  # Algorithm 1's label before it
     assert ExperimentConfig().train.pick_generator is True
