@@ -80,3 +80,12 @@ def test_a_counterfactual_replay_clips_the_generator_gradient(run_dir, tmp_path)
     # (Adam's moments still full of the run's unclipped gradients) then take G elsewhere.
     assert clipped["g_contextual"][0] == pytest.approx(run["g_contextual"][0], rel=1e-6)
     assert clipped["g_contextual"][1:] != pytest.approx(run["g_contextual"][1:], rel=1e-3)
+
+
+def test_a_counterfactual_replay_clips_at_a_multiple_of_the_running_norm(run_dir, tmp_path):
+    # Just above 1, every step whose gradient is larger than the running norm is clipped; the
+    # first has no running norm yet (it starts afresh at the saved epoch) and passes.
+    out = tmp_path / "factor.json"
+    assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", "--clip-g-factor", "1.0001"]) == 0
+    clipped = json.loads(out.read_text())["epochs"][0]["steps"]["g_clipped"]
+    assert clipped[0] == 0.0 and sum(clipped) > 0
