@@ -17,7 +17,8 @@ them: at each epoch, the generator with the better evidence (``label_free_choice
 recorded it, three more give the label-free selected epoch (``RunResult.selected_epoch``: the
 best evidence over epochs and generators, ``label_free_selection``): its AUROC, the
 epoch, and the epochs after 3 at which a run stopped there would have reported below 50.
-Epochs count from 1. Below the runs, a summary per (setting, class): mean and seed-to-seed
+Where a run clipped G's gradient at a multiple of its running norm (``--g-grad-clip-factor``),
+the last column gives the share of its steps that were clipped. Epochs count from 1. Below the runs, a summary per (setting, class): mean and seed-to-seed
 SD of the final AUROC.
 """
 
@@ -35,7 +36,7 @@ COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 
            "final (batch stats)", "best (batch stats)", "final (normals first)", "best (normals first)",
            "average G final", "live G final", "live G <50 after 3",
            "final L1(G(x_hat), x_hat)", "chosen G final", "chosen G <50 after 3",
-           "selected", "selected epoch", "selected <50 after 3")
+           "selected", "selected epoch", "selected <50 after 3", "G steps clipped (%)")
 
 
 # The columns of --paper-protocol's records: the test split as given, and laid out normals
@@ -115,6 +116,9 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
         "selected": f"{selected[-1]:.1f}" if selected else "",
         "selected epoch": str(selected_epochs[-1]) if selected else "",
         "selected <50 after 3": str(_low(selected, 50)) if selected else "",
+        # Each epoch records its mean of the step's 0/1; epochs have equal numbers of steps.
+        "G steps clipped (%)": (f"{100 * sum(h['g_clipped'] for h in history) / len(history):.1f}"
+                                if all("g_clipped" in h for h in history) else ""),
     }
     for key, label in _BATCH_STATISTICS_LABELS.items():
         recorded = [h[key] for h in history if key in h]

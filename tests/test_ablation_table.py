@@ -46,6 +46,7 @@ def test_table_has_a_row_per_run_and_a_seed_summary_per_class(tmp_path):
     # The label-free selected epoch: the lowest training-normal score over epochs and generators;
     # seed 0 ties at 7.0 (epochs 1-5): the first, epoch 1's average G (95.0).
     assert (columns["selected"], columns["selected epoch"], columns["selected <50 after 3"]) == ("95.0", "1", "0")
+    assert columns["G steps clipped (%)"] == ""  # these runs did not clip
     # Summary: mean ± SD among seeds of the final AUROC (85.0 ± 7.1; here the average's), the
     # average's, the live G's, the choice's, the selected epoch's.
     assert rows[2] == "| ema_3seeds | 2 | 2 | 85.0 ± 7.1 | 85.0 ± 7.1 | 89.5 ± 13.4 | 94.5 ± 6.4 | 95.0 ± 0.0 |"
@@ -91,3 +92,11 @@ def test_paper_protocol_runs_show_both_test_batch_layouts(tmp_path):
     columns = dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in row.split(" | ")]))
     assert (columns["final (batch stats)"], columns["best (batch stats)"]) == ("90.0", "91.0")
     assert (columns["final (normals first)"], columns["best (normals first)"]) == ("98.0", "99.5")
+
+
+def test_runs_that_clipped_g_report_the_share_of_steps_clipped(tmp_path):
+    out = tmp_path / "clip3"
+    write_run(out, 2, 0, [epoch(90.0, 80.0, 7.0, 9.0, g_clipped=0.1), epoch(91.0, 85.0, 7.0, 9.0, g_clipped=0.0)])
+    row = next(line for line in ablation_table.table([out]).splitlines() if line.startswith("| clip3 | 2 | 0 |"))
+    columns = dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in row.split(" | ")]))
+    assert columns["G steps clipped (%)"] == "5.0"
