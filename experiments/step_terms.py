@@ -12,7 +12,8 @@ From a saved epoch of a run directory, replaying the next epochs (e.g. the epoch
         [--clip-g-factor K] # ... clipped at K times its running norm (--g-grad-clip-factor)
 
 With ``--gradients`` it also prints, per step, the norm of the gradient each loss weight's terms
-send to G's parameters (the others set to 0) and the size of G's update relative to its
+send to G's parameters (the others set to 0), the whole loss's (with ``--g-grad-clip-factor``,
+beside the running norm it is clipped against) and the size of G's update relative to its
 parameters: which term drives a step that breaks G.
 
 It runs the compiled step ``fit`` runs, on the batches and keys ``fit`` draws
@@ -43,7 +44,7 @@ import optax
 
 from jaxad import ExperimentConfig, create_train_state, score
 from jaxad.allocator import restart_with_fast_malloc
-from jaxad.clipping import clip_by_running_norm
+from jaxad.clipping import clip_by_running_norm, running_norm
 from jaxad.commands.run import build_spec, parse_args
 from jaxad.data import OneClassSplit, gather_batch, load_split
 from jaxad.metrics import auroc
@@ -60,11 +61,13 @@ LOSS_WEIGHTS = ("w_adv", "w_con", "w_adcon", "w_lat")
 
 
 @functools.partial(jax.jit, static_argnames="weight")
-def term_gradient_norm(state: AGADState, batch: dict, weight: str) -> jax.Array:
-    """The norm of the gradient G's loss sends to G's parameters with only ``weight`` kept."""
+def term_gradient_norm(state: AGADState, batch: dict, weight: str | None) -> jax.Array:
+    """The norm of the gradient G's loss sends to G's parameters with only ``weight`` kept
+    (``None``: the whole loss, what the optimiser is given)."""
     loss = state.settings.loss
-    only = dataclasses.replace(loss, **{w: getattr(loss, w) if w == weight else 0.0 for w in LOSS_WEIGHTS})
-    alone = state.replace(settings=dataclasses.replace(state.settings, loss=only))
+    if weight is not None:
+        loss = dataclasses.replace(loss, **{w: getattr(loss, w) if w == weight else 0.0 for w in LOSS_WEIGHTS})
+    alone = state.replace(settings=dataclasses.replace(state.settings, loss=loss))
     return optax.tree.norm(jax.grad(lambda p: generator_loss(p, alone, batch)[0])(state.g_params))
 
 
@@ -79,6 +82,9 @@ def step_line(step: int, metrics: dict[str, np.ndarray], cfg: ExperimentConfig) 
     parts = [f"{label} {float(metrics[name][step]):.3g}" for label, name in NORMAL_TERMS.items()]
     if "g_update" in metrics:
         parts += [f"|grad {w}| {float(metrics[f'g_grad_{w}'][step]):.3g}" for w in LOSS_WEIGHTS]
+        parts.append(f"|grad| {float(metrics['g_grad'][step]):.3g}")
+        if "g_grad_running_norm" in metrics and np.isfinite(metrics["g_grad_running_norm"][step]):
+            parts.append(f"(running {float(metrics['g_grad_running_norm'][step]):.3g})")
         parts.append(f"|update|/|G| {float(metrics['g_update'][step]):.3g}")
     if "g_clipped" in metrics and metrics["g_clipped"][step] > 0:
         parts.append("G's gradient clipped")
@@ -106,6 +112,10 @@ def replay(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit, epochs
                 normal, anomaly = gather_batch(normal_images, anomaly_images, normal_index[i], anomaly_index[i])
                 batch = {"normal": normal, "anomaly": anomaly}
                 extra = {f"g_grad_{w}": term_gradient_norm(state, batch, w) for w in LOSS_WEIGHTS}
+                extra["g_grad"] = term_gradient_norm(state, batch, None)
+                clip_state = optax.tree_utils.tree_get(state.g_opt_state, "RunningNormClipState")
+                if clip_state is not None:  # what this step's gradient is clipped against
+                    extra["g_grad_running_norm"] = running_norm(clip_state)
                 before = jax.tree.map(jnp.copy, state.g_params)
             state, m = jitted_train_step(state, normal_images, anomaly_images, normal_index[i], anomaly_index[i],
                                          keys[i])

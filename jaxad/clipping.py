@@ -18,6 +18,9 @@ import jax.numpy as jnp
 import optax
 
 
+DEFAULT_DECAY = 0.95
+
+
 class RunningNormClipState(NamedTuple):
     """``count``: steps seen. ``mean_norm``: exponential moving average of the global norms
     passed on (after clipping), not bias-corrected. ``clipped``: 1.0 when the last step was
@@ -28,7 +31,12 @@ class RunningNormClipState(NamedTuple):
     clipped: jax.Array
 
 
-def clip_by_running_norm(factor: float, decay: float = 0.95) -> optax.GradientTransformation:
+def running_norm(state: RunningNormClipState, decay: float = DEFAULT_DECAY) -> jax.Array:
+    """The bias-corrected running mean of the norms passed on so far (NaN before the first)."""
+    return state.mean_norm / (1.0 - decay ** state.count.astype(jnp.float32))
+
+
+def clip_by_running_norm(factor: float, decay: float = DEFAULT_DECAY) -> optax.GradientTransformation:
     """Scale the gradient down to global norm ``factor`` times the running mean of the norms
     before it, when it is larger; leave it unchanged otherwise.
 
@@ -52,8 +60,7 @@ def clip_by_running_norm(factor: float, decay: float = 0.95) -> optax.GradientTr
     def update_fn(updates, state: RunningNormClipState, params=None):
         del params
         norm = optax.tree.norm(updates)
-        reference = state.mean_norm / (1.0 - decay ** state.count.astype(jnp.float32))
-        limit = jnp.where(state.count > 0, factor * reference, jnp.inf)
+        limit = jnp.where(state.count > 0, factor * running_norm(state, decay), jnp.inf)
         clipped = norm > limit
         scale = jnp.where(clipped, limit / norm, 1.0)
         updates = jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)

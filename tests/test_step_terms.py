@@ -48,6 +48,7 @@ def test_replaying_from_a_saved_epoch_retraces_the_next_one(run_dir, tmp_path, c
     steps = epochs[0]["steps"]
     for weight in step_terms.LOSS_WEIGHTS:
         assert all(0 < g < np.inf for g in steps[f"g_grad_{weight}"]), weight
+    assert all(0 < g < np.inf for g in steps["g_grad"])  # the whole loss's
     assert all(0 < u < 1 for u in steps["g_update"])
     printed = capsys.readouterr().out
     assert "L1(G(x_hat), x_hat)" in printed and "|grad w_adcon|" in printed
@@ -86,6 +87,11 @@ def test_a_counterfactual_replay_clips_at_a_multiple_of_the_running_norm(run_dir
     # Just above 1, every step whose gradient is larger than the running norm is clipped; the
     # first has no running norm yet (it starts afresh at the saved epoch) and passes.
     out = tmp_path / "factor.json"
-    assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", "--clip-g-factor", "1.0001"]) == 0
-    clipped = json.loads(out.read_text())["epochs"][0]["steps"]["g_clipped"]
-    assert clipped[0] == 0.0 and sum(clipped) > 0
+    assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", "--clip-g-factor", "1.0001",
+                            "--gradients"]) == 0
+    steps = json.loads(out.read_text())["epochs"][0]["steps"]
+    assert steps["g_clipped"][0] == 0.0 and sum(steps["g_clipped"]) > 0
+    # --gradients also gives the running norm each step's gradient was measured against.
+    running = np.array(steps["g_grad_running_norm"])
+    assert np.isnan(running[0]) and np.all(running[1:] > 0)
+    assert all(g > 1.0001 * r for g, r, c in zip(steps["g_grad"][1:], running[1:], steps["g_clipped"][1:]) if c)
