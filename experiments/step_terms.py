@@ -10,6 +10,7 @@ From a saved epoch of a run directory, replaying the next epochs (e.g. the epoch
     python experiments/step_terms.py OUT.json --run RUN_DIR --after-epoch 11 --epochs 2 [--gradients]
         [--clip-g-norm C]   # a counterfactual: the same epochs with G's gradient clipped
         [--clip-g-factor K] # ... clipped at K times its running norm (--g-grad-clip-factor)
+        [--clip-g-update-factor K]  # ... G's update (after Adam) clipped at K times its running norm
 
 With ``--gradients`` it also prints, per step, the norm of the gradient each loss weight's terms
 send to G's parameters (the others set to 0), the whole loss's (with ``--g-grad-clip-factor``,
@@ -113,9 +114,9 @@ def replay(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit, epochs
                 batch = {"normal": normal, "anomaly": anomaly}
                 extra = {f"g_grad_{w}": term_gradient_norm(state, batch, w) for w in LOSS_WEIGHTS}
                 extra["g_grad"] = term_gradient_norm(state, batch, None)
-                clip_state = optax.tree_utils.tree_get(state.g_opt_state, "RunningNormClipState")
-                if clip_state is not None:  # what this step's gradient is clipped against
-                    extra["g_grad_running_norm"] = running_norm(clip_state)
+                clips = optax.tree_utils.tree_get_all_with_path(state.g_opt_state, "RunningNormClipState")
+                if clips:  # what this step's gradient is clipped against (the first clip: the gradient's)
+                    extra["g_grad_running_norm"] = running_norm(clips[0][1])
                 before = jax.tree.map(jnp.copy, state.g_params)
             state, m = jitted_train_step(state, normal_images, anomaly_images, normal_index[i], anomaly_index[i],
                                          keys[i])
@@ -148,7 +149,16 @@ def from_run_arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--clip-g-factor", type=float, metavar="K",
                    help="a counterfactual: replay with G's gradient clipped to K times its running global norm "
                         "(as --g-grad-clip-factor trains; the running norm starts afresh at the saved epoch)")
+    p.add_argument("--clip-g-update-factor", type=float, metavar="K",
+                   help="a counterfactual: replay with G's update (after Adam) clipped to K times its running norm, "
+                        "bounding how far G moves in one step whatever Adam's momentum adds up")
     return p.parse_args(argv)
+
+
+def with_generator_update_clipped(state: AGADState, clip: optax.GradientTransformation) -> AGADState:
+    """``state`` whose G update, as its optimiser makes it, then passes through ``clip``."""
+    return state.replace(g_tx=optax.chain(state.g_tx, clip),
+                         g_opt_state=(state.g_opt_state, clip.init(state.g_params)))
 
 
 def with_generator_gradient_clipped(state: AGADState, clip: optax.GradientTransformation) -> AGADState:
@@ -171,6 +181,8 @@ def main(argv: list[str]) -> int:
             state = with_generator_gradient_clipped(state, optax.clip_by_global_norm(args.clip_g_norm))
         if args.clip_g_factor is not None:
             state = with_generator_gradient_clipped(state, clip_by_running_norm(args.clip_g_factor))
+        if args.clip_g_update_factor is not None:
+            state = with_generator_update_clipped(state, clip_by_running_norm(args.clip_g_update_factor))
         epochs = range(epoch, epoch + args.epochs)
     else:  # run.py's flags, and --gradients
         gradients = "--gradients" in flags

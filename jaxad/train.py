@@ -358,9 +358,9 @@ def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADStat
         lambda: d_params)
 
     metrics = {**g_metrics, **d_metrics, "d_reset": reset.astype(jnp.float32)}
-    g_clipped = optax.tree_utils.tree_get(g_opt_state, "clipped")
-    if g_clipped is not None:  # with g_grad_clip_factor: its epoch mean is the fraction clipped
-        metrics["g_clipped"] = g_clipped
+    clips = optax.tree_utils.tree_get_all_with_path(g_opt_state, "clipped")
+    if clips:  # with g_grad_clip_factor (first in G's chain): its epoch mean is the share clipped
+        metrics["g_clipped"] = clips[0][1]
     metrics = _cross_device_mean(metrics, s.axis_name)
     ema_params, ema_stats = _ema_update(state, g_params, g_stats)
     new_state = state.replace(step=state.step + 1, g_params=g_params, g_batch_stats=g_stats,

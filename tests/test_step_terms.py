@@ -95,3 +95,17 @@ def test_a_counterfactual_replay_clips_at_a_multiple_of_the_running_norm(run_dir
     running = np.array(steps["g_grad_running_norm"])
     assert np.isnan(running[0]) and np.all(running[1:] > 0)
     assert all(g > 1.0001 * r for g, r, c in zip(steps["g_grad"][1:], running[1:], steps["g_clipped"][1:]) if c)
+
+
+def test_a_counterfactual_replay_clips_the_generator_update_after_adam(run_dir, tmp_path):
+    out = tmp_path / "update.json"
+    assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", "--clip-g-update-factor", "1.0001",
+                            "--gradients"]) == 0
+    steps = json.loads(out.read_text())["epochs"][0]["steps"]
+    # The clip follows Adam: each step's update is at most the factor times the running norm of
+    # the updates before it (the first has none), which bounds G's relative change step to step.
+    assert steps["g_clipped"][0] == 0.0
+    updates = steps["g_update"]
+    for i, clipped in enumerate(steps["g_clipped"][1:], start=1):
+        if clipped:
+            assert updates[i] <= 1.0001 * max(updates[:i]) * (1 + 1e-3)
