@@ -88,7 +88,7 @@ def step_line(step: int, metrics: dict[str, np.ndarray], cfg: ExperimentConfig) 
             parts.append(f"(running {float(metrics['g_grad_running_norm'][step]):.3g})")
         parts.append(f"|update|/|G| {float(metrics['g_update'][step]):.3g}")
     if "g_clipped" in metrics and metrics["g_clipped"][step] > 0:
-        parts.append("G's gradient clipped")
+        parts.append("G's step clipped")  # its gradient, or with --clip-g-update-factor alone its update
     if cfg.data.gamma > 0:
         for error, weight_name in ANOMALY_ERRORS.items():
             value = float(metrics[f"g_anomaly_{error}"][step])
