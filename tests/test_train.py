@@ -390,8 +390,8 @@ def test_running_norm_clip_acts_on_the_generator_alone_and_reports_it():
         state, metrics = step(state, WITH_ANOMALIES, jax.random.key(i))
         clipped.append(float(metrics["g_clipped"]))
     assert clipped[0] == 0.0 and set(clipped) <= {0.0, 1.0}
-    clip_state = optax.tree_utils.tree_get(state.g_opt_state, "mean_norm")
-    assert float(clip_state) > 0
+    running_mean = optax.tree_utils.tree_get(state.g_opt_state, "mean_norm")
+    assert float(running_mean) > 0
     assert optax.tree_utils.tree_get(state.d_opt_state, "mean_norm") is None  # D's optimiser is plain Adam
     # Without the factor the step reports nothing about clipping.
     _, metrics = step(create_train_state(tiny_config(), jax.random.key(0)), WITH_ANOMALIES, jax.random.key(0))
