@@ -109,3 +109,41 @@ def test_a_counterfactual_replay_clips_the_generator_update_after_adam(run_dir, 
     for i, clipped in enumerate(steps["g_clipped"][1:], start=1):
         if clipped:
             assert updates[i] <= 1.0001 * max(updates[:i]) * (1 + 1e-3)
+
+
+def test_the_anatomy_replay_shows_what_the_contextual_adversarial_term_meets(run_dir, tmp_path, capsys):
+    history = json.loads((run_dir / "history.json").read_text())
+    out = tmp_path / "anatomy.json"
+    assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", "--anatomy", "--gradients"]) == 0
+    epoch = json.loads(out.read_text())["epochs"][0]
+    assert_retraces(epoch, history[1])  # looking leaves the steps as they were
+    steps = epoch["steps"]
+    # The worst image is at most the batch mean; the count of close images is a count of the batch.
+    assert all(low <= mean + 1e-6 for low, mean in zip(steps["pseudo_l1_min"], steps["g_contextual_adversarial"]))
+    assert all(0 <= n <= 32 for n in steps["pseudo_close"])
+    assert all(0 <= slope <= 1 for slope in steps["pseudo_tanh_slope"])
+    assert all(-1 - 1e-6 <= c <= 1 + 1e-6 for c in steps["cos_adcon_con"])
+    # The per-array norms are the term's gradient taken apart: together they give its norm.
+    layers = steps["g_grad_w_adcon_layers"]
+    assert any("Encoder" in name for name in layers)
+    together = np.sqrt(np.sum([np.square(norms) for norms in layers.values()], axis=0))
+    np.testing.assert_allclose(together, steps["g_grad_w_adcon"], rtol=1e-4)
+    printed = capsys.readouterr().out
+    assert "per-image L1(G(x_hat), x_hat) min" in printed and "per parameter array" in printed
+
+
+def test_the_line_search_walks_along_the_update_the_step_took(run_dir, tmp_path, capsys):
+    out = tmp_path / "line.json"
+    assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", "--line-search", "2"]) == 0
+    epoch = json.loads(out.read_text())["epochs"][0]
+    steps, search = epoch["steps"], epoch["line_search"]
+    assert search["step"] == 2
+    rows = {row["t"]: row for row in search["rows"]}
+    # No move: the errors step 2 measured before its update; the whole move: those step 3
+    # measured on its own batch, before its update.
+    assert rows[0.0]["normal_l1"][0] == pytest.approx(steps["g_contextual"][2], rel=1e-4)
+    assert rows[0.0]["pseudo_l1"][0] == pytest.approx(steps["g_contextual_adversarial"][2], rel=1e-4)
+    assert rows[1.0]["normal_l1"][1] == pytest.approx(steps["g_contextual"][3], rel=1e-4)
+    assert rows[1.0]["pseudo_l1"][1] == pytest.approx(steps["g_contextual_adversarial"][3], rel=1e-4)
+    assert rows[2.0]["normal_l1"][0] != pytest.approx(rows[0.0]["normal_l1"][0], rel=1e-3)  # it moved
+    assert "along step 2's update of G" in capsys.readouterr().out
