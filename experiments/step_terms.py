@@ -168,6 +168,7 @@ def line_search(state: AGADState, before, batches: list[dict]) -> list[dict]:
 
 
 def line_table(step: int, rows: list[dict]) -> str:
+    """:func:`line_search`'s rows, one per fraction t."""
     lines = [f"  along step {step}'s update of G, at fraction t (batches: this step's, then the next's):"]
     lines += [f"    t {r['t']:4.2f}  normal L1 " + " ".join(f"{v:.3f}" for v in r["normal_l1"])
               + "  L1(G(x_hat), x_hat) " + " ".join(f"{v:.3f}" for v in r["pseudo_l1"]) for r in rows]
@@ -184,19 +185,21 @@ def replay(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit, epochs
     normal_images, anomaly_images = jnp.asarray(split.train_normal), jnp.asarray(split.train_anomaly)
     for index in epochs:
         normal_index, anomaly_index, keys = epoch_inputs(cfg, split, index)
+
+        def batch_at(step: int) -> dict:
+            normal, anomaly = gather_batch(normal_images, anomaly_images, normal_index[step], anomaly_index[step])
+            return {"normal": normal, "anomaly": anomaly}
+
         step_metrics, searched = [], None
         for i in range(len(normal_index)):
             extra = {}
+            # Everything below that reads the state does so before the step, which donates it.
             searching = index == epochs[0] and i == line_search_step
             if searching:
-                steps_here = [j for j in (i, i + 1) if j < len(normal_index)]
-                batches = [dict(zip(("normal", "anomaly"), gather_batch(normal_images, anomaly_images,
-                                                                        normal_index[j], anomaly_index[j])))
-                           for j in steps_here]
+                batches = [batch_at(j) for j in (i, i + 1) if j < len(normal_index)]
                 start = jax.tree.map(jnp.copy, state.g_params)
-            if gradients or anatomy:  # before the step, which donates (deletes) the state it is given
-                normal, anomaly = gather_batch(normal_images, anomaly_images, normal_index[i], anomaly_index[i])
-                batch = {"normal": normal, "anomaly": anomaly}
+            if gradients or anatomy:
+                batch = batch_at(i)
             if anatomy:
                 extra.update(pseudo_pass_anatomy(state, batch))
             if gradients:
