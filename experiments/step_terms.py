@@ -56,6 +56,7 @@ from jaxad.allocator import restart_with_fast_malloc
 from jaxad.clipping import clip_by_running_norm, running_norm
 from jaxad.commands.run import build_spec, parse_args
 from jaxad.data import OneClassSplit, gather_batch, load_split
+from jaxad.losses import contextual_adversarial_loss, contextual_loss
 from jaxad.metrics import auroc
 from jaxad.runs import NORMAL_ERROR_IMAGES, epoch_inputs, jitted_train_step, load_training_state
 from jaxad.train import AGADState, generator_loss, generator_passes, live_generator
@@ -151,7 +152,7 @@ def training_errors(state: AGADState, g_params, batch: dict) -> tuple[jax.Array,
     """L1(x, x_hat) and L1(G(x_hat), x_hat) on ``batch`` as the loss sees them, with ``g_params``
     (and the state's running statistics, which training-mode BatchNorm does not read)."""
     passes = generator_passes(state.generator, g_params, state.g_batch_stats, batch, state.settings)
-    return jnp.abs(batch["normal"] - passes.x_hat).mean(), jnp.abs(passes.x_hat - passes.x_hat2).mean()
+    return contextual_loss(batch["normal"], passes.x_hat), contextual_adversarial_loss(passes.x_hat, passes.x_hat2)
 
 
 def line_search(state: AGADState, before, batches: list[dict]) -> list[dict]:
@@ -197,7 +198,8 @@ def replay(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit, epochs
             searching = index == epochs[0] and i == line_search_step
             if searching:
                 batches = [batch_at(j) for j in (i, i + 1) if j < len(normal_index)]
-                start = jax.tree.map(jnp.copy, state.g_params)
+            if gradients or searching:  # G as it was before this step's update
+                before = jax.tree.map(jnp.copy, state.g_params)
             if gradients or anatomy:
                 batch = batch_at(i)
             if anatomy:
@@ -208,13 +210,12 @@ def replay(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit, epochs
                 clips = optax.tree_utils.tree_get_all_with_path(state.g_opt_state, "RunningNormClipState")
                 if clips:  # what this step's gradient is clipped against (the first clip: the gradient's)
                     extra["g_grad_running_norm"] = running_norm(clips[0][1])
-                before = jax.tree.map(jnp.copy, state.g_params)
             state, m = jitted_train_step(state, normal_images, anomaly_images, normal_index[i], anomaly_index[i],
                                          keys[i])
             if gradients:
                 extra["g_update"] = relative_change(state.g_params, before)
             if searching:
-                searched = line_search(state, start, batches)
+                searched = line_search(state, before, batches)
             step_metrics.append({**m, **extra})
         metrics = jax.tree.map(lambda *xs: np.stack(xs), *jax.device_get(step_metrics))
         print(f"epoch {index + 1}:")
