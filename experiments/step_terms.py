@@ -12,6 +12,7 @@ From a saved epoch of a run directory, replaying the next epochs (e.g. the epoch
         [--clip-g-norm C]   # a counterfactual: the same epochs with G's gradient clipped
         [--clip-g-factor K] # ... clipped at K times its running norm (--g-grad-clip-factor)
         [--clip-g-update-factor K]  # ... G's update (after Adam) clipped at K times its running norm
+        [--g-optimizer FIELD=VALUE ...]  # ... G's optimiser built with these TrainConfig fields changed
 
 With ``--gradients`` it also prints, per step, the norm of the gradient each loss weight's terms
 send to G's parameters (the others set to 0), the whole loss's (with ``--g-grad-clip-factor``,
@@ -53,13 +54,13 @@ import optax
 
 from jaxad import ExperimentConfig, create_train_state, score
 from jaxad.allocator import restart_with_fast_malloc
-from jaxad.clipping import clip_by_running_norm, running_norm
+from jaxad.clipping import RunningNormClipState, clip_by_running_norm, running_norm
 from jaxad.commands.run import build_spec, parse_args
 from jaxad.data import OneClassSplit, gather_batch, load_split
 from jaxad.losses import contextual_adversarial_loss, contextual_loss
 from jaxad.metrics import auroc
 from jaxad.runs import NORMAL_ERROR_IMAGES, epoch_inputs, jitted_train_step, load_training_state
-from jaxad.train import AGADState, generator_loss, generator_passes, live_generator
+from jaxad.train import AGADState, generator_loss, generator_passes, live_generator, make_optimizers
 
 ANOMALY_ERRORS = {"adversarial": "w_adv", "reconstruction": "w_adcon", "latent": "w_lat"}
 NORMAL_TERMS = {"normal L1": "g_contextual", "L1(G(x_hat), x_hat)": "g_contextual_adversarial",
@@ -271,7 +272,43 @@ def from_run_arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--clip-g-update-factor", type=float, metavar="K",
                    help="a counterfactual: replay with G's update (after Adam) clipped to K times its running norm, "
                         "bounding how far G moves in one step whatever Adam's momentum adds up")
+    p.add_argument("--g-optimizer", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="a counterfactual: replay with G's optimiser built as the run's TrainConfig with these "
+                        "fields changed (e.g. beta2=0.9, g_update_rms_clip=1); Adam's moments and the running "
+                        "norm carry on as saved")
     return p.parse_args(argv)
+
+
+CARRIED_OPTIMIZER_STATES = (optax.ScaleByAdamState, RunningNormClipState)
+
+
+def with_generator_optimizer(state: AGADState, cfg: ExperimentConfig, changes: dict[str, object]) -> AGADState:
+    """``state`` whose G optimiser is the one ``cfg`` with ``changes`` to its TrainConfig
+    builds; the saved Adam moments and running norms carry over into it, in order."""
+    g_tx, _ = make_optimizers(cfg.replace(**{f"train.{name}": value for name, value in changes.items()}))
+    is_carried = lambda node: isinstance(node, CARRIED_OPTIMIZER_STATES)  # noqa: E731
+    saved_nodes = jax.tree.leaves(state.g_opt_state, is_leaf=is_carried)
+    saved = {kind: [n for n in saved_nodes if type(n) is kind] for kind in CARRIED_OPTIMIZER_STATES}
+    new_nodes, treedef = jax.tree.flatten(g_tx.init(state.g_params), is_leaf=is_carried)
+    carried = [saved[type(n)].pop(0) if is_carried(n) and saved[type(n)] else n for n in new_nodes]
+    return state.replace(g_tx=g_tx, g_opt_state=jax.tree.unflatten(treedef, carried))
+
+
+def parse_changes(assignments: list[str]) -> dict[str, object]:
+    """``["beta2=0.9", "g_update_rms_clip=1"]`` -> ``{"beta2": 0.9, "g_update_rms_clip": 1.0}``
+    (a number, ``None``, ``true``/``false``, or else the text)."""
+    changes = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        if not sep:
+            raise SystemExit(f"--g-optimizer takes FIELD=VALUE, got {assignment!r}")
+        try:
+            changes[name] = json.loads({"None": "null"}.get(text, text))
+        except json.JSONDecodeError:
+            changes[name] = text
+        if isinstance(changes[name], int) and not isinstance(changes[name], bool):
+            changes[name] = float(changes[name])
+    return changes
 
 
 def with_generator_update_clipped(state: AGADState, clip: optax.GradientTransformation) -> AGADState:
@@ -302,6 +339,8 @@ def main(argv: list[str]) -> int:
             state = with_generator_gradient_clipped(state, clip_by_running_norm(args.clip_g_factor))
         if args.clip_g_update_factor is not None:
             state = with_generator_update_clipped(state, clip_by_running_norm(args.clip_g_update_factor))
+        if args.g_optimizer:
+            state = with_generator_optimizer(state, cfg, parse_changes(args.g_optimizer))
         epochs = range(epoch, epoch + args.epochs)
     else:  # run.py's flags, and --gradients
         gradients, anatomy, line_search_step = "--gradients" in flags, "--anatomy" in flags, None

@@ -144,6 +144,12 @@ class TrainConfig:
     not touched. A fall of G starts with one step whose gradient is several times the usual
     norm (BUILD_NOTES.md, finding 16); a multiple of the running norm needs no threshold read
     off a run.
+    ``g_update_rms_clip``: each of G's parameter arrays moves at most this RMS times the
+    learning rate in one step (``optax.clip_by_block_rms`` after Adam: Adafactor's update
+    clipping, Shazeer & Stern 2018, section 6). Adam bounds a coordinate's step only by
+    ``(1 - beta1) / sqrt(1 - beta2)`` learning rates, 15.8 at GANomaly's betas, when a gradient
+    jumps above the history of its second moment; a fall of G is such a step, several times
+    longer than its own term needs (BUILD_NOTES.md, findings 16 and 18).
     ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
     (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
     recomputes its BatchNorm statistics before each scoring (``jaxad.ema``). The default 0.99
@@ -166,6 +172,9 @@ class TrainConfig:
     g_grad_clip_factor: float | None = _field(
         None, "clip G's gradient to this multiple of its running global norm before Adam (not in the paper; "
               "bounds the one oversized update that starts a fall, BUILD_NOTES finding 16)")
+    g_update_rms_clip: float | None = _field(
+        None, "clip each of G's parameter arrays' Adam update to this RMS, in units of the learning rate "
+              "(Adafactor's update clipping; not in the paper; BUILD_NOTES finding 19)")
     batch_size: int = _field(256, "training batch size")
     epochs: int = _field(15, "training epochs")
     d_reset_threshold: float = _field(1e-5, "re-initialise D when its loss falls below this")
@@ -196,6 +205,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip_norm must be positive (or None: no clipping), got {self.grad_clip_norm}")
         if self.g_grad_clip_factor is not None and not self.g_grad_clip_factor > 1:
             raise ValueError(f"g_grad_clip_factor must be above 1 (or None: no clipping), got {self.g_grad_clip_factor}")
+        if self.g_update_rms_clip is not None and not self.g_update_rms_clip > 0:
+            raise ValueError(f"g_update_rms_clip must be positive (or None: no clipping), got {self.g_update_rms_clip}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
         if self.epochs < 1:
@@ -242,7 +253,7 @@ class DataConfig:
 ADDED_LATER: dict[str, dict[str, Any]] = {
     "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,
-              "g_grad_clip_factor": None,
+              "g_grad_clip_factor": None, "g_update_rms_clip": None,
               "anomalies_update_statistics": True, "anomaly_bn": "own"},
 }
 

@@ -80,21 +80,25 @@ class AGADState:
 def make_optimizers(cfg: ExperimentConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     """G's and D's optimisers: Adam with the paper's learning rate and GANomaly's beta1; with
     ``grad_clip_norm``, each gradient clipped to that global norm first; with
-    ``g_grad_clip_factor``, G's gradient also clipped to that multiple of its running norm."""
+    ``g_grad_clip_factor``, G's gradient also clipped to that multiple of its running norm; with
+    ``g_update_rms_clip``, each of G's parameter arrays' update clipped to that RMS (in
+    learning rates) after Adam."""
     t = cfg.train
-    return (_adam(t.learning_rate, t.beta1, t.beta2, t.grad_clip_norm, t.g_grad_clip_factor),
+    return (_adam(t.learning_rate, t.beta1, t.beta2, t.grad_clip_norm, t.g_grad_clip_factor, t.g_update_rms_clip),
             _adam(t.learning_rate, t.beta1, t.beta2, t.grad_clip_norm))
 
 
 @functools.lru_cache(maxsize=None)
 def _adam(learning_rate: float, beta1: float, beta2: float, grad_clip_norm: float | None = None,
-          clip_factor: float | None = None) -> optax.GradientTransformation:
+          clip_factor: float | None = None, update_rms: float | None = None) -> optax.GradientTransformation:
     # One object per setting: the optimiser is a static part of the state, so equal
     # settings must compare equal for jit to reuse its compiled step across runs.
     clips = ([] if grad_clip_norm is None else [optax.clip_by_global_norm(grad_clip_norm)]) + \
             ([] if clip_factor is None else [clip_by_running_norm(clip_factor)])
     adam = optax.adam(learning_rate, b1=beta1, b2=beta2)
-    return optax.chain(*clips, adam) if clips else adam
+    # Adafactor's update clipping, on the update in parameter units (learning rate x RMS).
+    after = [] if update_rms is None else [optax.clip_by_block_rms(update_rms * learning_rate)]
+    return optax.chain(*clips, adam, *after) if clips or after else adam
 
 
 def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | None = None,

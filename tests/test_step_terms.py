@@ -111,6 +111,29 @@ def test_a_counterfactual_replay_clips_the_generator_update_after_adam(run_dir, 
             assert updates[i] <= 1.0001 * max(updates[:i]) * (1 + 1e-3)
 
 
+def test_a_counterfactual_replay_builds_the_generators_optimiser_anew(run_dir, tmp_path):
+    history = json.loads((run_dir / "history.json").read_text())
+    replays = {}
+    for name, changes in {"unchanged": ["beta2=0.999"], "update clip": ["g_update_rms_clip=0.01"]}.items():
+        out = tmp_path / f"{name}.json"
+        assert step_terms.main([str(out), "--run", str(run_dir), "--after-epoch", "1", "--gradients",
+                                "--g-optimizer", *changes]) == 0
+        replays[name] = json.loads(out.read_text())["epochs"][0]
+    # Rebuilt with the run's own settings, the optimiser carries Adam's saved moments (and
+    # step count) on, so the replay retraces the run; a fresh Adam would not.
+    assert_retraces(replays["unchanged"], history[1])
+    # Each of G's arrays now moves at most 0.01 learning rates RMS a step: far less than Adam did.
+    run, clipped = replays["unchanged"]["steps"], replays["update clip"]["steps"]
+    assert max(clipped["g_update"]) < 0.5 * min(run["g_update"])
+
+
+def test_optimiser_changes_are_read_as_numbers_switches_or_none():
+    assert step_terms.parse_changes(["beta2=0.9", "g_update_rms_clip=1", "g_grad_clip_factor=None"]) == {
+        "beta2": 0.9, "g_update_rms_clip": 1.0, "g_grad_clip_factor": None}
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        step_terms.parse_changes(["beta2"])
+
+
 def test_the_anatomy_replay_shows_what_the_contextual_adversarial_term_meets(run_dir, tmp_path, capsys):
     history = json.loads((run_dir / "history.json").read_text())
     out = tmp_path / "anatomy.json"

@@ -167,6 +167,7 @@ def test_ema_generator_scores_and_follows_the_warmed_up_average():
     ({"train.ema_decay": 1.0}, "ema_decay"),
     ({"train.grad_clip_norm": 0.0}, "grad_clip_norm"),
     ({"train.g_grad_clip_factor": 1.0}, "g_grad_clip_factor must be above 1"),
+    ({"train.g_update_rms_clip": 0.0}, "g_update_rms_clip must be positive"),
     ({"train.ema_decay": -0.1}, "ema_decay"),
     ({"data.dataset": "svhn"}, "unknown dataset 'svhn'.*mnist"),
     ({"data.gamma": 1.0}, r"gamma must lie in \[0, 1\), got 1.0"),
@@ -398,6 +399,26 @@ def test_running_norm_clip_acts_on_the_generator_alone_and_reports_it():
     assert "g_clipped" not in metrics
 
 
+def test_update_rms_clip_bounds_each_of_the_generators_arrays_steps():
+    # Adafactor's update clipping after Adam: no array of G moves more than the RMS bound
+    # (in learning rates) in one step; D's step is Adam's own. The bound here is far below
+    # Adam's first step (about one learning rate per coordinate), so it must act.
+    def step_rms(cfg):
+        before = create_train_state(cfg, jax.random.key(0))
+        after, _ = step(before, WITH_ANOMALIES, jax.random.key(1))
+        rms = lambda a, b: float(jnp.sqrt(jnp.mean((a - b) ** 2)))  # noqa: E731
+        return ([rms(a, b) for a, b in zip(jax.tree.leaves(after.g_params), jax.tree.leaves(before.g_params))],
+                [rms(a, b) for a, b in zip(jax.tree.leaves(after.d_params), jax.tree.leaves(before.d_params))])
+
+    lr, bound = tiny_config().train.learning_rate, 0.1
+    g_free, d_free = step_rms(tiny_config())
+    g_clipped, d_clipped = step_rms(tiny_config(**{"train.g_update_rms_clip": bound}))
+    assert max(g_free) > 2 * bound * lr  # unclipped, Adam's first step is about lr per coordinate
+    assert max(g_clipped) <= bound * lr * 1.01  # float32 rounding of parameter differences
+    assert max(g_clipped) > 0.9 * bound * lr  # the bound binds: not a frozen G
+    np.testing.assert_allclose(d_clipped, d_free, rtol=1e-6)
+
+
 def test_fields_only_the_anomaly_branch_reads_make_no_other_run_at_gamma_0():
     frozen = ExperimentConfig().replace(**{"train.freeze_bn": True, "loss.anomaly_adversarial_target": 0})
     for gamma, expected in ((0.0, []), (0.05, ["loss.anomaly_adversarial_target: 1 in the run directory, 0 now",
@@ -425,10 +446,12 @@ def test_run_configs_written_by_earlier_versions_still_load():
     assert cfg.model.pseudo_anomaly_bn == "normal_batch" and not cfg.model.advprop
     # A field the writing version did not have takes the value that describes what it did:
     # before pick_generator, the average always scored.
-    del old["train"]["pick_generator"], old["train"]["grad_clip_norm"], old["train"]["g_grad_clip_factor"]
+    for added in ("pick_generator", "grad_clip_norm", "g_grad_clip_factor", "g_update_rms_clip"):
+        del old["train"][added]
     assert ExperimentConfig.from_dict(old).train.pick_generator is False
     assert ExperimentConfig.from_dict(old).train.grad_clip_norm is None  # no clipping before it
     assert ExperimentConfig.from_dict(old).train.g_grad_clip_factor is None
+    assert ExperimentConfig.from_dict(old).train.g_update_rms_clip is None
     del old["loss"]["anomaly_adversarial_target"]
     assert ExperimentConfig.from_dict(old).loss.anomaly_adversarial_target == 0  # Algorithm 1's label before it
     assert ExperimentConfig().train.pick_generator is True
