@@ -18,7 +18,10 @@ with its own batch statistics) and differs only in what scoring normalises with.
         --data-dir ../shared/datasets/mnist
 
 Prints, per run and generator (live, and the average when the run kept one), the test AUROC
-with the statistics saved in the checkpoint and with each recomputed set.
+with the statistics saved in the checkpoint, with each recomputed set, and with each test
+batch's own statistics ("test batches", the lineage's test-time BatchNorm: no fixed statistics
+at all). A generator that scores well only in the last column has weights whose output hangs
+on its normalisation statistics (BUILD_NOTES finding 19).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 from pathlib import Path
 
 from jaxad import load_run, score
+from jaxad.runs import batch_statistics_aurocs
 from jaxad.data import batch_composition, load_split
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.metrics import auroc
@@ -74,6 +78,8 @@ def rescored(run_dir: Path, epoch: int | str | None, data_dir: str | None) -> di
             recomputed = recalibrate_ema_statistics(state.replace(settings=settings), split.train_normal, normals,
                                                     anomaly_images=split.train_anomaly, anomalies_per_batch=anomalies)
             row[name] = auroc(split.test_labels, score(recomputed, split.test_images))
+        row["test batches"] = batch_statistics_aurocs(state, split.test_images, split.test_labels)[
+            "auroc_batch_statistics"]
         table[generator] = row
     return table
 

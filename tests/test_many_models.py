@@ -86,10 +86,15 @@ def test_a_saved_epoch_rescored_with_and_without_the_anomalies_statistics(traine
 def test_at_gamma_0_the_shared_pseudo_anomaly_pass_can_be_left_out_of_the_statistics(tmp_path):
     # --pseudo-anomaly-bn shared: G(x_hat) also updates the running statistics scoring uses.
     # Recomputed from the normal pass alone, the same weights score as shared_no_update would.
-    cfg = BASE.replace(**{"model.pseudo_anomaly_bn": "shared", "train.epochs": 1, "data.normal_class": 3})
-    fit(cfg, one_class_split(load_dataset("digits"), 3), run_dir=tmp_path / "shared", progress=False)
-    average = rescore_statistics.rescored(tmp_path / "shared", None, None)["average"]
-    assert list(average) == ["saved", "as trained", "normals only"]
+    cfg = BASE.replace(paper_protocol=True,
+                       **{"model.pseudo_anomaly_bn": "shared", "train.epochs": 1, "data.normal_class": 3})
+    result = fit(cfg, one_class_split(load_dataset("digits"), 3), run_dir=tmp_path / "shared", progress=False)
+    table = rescore_statistics.rescored(tmp_path / "shared", None, None)
+    average = table["average"]
+    assert list(average) == ["saved", "as trained", "normals only", "test batches"]
+    # The last column is the paper protocol's test-batch figure of the generator that scored.
+    record = result.history[-1]
+    assert table[record["scoring_generator"]]["test batches"] == pytest.approx(record["auroc_batch_statistics"])
     assert average["as trained"] == pytest.approx(average["saved"], abs=1e-6)
     assert average["normals only"] != pytest.approx(average["saved"], abs=1e-6)
 
