@@ -275,7 +275,8 @@ def from_run_arguments(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--g-optimizer", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="a counterfactual: replay with G's optimiser built as the run's TrainConfig with these "
                         "fields changed (e.g. beta2=0.9, g_update_rms_clip=1); Adam's moments and the running "
-                        "norm carry on as saved")
+                        "norm carry on as saved; a new beta1 or beta2 also changes Adam's bias correction at once, "
+                        "which lengthens the first steps after the switch: compare those from the start instead")
     return p.parse_args(argv)
 
 
@@ -340,7 +341,11 @@ def main(argv: list[str]) -> int:
         if args.clip_g_update_factor is not None:
             state = with_generator_update_clipped(state, clip_by_running_norm(args.clip_g_update_factor))
         if args.g_optimizer:
-            state = with_generator_optimizer(state, cfg, parse_changes(args.g_optimizer))
+            changes = parse_changes(args.g_optimizer)
+            if {"beta1", "beta2"} & set(changes):
+                print("note: a new beta changes Adam's bias correction 1 - beta^t at once; the first steps after "
+                      "the switch are longer than the setting makes them from the start", file=sys.stderr)
+            state = with_generator_optimizer(state, cfg, changes)
         epochs = range(epoch, epoch + args.epochs)
     else:  # run.py's flags, and --gradients
         gradients, anatomy, line_search_step = "--gradients" in flags, "--anatomy" in flags, None
