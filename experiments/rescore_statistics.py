@@ -32,10 +32,10 @@ import sys
 from pathlib import Path
 
 from jaxad import load_run, score
-from jaxad.runs import batch_statistics_aurocs
 from jaxad.data import batch_composition, load_split
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.metrics import auroc
+from jaxad.runs import batch_statistics_aurocs
 from jaxad.train import AGADState, StepSettings
 
 # How each recomputed set is made: (anomaly_bn, anomalies_update_statistics), without Freeze-BN.
