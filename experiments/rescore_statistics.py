@@ -35,7 +35,6 @@ from jaxad import load_run, score
 from jaxad.data import batch_composition, load_split
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.metrics import auroc
-from jaxad.runs import batch_statistics_aurocs
 from jaxad.train import AGADState, StepSettings
 
 # How each recomputed set is made: (anomaly_bn, anomalies_update_statistics), without Freeze-BN.
@@ -78,8 +77,7 @@ def rescored(run_dir: Path, epoch: int | str | None, data_dir: str | None) -> di
             recomputed = recalibrate_ema_statistics(state.replace(settings=settings), split.train_normal, normals,
                                                     anomaly_images=split.train_anomaly, anomalies_per_batch=anomalies)
             row[name] = auroc(split.test_labels, score(recomputed, split.test_images))
-        row["test batches"] = batch_statistics_aurocs(state, split.test_images, split.test_labels)[
-            "auroc_batch_statistics"]
+        row["test batches"] = auroc(split.test_labels, score(state, split.test_images, use_batch_statistics=True))
         table[generator] = row
     return table
 
