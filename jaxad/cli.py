@@ -8,8 +8,9 @@
 Each field becomes ``--field-name`` (or ``--<flag>`` when its metadata names a shorter,
 established spelling, e.g. ``--lr``), with the field's ``metadata["help"]`` and its default.
 A ``Literal`` type gives the flag's choices, a bool ``--x`` / ``--no-x``, a tuple
-``nargs="+"``. A field name found in several sections (``image_size``) is one flag that sets
-them all. Flags default to None, so only what the command line gives changes the config: the
+``nargs="+"``, and a number that may be None (``float | None``) also takes the word ``none``
+(``--g-grad-clip-factor none``: the field set to None, a clip turned off). A field name found
+in several sections (``image_size``) is one flag that sets them all. Flags default to None, so only what the command line gives changes the config: the
 defaults stay those of the dataclasses, read when the parser is built.
 """
 
@@ -35,6 +36,25 @@ def flag_name(field: dataclasses.Field) -> str:
     return "--" + field.metadata.get("flag", field.name).replace("_", "-")
 
 
+class _NoneGiven:
+    """What ``--field none`` parses to: the field set to None, told apart from a flag left out
+    (argparse's None)."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+NONE_GIVEN = _NoneGiven()
+
+
+def _number_or_none(tp: type) -> Any:
+    """An argparse ``type`` reading ``tp`` or the word ``none``."""
+    def parse(text: str) -> Any:
+        return NONE_GIVEN if text.strip().lower() == "none" else tp(text)
+    parse.__name__ = tp.__name__  # argparse names the type in its error message
+    return parse
+
+
 def _unwrap_optional(tp: Any) -> Any:
     """``X`` for ``X | None`` (or ``Optional[X]``); ``tp`` otherwise."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -46,9 +66,11 @@ def _unwrap_optional(tp: Any) -> Any:
 
 def _flag_kwargs(field: dataclasses.Field, tp: Any) -> dict[str, Any]:
     """argparse keywords for one field of type ``tp``: its type, choices, nargs, action and help."""
-    tp = _unwrap_optional(tp)
+    optional, tp = _unwrap_optional(tp) is not tp, _unwrap_optional(tp)
     default = field.default
     shown = "" if default is dataclasses.MISSING or default is None else f" (default: {default})"
+    if optional and tp in (int, float):
+        shown = " (default: none, off)" if default is None else f" (default: {default}; none: off)"
     kwargs: dict[str, Any] = {"default": None, "help": (field.metadata.get("help", "") + shown).replace("%", "%%")}
     origin = typing.get_origin(tp)
     if tp is bool:
@@ -59,7 +81,7 @@ def _flag_kwargs(field: dataclasses.Field, tp: Any) -> dict[str, Any]:
     elif origin is tuple:
         kwargs.update(type=typing.get_args(tp)[0], nargs="+")
     elif tp in (int, float, str):
-        kwargs["type"] = tp
+        kwargs["type"] = _number_or_none(tp) if optional and tp is not str else tp
     else:
         raise TypeError(f"no command-line form for field {field.name!r} of type {tp!r}")
     return kwargs
@@ -110,7 +132,9 @@ def config_changes(args: argparse.Namespace, sections: Mapping[str, type] = CONF
         value = getattr(args, name, None)
         if value is None:
             continue
-        if isinstance(value, list):
+        if value is NONE_GIVEN:
+            value = None
+        elif isinstance(value, list):
             value = tuple(value)
         for section in owners:
             changes[f"{section}.{name}" if section else name] = value

@@ -133,9 +133,11 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
             added = _added_by(saved, identity)
             if added is None:
                 differs = sorted(k for k in now if before.get(k) != now[k])
+                fields = "".join(f"\n  {name}: {held} there, {asked} asked"
+                                 for name, held, asked in _field_differences(before.get("base"), now["base"]))
                 raise BenchmarkMismatchError(
                     f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
-                    f"choose another --out directory")
+                    f"choose another --out directory{', or ask for its configuration:' if fields else ''}{fields}")
             if added and not resume:
                 raise FileExistsError(
                     f"{out_dir} holds a smaller benchmark: this one adds "
@@ -162,6 +164,15 @@ def _comparable(marked: dict[str, Any], gammas: Any) -> dict[str, Any]:
     if not isinstance(marked.get("base"), dict) or not isinstance(gammas, list):
         return marked
     return {**marked, "base": without_inert_fields(marked["base"], gammas)}
+
+
+def _field_differences(held: Any, asked: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted field, held value, asked value)`` for every field where two saved configurations
+    differ: a default changed since a benchmark began shows as its field, not as "base"."""
+    if not (isinstance(held, dict) and isinstance(asked, dict)):
+        return [] if held == asked else [(prefix.rstrip(".") or "base", held, asked)]
+    return [d for key in sorted(set(held) | set(asked))
+            for d in _field_differences(held.get(key), asked.get(key), f"{prefix}{key}.")]
 
 
 def _added_by(saved: dict[str, Any], identity: dict[str, Any]) -> dict[str, list] | None:

@@ -34,6 +34,7 @@ class Toy:
     on: bool = True
     name: str | None = None
     ids: tuple[int, ...] | None = None
+    limit: float | None = 2.0
 
 
 def toy_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,18 @@ def test_the_generator_maps_each_type_to_its_flag():
     with pytest.raises(SystemExit):
         parser.parse_args(["--kind", "c"])  # a Literal's values are the choices
     assert "how fast (default: 0.5)" in parser.format_help()
+
+
+def test_a_number_that_may_be_none_is_turned_off_with_none():
+    parser = toy_parser()
+    assert config_changes(parser.parse_args(["--limit", "none"]), {"toy": Toy}) == {"toy.limit": None}
+    assert config_changes(parser.parse_args(["--limit", "3"]), {"toy": Toy}) == {"toy.limit": 3.0}
+    assert config_changes(parser.parse_args([]), {"toy": Toy}) == {}  # left out is not "none"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--limit", "off"])
+    assert "(default: 2.0; none: off)" in " ".join(parser.format_help().split())
+    cfg = run_command.build_spec(run_command.parse_args(["--g-grad-clip-factor", "none"])).base
+    assert cfg.train.g_grad_clip_factor is None
 
 
 def test_every_config_field_is_a_runner_flag():

@@ -85,8 +85,9 @@ def test_tables_agree_with_results_json(benchmark_dir):
 
 def test_output_dir_of_another_benchmark_is_refused(benchmark_dir):
     spec = BenchmarkSpec(TINY.replace(**{"train.epochs": 3}), classes=(0, 3), seeds=(0,))
-    with pytest.raises(BenchmarkMismatchError, match="different benchmark"):
+    with pytest.raises(BenchmarkMismatchError, match="different benchmark") as refused:
         run_benchmark(spec, benchmark_dir, resume=True, progress=False)
+    assert f"train.epochs: {TINY.train.epochs} there, 3 asked" in str(refused.value)  # the field, not "base"
     assert run_cli.main(["--dataset", "digits", "--classes", "0", "--out", str(benchmark_dir),
                          "--no-progress"]) == 2
 
