@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit
 from jaxad.data import load_split
@@ -56,7 +57,8 @@ def one_step_1_vs_2_devices(mode: str, backbone: str, with_anomalies: bool, anom
     differences = {name: max_relative_difference(multi[name], single[name]) for name in single}
     # Adam's moments as a ratio: a scaled gradient shows as 2x / 4x, not as a "difference".
     mu_ratio = jax.tree.leaves(jax.tree.map(lambda x, y: float(jnp.sum(jnp.abs(x)) / jnp.sum(jnp.abs(y))),
-                                            multi["g_opt_state"][0].mu, single["g_opt_state"][0].mu))
+                                            optax.tree_utils.tree_get(multi["g_opt_state"], "mu"),
+                                            optax.tree_utils.tree_get(single["g_opt_state"], "mu")))
     return {"differences": differences, "g_mu_ratio": max(mu_ratio),
             "g_loss": abs(float(multi_metrics["g_loss"]) / float(single_metrics["g_loss"]) - 1),
             "devices": jax.local_device_count()}
