@@ -209,8 +209,10 @@ def step_model_flops(cfg: ExperimentConfig) -> dict[str, float]:
 # --------------------------------------------------------------------------------------
 
 def make_config(backbone: str, channels: int, width: float, batch: int) -> ExperimentConfig:
+    # The paper's step, as the PyTorch reference runs it: plain Adam, without jaxad's default
+    # clip of G's gradient (one global norm a step; BUILD_NOTES finding 20).
     return ExperimentConfig(model=ModelConfig(backbone=backbone, channels=channels, width=width)) \
-        .replace(**{"train.batch_size": batch})
+        .replace(**{"train.batch_size": batch, "train.g_grad_clip_factor": None})
 
 
 def images(key: int, shape) -> jax.Array:
