@@ -17,6 +17,9 @@ them: at each epoch, the generator with the better evidence (``label_free_choice
 recorded it, three more give the label-free selected epoch (``RunResult.selected_epoch``: the
 best evidence over epochs and generators, ``label_free_selection``): its AUROC, the
 epoch, and the epochs after 3 at which a run stopped there would have reported below 50.
+Where the choice could be made, its lowest epoch after epoch 3 and its largest fall from one
+epoch to the next after epoch 3 (what a reader of the reported curve sees), and the live G's
+lowest epoch after 3.
 Where a run clipped G's gradient at a multiple of its running norm (``--g-grad-clip-factor``),
 the last column gives the share of its steps that were clipped. Epochs count from 1. Below the runs, a summary per (setting, class): mean and seed-to-seed
 SD of the final AUROC.
@@ -35,8 +38,8 @@ from jaxad.selection import EVIDENCE, choose_scoring_generator, select_epoch
 COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
            "final (batch stats)", "best (batch stats)", "final (normals first)", "best (normals first)",
            "average G final", "live G final", "live G <50 after 3",
-           "final L1(G(x_hat), x_hat)", "chosen G final", "chosen G <50 after 3",
-           "selected", "selected epoch", "selected <50 after 3", "G steps clipped (%)")
+           "final L1(G(x_hat), x_hat)", "chosen G final", "chosen G <50 after 3", "chosen G min after 3",
+           "chosen G largest drop after 3", "live G min after 3", "selected", "selected epoch", "selected <50 after 3", "G steps clipped (%)")
 
 
 # The columns of --paper-protocol's records: the test split as given, and laid out normals
@@ -46,6 +49,21 @@ _BATCH_STATISTICS_LABELS = dict(zip(BATCH_STATISTICS_AUROCS, ("batch stats", "no
 
 def _low(values: list[float], bound: float) -> int:
     return sum(v < bound for v in values[3:])
+
+
+def lowest_after_3(values: list[float]) -> float | None:
+    """The lowest AUROC from epoch 4 on (None for a run of 3 epochs or fewer)."""
+    return min(values[3:], default=None)
+
+
+def largest_drop_after_3(values: list[float]) -> float | None:
+    """The largest fall of AUROC into an epoch from epoch 4 on, from the epoch before it
+    (negative when every such epoch rose; None for a run of 3 epochs or fewer)."""
+    return max((before - after for before, after in zip(values[2:], values[3:])), default=None)
+
+
+def _figure(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
 
 
 def label_free_choice(history: list[dict[str, float]]) -> list[float]:
@@ -113,6 +131,9 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
         "final L1(G(x_hat), x_hat)": f"{history[-1]['g_contextual_adversarial']:.2f}",
         "chosen G final": f"{chosen[-1]:.1f}" if chosen else "",
         "chosen G <50 after 3": str(_low(chosen, 50)) if chosen else "",
+        "chosen G min after 3": _figure(lowest_after_3(chosen)),
+        "chosen G largest drop after 3": _figure(largest_drop_after_3(chosen)),
+        "live G min after 3": _figure(lowest_after_3(live)),
         "selected": f"{selected[-1]:.1f}" if selected else "",
         "selected epoch": str(selected_epochs[-1]) if selected else "",
         "selected <50 after 3": str(_low(selected, 50)) if selected else "",

@@ -40,6 +40,9 @@ def test_table_has_a_row_per_run_and_a_seed_summary_per_class(tmp_path):
     columns = dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in seed0]))
     assert (columns["final"], columns["live G final"], columns["live G <50 after 3"]) == ("90.0", "80.0", "1")
     assert (columns["chosen G final"], columns["chosen G <50 after 3"]) == ("90.0", "0")
+    # The reported curve 95, 95, 95, 95, 90: lowest from epoch 4 on 90.0, the fall into epoch 5 5.0.
+    assert (columns["chosen G min after 3"], columns["chosen G largest drop after 3"]) == ("90.0", "5.0")
+    assert columns["live G min after 3"] == "40.0"
     # Seed 1: the live G reconstructs normals better at the end (8.0 < 9.0), so the choice is its 99.0.
     assert "99.0" == dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in rows[1].split(" | ")]))[
         "chosen G final"]
@@ -50,6 +53,14 @@ def test_table_has_a_row_per_run_and_a_seed_summary_per_class(tmp_path):
     # Summary: mean ± SD among seeds of the final AUROC (85.0 ± 7.1; here the average's), the
     # average's, the live G's, the choice's, the selected epoch's.
     assert rows[2] == "| ema_3seeds | 2 | 2 | 85.0 ± 7.1 | 85.0 ± 7.1 | 89.5 ± 13.4 | 94.5 ± 6.4 | 95.0 ± 0.0 |"
+
+
+def test_the_curve_is_read_from_epoch_4_on():
+    # Epochs 1-3 are warm-up: a fall into epoch 3 does not count, one into epoch 4 does.
+    assert ablation_table.lowest_after_3([10.0, 90.0, 40.0, 85.0, 95.0]) == 85.0
+    assert ablation_table.largest_drop_after_3([10.0, 90.0, 40.0, 85.0, 95.0]) == -10.0  # rose into 4 and 5
+    assert ablation_table.largest_drop_after_3([90.0, 90.0, 90.0, 60.0, 95.0]) == 30.0
+    assert ablation_table.lowest_after_3([90.0, 90.0, 90.0]) is None
 
 
 def test_the_selection_reports_at_each_epoch_the_lowest_normal_error_so_far():
