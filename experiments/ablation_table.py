@@ -21,8 +21,8 @@ Where the choice could be made, its lowest epoch after epoch 3 and its largest f
 epoch to the next after epoch 3 (what a reader of the reported curve sees), and the live G's
 lowest epoch after 3.
 Where a run clipped G's gradient at a multiple of its running norm (``--g-grad-clip-factor``),
-the last column gives the share of its steps that were clipped. Epochs count from 1. Below the runs, a summary per (setting, class): mean and seed-to-seed
-SD of the final AUROC.
+the last column gives the share of its steps that were clipped. Epochs count from 1. Below
+the runs, a summary per (setting, class): mean and seed-to-seed SD of the final AUROC.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 
            "final (batch stats)", "best (batch stats)", "final (normals first)", "best (normals first)",
            "average G final", "live G final", "live G <50 after 3",
            "final L1(G(x_hat), x_hat)", "chosen G final", "chosen G <50 after 3", "chosen G min after 3",
-           "chosen G largest drop after 3", "live G min after 3", "selected", "selected epoch", "selected <50 after 3", "G steps clipped (%)")
+           "chosen G largest drop after 3", "live G min after 3", "selected", "selected epoch",
+           "selected <50 after 3", "G steps clipped (%)")
 
 
 # The columns of --paper-protocol's records: the test split as given, and laid out normals

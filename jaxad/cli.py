@@ -10,8 +10,9 @@ established spelling, e.g. ``--lr``), with the field's ``metadata["help"]`` and 
 A ``Literal`` type gives the flag's choices, a bool ``--x`` / ``--no-x``, a tuple
 ``nargs="+"``, and a number that may be None (``float | None``) also takes the word ``none``
 (``--g-grad-clip-factor none``: the field set to None, a clip turned off). A field name found
-in several sections (``image_size``) is one flag that sets them all. Flags default to None, so only what the command line gives changes the config: the
-defaults stay those of the dataclasses, read when the parser is built.
+in several sections (``image_size``) is one flag that sets them all. Flags default to None, so
+only what the command line gives changes the config: the defaults stay those of the
+dataclasses, read when the parser is built.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def _unwrap_optional(tp: Any) -> Any:
 
 def _flag_kwargs(field: dataclasses.Field, tp: Any) -> dict[str, Any]:
     """argparse keywords for one field of type ``tp``: its type, choices, nargs, action and help."""
-    optional, tp = _unwrap_optional(tp) is not tp, _unwrap_optional(tp)
+    inner = _unwrap_optional(tp)
+    optional, tp = inner is not tp, inner
     default = field.default
     shown = "" if default is dataclasses.MISSING or default is None else f" (default: {default})"
     if optional and tp in (int, float):
