@@ -141,3 +141,24 @@ def config_changes(args: argparse.Namespace, sections: Mapping[str, type] = CONF
         for section in owners:
             changes[f"{section}.{name}" if section else name] = value
     return changes
+
+
+def flag_words(dotted: str, value: Any, sections: Mapping[str, type] = CONFIG_SECTIONS) -> list[str] | None:
+    """The command-line words that set config field ``dotted`` (``"train.epochs"``, as
+    ``config_changes`` names it) to ``value``, as read back from a config.json: the inverse of
+    ``config_changes``. None where no flag can say it (a section or field unknown here, or None
+    for a field that is not an optional number)."""
+    section, _, name = dotted.rpartition(".")
+    cls = sections.get(section)
+    field = next((f for f in dataclasses.fields(cls) if f.name == name), None) if cls is not None else None
+    if field is None:
+        return None
+    flag = flag_name(field)
+    if value is None:
+        tp = typing.get_type_hints(cls)[name]
+        return [flag, "none"] if _unwrap_optional(tp) in (int, float) and _unwrap_optional(tp) is not tp else None
+    if isinstance(value, bool):
+        return [flag if value else f"--no-{flag[2:]}"]
+    if isinstance(value, (list, tuple)):
+        return [flag, *map(str, value)]
+    return [flag, str(value)]

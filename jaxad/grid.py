@@ -84,7 +84,12 @@ def run_dir_of(out_dir: Path, cfg: ExperimentConfig) -> Path:
 
 
 class BenchmarkMismatchError(ValueError):
-    """An output directory that holds a different benchmark."""
+    """An output directory that holds a different benchmark. ``fields``: ``(dotted field,
+    value there, value asked)`` where the two base configurations differ."""
+
+    def __init__(self, message: str, fields: Sequence[tuple[str, Any, Any]] = ()) -> None:
+        super().__init__(message)
+        self.fields = list(fields)
 
 
 class BenchmarkLockedError(RuntimeError):
@@ -133,11 +138,12 @@ def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
             added = _added_by(saved, identity)
             if added is None:
                 differs = sorted(k for k in now if before.get(k) != now[k])
-                fields = "".join(f"\n  {name}: {held} there, {asked} asked"
-                                 for name, held, asked in _field_differences(before.get("base"), now["base"]))
+                fields = _field_differences(before.get("base"), now["base"])
+                listed = "".join(f"\n  {name}: {held} there, {asked} asked" for name, held, asked in fields)
                 raise BenchmarkMismatchError(
                     f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
-                    f"choose another --out directory{', or ask for its configuration:' if fields else ''}{fields}")
+                    f"choose another --out directory{', or ask for its configuration:' if fields else ''}{listed}",
+                    fields)
             if added and not resume:
                 raise FileExistsError(
                     f"{out_dir} holds a smaller benchmark: this one adds "

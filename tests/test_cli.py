@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig
-from jaxad.cli import CONFIG_SECTIONS, add_config_flags, config_changes, config_flags, flag_name
+from jaxad.cli import CONFIG_SECTIONS, add_config_flags, config_changes, config_flags, flag_name, flag_words
 from jaxad.commands import run as run_command
 from jaxad.data import DATASETS
 from jaxad.models import BACKBONES
@@ -64,6 +64,18 @@ def test_a_number_that_may_be_none_is_turned_off_with_none():
     assert "(default: 2.0; none: off)" in " ".join(parser.format_help().split())
     cfg = run_command.build_spec(run_command.parse_args(["--g-grad-clip-factor", "none"])).base
     assert cfg.train.g_grad_clip_factor is None
+
+
+def test_flag_words_say_a_saved_value_on_the_command_line():
+    # The inverse of config_changes: what a refused --out directory asks to add.
+    for dotted, value in [("train.epochs", 7), ("train.g_grad_clip_factor", None), ("train.detach_pseudo", False),
+                          ("train.learning_rate", 1e-3), ("data.anomaly_classes", [1, 2]), ("paper_protocol", True)]:
+        words = flag_words(dotted, value)
+        assert words is not None, dotted
+        parsed = config_changes(run_command.parse_args(words))
+        assert parsed[dotted] == (tuple(value) if isinstance(value, list) else value), (dotted, words)
+    assert flag_words("train.no_such_field", 1) is None
+    assert flag_words("data.data_dir", None) is None  # a path has no "none"
 
 
 def test_every_config_field_is_a_runner_flag():

@@ -92,6 +92,21 @@ def test_output_dir_of_another_benchmark_is_refused(benchmark_dir):
                          "--no-progress"]) == 2
 
 
+def test_a_refused_directory_says_which_flags_continue_its_benchmark(benchmark_dir, tmp_path, capsys):
+    # As after a default changed: the benchmark was made with G's gradient clip at its default.
+    out = tmp_path / "older"
+    shutil.copytree(benchmark_dir, out)
+    flags = ["--dataset", "digits", "--classes", "0", "3", "--seeds", "1", "--epochs", "2", "--batch-size", "32",
+             "--width", "0.125", "--out", str(out), "--no-progress", "--paper-protocol"]
+    assert run_cli.main(flags + ["--g-grad-clip-factor", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "train.g_grad_clip_factor: 3.0 there, None asked" in err
+    hint = err.split("to continue the benchmark there, add: ")[1].split()
+    assert hint == ["--g-grad-clip-factor", "3.0"]
+    assert run_cli.main(flags + hint) == 0  # the same benchmark: finished, its table printed
+    assert "AGAD on digits" in capsys.readouterr().out
+
+
 def test_a_benchmark_grows_its_seeds_on_resume_and_keeps_its_finished_runs(benchmark_dir, tmp_path, capsys):
     out = tmp_path / "grown"
     shutil.copytree(benchmark_dir, out)

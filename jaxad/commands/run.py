@@ -20,9 +20,9 @@ from pathlib import Path
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.commands import INTERRUPTED, exit_with
-from jaxad.grid import BenchmarkSpec, device_summary, finished_runs, merge_runs, run_benchmark
+from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, device_summary, finished_runs, merge_runs, run_benchmark
 from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
-from jaxad.cli import add_config_flags, config_changes
+from jaxad.cli import add_config_flags, config_changes, flag_words
 from jaxad.config import ExperimentConfig
 from jaxad.data import DATASETS, channels_of
 from jaxad.models import BACKBONES
@@ -185,6 +185,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         rows = run_benchmark(spec, out, resume=args.resume, devices=args.devices,
                              models_at_once=args.models_at_once, command=command.strip(),
                              progress=not args.no_progress, keep_checkpoints=args.keep_checkpoints)
+    except BenchmarkMismatchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        words = [flag_words(name, held) for name, held, _ in err.fields]
+        if words and all(w is not None for w in words):  # e.g. a default changed since it began
+            print(f"to continue the benchmark there, add: {' '.join(shlex.join(w) for w in words)}",
+                  file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
