@@ -53,7 +53,7 @@ def plot(settings: dict[str, dict[int, tuple[list[float], list[float]]]], path: 
             if normal_class not in by_class:
                 continue
             reported, live = by_class[normal_class]
-            ax.plot(np.arange(1, len(reported) + 1), reported, color=colour, marker=".", label=f"{name}")
+            ax.plot(np.arange(1, len(reported) + 1), reported, color=colour, marker=".", label=name)
             if live:
                 ax.plot(np.arange(1, len(live) + 1), live, color=colour, linestyle=":", alpha=0.7,
                         label=f"{name}, live G")

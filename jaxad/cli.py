@@ -65,13 +65,22 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
+def _optional_number(tp: Any) -> bool:
+    """Whether ``tp`` is ``int | None`` or ``float | None``: its flag also takes ``none``."""
+    inner = _unwrap_optional(tp)
+    return inner is not tp and inner in (int, float)
+
+
+def _field_named(cls: type, name: str) -> dataclasses.Field | None:
+    return next((f for f in dataclasses.fields(cls) if f.name == name), None)
+
+
 def _flag_kwargs(field: dataclasses.Field, tp: Any) -> dict[str, Any]:
     """argparse keywords for one field of type ``tp``: its type, choices, nargs, action and help."""
-    inner = _unwrap_optional(tp)
-    optional, tp = inner is not tp, inner
+    or_none, tp = _optional_number(tp), _unwrap_optional(tp)
     default = field.default
     shown = "" if default is dataclasses.MISSING or default is None else f" (default: {default})"
-    if optional and tp in (int, float):
+    if or_none:
         shown = " (default: none, off)" if default is None else f" (default: {default}; none: off)"
     kwargs: dict[str, Any] = {"default": None, "help": (field.metadata.get("help", "") + shown).replace("%", "%%")}
     origin = typing.get_origin(tp)
@@ -83,7 +92,7 @@ def _flag_kwargs(field: dataclasses.Field, tp: Any) -> dict[str, Any]:
     elif origin is tuple:
         kwargs.update(type=typing.get_args(tp)[0], nargs="+")
     elif tp in (int, float, str):
-        kwargs["type"] = _number_or_none(tp) if optional and tp is not str else tp
+        kwargs["type"] = _number_or_none(tp) if or_none else tp
     else:
         raise TypeError(f"no command-line form for field {field.name!r} of type {tp!r}")
     return kwargs
@@ -113,7 +122,7 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: Mapping[str, typ
     groups: dict[str, Any] = {}
     for name, owners in config_flags(sections, skip).items():
         cls = sections[owners[0]]
-        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        field = _field_named(cls, name)
         kwargs = _flag_kwargs(field, typing.get_type_hints(cls)[name])
         if name in choices:
             kwargs["choices"] = tuple(choices[name])
@@ -150,13 +159,12 @@ def flag_words(dotted: str, value: Any, sections: Mapping[str, type] = CONFIG_SE
     for a field that is not an optional number)."""
     section, _, name = dotted.rpartition(".")
     cls = sections.get(section)
-    field = next((f for f in dataclasses.fields(cls) if f.name == name), None) if cls is not None else None
+    field = _field_named(cls, name) if cls is not None else None
     if field is None:
         return None
     flag = flag_name(field)
     if value is None:
-        tp = typing.get_type_hints(cls)[name]
-        return [flag, "none"] if _unwrap_optional(tp) in (int, float) and _unwrap_optional(tp) is not tp else None
+        return [flag, "none"] if _optional_number(typing.get_type_hints(cls)[name]) else None
     if isinstance(value, bool):
         return [flag if value else f"--no-{flag[2:]}"]
     if isinstance(value, (list, tuple)):
