@@ -16,8 +16,10 @@ One run measures, for each backbone and channel count at 32x32:
   transposed convolutions not counted); XLA's own ``cost_analysis()['flops']`` of the compiled
   step is printed beside it (it counts the formulation XLA runs, zeros included);
 
-and, for the naive net, the train step with each transposed-conv formulation; and the
-images/s of K models trained at once by ``jax.vmap(train_step)`` against K sequential steps.
+and, for the naive net, the train step with each transposed-conv formulation, and with
+jaxad's default clip of G's gradient against the paper's plain Adam that the rows time; and
+the images/s of K models trained at once by ``jax.vmap(train_step)`` against K sequential
+steps.
 
 ``--formulations`` instead times each formulation of the layers (``jaxad.models.layers``:
 XLA's own ops, and the rewrites of ``jaxad.models.rewrites``) on the backend it runs on,
@@ -272,6 +274,26 @@ def jax_score(cfg: ExperimentConfig, state, reps: int, latency_reps: int,
     lat = timed(lambda: score(state, one).block_until_ready(), latency_reps, warmup=2)
     return {"images_per_s": cfg.train.batch_size / t["median_s"], "batch": t,
             "latency_ms": 1e3 * lat["median_s"], "latency": lat}
+
+
+def clip_cost(cfg: ExperimentConfig, reps: int, upsample_impl: str,
+              options: dict | None) -> dict[str, Any]:
+    """The naive step with jaxad's default clip of G's gradient against the paper's plain Adam.
+
+    The rows above time the paper's step; a run with the defaults also takes one global norm of
+    G's gradient and updates its running norm each step (BUILD_NOTES finding 20).
+    """
+    default = ExperimentConfig().train.g_grad_clip_factor
+    times = {}
+    for name, factor in (("plain_adam", None), ("default_clip", default)):
+        r = jax_train(cfg.replace(**{"train.g_grad_clip_factor": factor}), reps, upsample_impl, options)
+        r.pop("state")
+        times[name] = r
+    overhead = times["default_clip"]["median_s"] / times["plain_adam"]["median_s"] - 1
+    print(f"  naive nc={cfg.model.channels} G-gradient clip {default}x: "
+          f"{times['default_clip']['median_s']:.3f} s/step against {times['plain_adam']['median_s']:.3f} "
+          f"plain Adam ({100 * overhead:+.1f}%)", flush=True)
+    return {"factor": default, "channels": cfg.model.channels, **times, "overhead": overhead}
 
 
 def stack_states(states):
@@ -717,7 +739,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-device", default="auto",
                    help="the PyTorch reference's device, e.g. cpu, cuda (default auto: the GPU when "
                         "jaxad runs on one and torch sees it, else the CPU)")
-    p.add_argument("--no-impls", action="store_true", help="skip the transposed-conv comparison")
+    p.add_argument("--no-impls", action="store_true", help="skip the transposed-conv comparison and the default clip's cost")
     p.add_argument("--no-vmap", action="store_true", help="skip the many-models measurement")
     p.add_argument("--quick", action="store_true",
                    help="tiny nets (width 1/16), batch 8, 1 repetition: proves the script runs")
@@ -869,6 +891,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  naive nc={channels[0]} upsample={impl} options={bool(opts)}: "
                   f"{r['median_s']:.3f} s/step", flush=True)
 
+    clip = None
+    if not args.no_impls and "naive" in backbones:
+        clip = clip_cost(make_config("naive", channels[0], args.width, args.batch_size),
+                         max(1, min(args.reps, 2)), args.upsample_impl, options)
+
     vm = []
     if not args.no_vmap:
         vcfg = make_config("naive", 1, args.vmap_width, args.vmap_batch)
@@ -878,6 +905,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info["load_end"] = load()
     info["total_s"] = time.perf_counter() - t_start
     result = {"machine": info, "args": vars(args), "rows": rows, "upsample_impls": impls,
+              "default_clip": clip,
               "vmap": {"backbone": "naive", "channels": 1, "width": args.vmap_width,
                        "batch_per_model": args.vmap_batch, "rows": vm}}
     print_tables(result)
@@ -923,6 +951,12 @@ def print_tables(result: dict[str, Any]) -> None:
                   f"{'on ' if r['compiler_options'] else 'off'}: {r['median_s']:.3f} s/step, "
                   f"{r['images_per_s']:.1f} img/s, {r['model_flops_per_s'] / 1e9:.1f} model GFLOP/s, "
                   f"compile {r['compile_s']:.0f} s")
+    clip = result.get("default_clip")
+    if clip:
+        print(f"\nnaive train step nc={clip['channels']}, jaxad's default G-gradient clip "
+              f"({clip['factor']}x its running norm) against the paper's plain Adam: "
+              f"{clip['default_clip']['median_s']:.3f} against {clip['plain_adam']['median_s']:.3f} "
+              f"s/step ({100 * clip['overhead']:+.1f}%)")
     if result["vmap"]["rows"]:
         v = result["vmap"]
         print(f"\nK models at once (naive nc=1 width {v['width']}, batch {v['batch_per_model']} per model):")

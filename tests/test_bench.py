@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import jax
 import pytest
 
+from jaxad.config import ExperimentConfig
 from jaxad.models import layers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -29,6 +30,12 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
     assert row["jax_score"]["images_per_s"] > 0 and row["jax_score"]["latency_ms"] > 0
     assert row["step_flops"] > 0 and row["jax_train"]["xla_flops"] > 0
     assert {r["impl"] for r in result["upsample_impls"]} >= {bench.DEFAULT_UPSAMPLE, "matmul"}
+    clip = result["default_clip"]  # the default step's cost beside the paper's plain Adam
+    default_factor = ExperimentConfig().train.g_grad_clip_factor
+    assert default_factor is not None and clip["factor"] == default_factor
+    assert clip["plain_adam"]["finite"] and clip["default_clip"]["finite"]
+    assert saved["default_clip"]["overhead"] == pytest.approx(
+        clip["default_clip"]["median_s"] / clip["plain_adam"]["median_s"] - 1)
     assert [r["k"] for r in result["vmap"]["rows"]] == [2]
     assert result["vmap"]["rows"][0]["vmap_images_per_s"] > 0
     if "torch" in row:  # the PyTorch reference is optional
