@@ -739,7 +739,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-device", default="auto",
                    help="the PyTorch reference's device, e.g. cpu, cuda (default auto: the GPU when "
                         "jaxad runs on one and torch sees it, else the CPU)")
-    p.add_argument("--no-impls", action="store_true", help="skip the transposed-conv comparison and the default clip's cost")
+    p.add_argument("--no-impls", action="store_true",
+                   help="skip the transposed-conv comparison and the default clip's cost")
     p.add_argument("--no-vmap", action="store_true", help="skip the many-models measurement")
     p.add_argument("--quick", action="store_true",
                    help="tiny nets (width 1/16), batch 8, 1 repetition: proves the script runs")
