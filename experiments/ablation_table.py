@@ -63,10 +63,6 @@ def largest_drop_after_3(values: list[float]) -> float | None:
     return max((before - after for before, after in zip(values[2:], values[3:])), default=None)
 
 
-def _figure(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f}"
-
-
 def label_free_choice(history: list[dict[str, float]]) -> list[float]:
     """Per epoch, the AUROC of whichever generator (averaged or live) reconstructs the training
     normals better: a choice made without any test label. Empty if the run did not record both."""
@@ -112,8 +108,9 @@ def _average(record: dict[str, float]) -> float:
     return record.get("auroc_average_generator", record["auroc"])
 
 
-def run_row(setting: str, history_file: Path) -> dict[str, str]:
-    """The table row of one run's ``history.json``."""
+def run_row(setting: str, history_file: Path) -> dict[str, str | int | float | None]:
+    """The figures of one run's ``history.json``, by column (None: not recorded); ``table`` rounds
+    them for print, ``summary`` averages them unrounded."""
     history = json.loads(history_file.read_text())
     auroc = [h["auroc"] for h in history]
     live = [h["auroc_live_generator"] for h in history if "auroc_live_generator" in h]
@@ -123,30 +120,39 @@ def run_row(setting: str, history_file: Path) -> dict[str, str]:
     seed_dir, class_dir = history_file.parent, history_file.parent.parent
     row = {
         "setting": setting, "class": class_dir.name.removeprefix("class"),
-        "seed": seed_dir.name.removeprefix("seed"), "epochs": str(len(history)),
-        "final": f"{auroc[-1]:.1f}", "test-selected": f"{max(auroc):.1f}",
-        "<80 after 3": str(_low(auroc, 80)), "<50 after 3": str(_low(auroc, 50)),
-        "average G final": f"{average[-1]:.1f}" if average else "",
-        "live G final": f"{live[-1]:.1f}" if live else "",
-        "live G <50 after 3": str(_low(live, 50)) if live else "",
-        "final L1(G(x_hat), x_hat)": f"{history[-1]['g_contextual_adversarial']:.2f}",
-        "chosen G final": f"{chosen[-1]:.1f}" if chosen else "",
-        "chosen G <50 after 3": str(_low(chosen, 50)) if chosen else "",
-        "chosen G min after 3": _figure(lowest_after_3(chosen)),
-        "chosen G largest drop after 3": _figure(largest_drop_after_3(chosen)),
-        "live G min after 3": _figure(lowest_after_3(live)),
-        "selected": f"{selected[-1]:.1f}" if selected else "",
-        "selected epoch": str(selected_epochs[-1]) if selected else "",
-        "selected <50 after 3": str(_low(selected, 50)) if selected else "",
+        "seed": seed_dir.name.removeprefix("seed"), "epochs": len(history),
+        "final": auroc[-1], "test-selected": max(auroc),
+        "<80 after 3": _low(auroc, 80), "<50 after 3": _low(auroc, 50),
+        "average G final": average[-1] if average else None,
+        "live G final": live[-1] if live else None,
+        "live G <50 after 3": _low(live, 50) if live else None,
+        "final L1(G(x_hat), x_hat)": history[-1]["g_contextual_adversarial"],
+        "chosen G final": chosen[-1] if chosen else None,
+        "chosen G <50 after 3": _low(chosen, 50) if chosen else None,
+        "chosen G min after 3": lowest_after_3(chosen),
+        "chosen G largest drop after 3": largest_drop_after_3(chosen),
+        "live G min after 3": lowest_after_3(live),
+        "selected": selected[-1] if selected else None,
+        "selected epoch": selected_epochs[-1] if selected else None,
+        "selected <50 after 3": _low(selected, 50) if selected else None,
         # Each epoch records its mean of the step's 0/1; epochs have equal numbers of steps.
-        "G steps clipped (%)": (f"{100 * sum(h['g_clipped'] for h in history) / len(history):.1f}"
-                                if all("g_clipped" in h for h in history) else ""),
+        "G steps clipped (%)": (100 * sum(h["g_clipped"] for h in history) / len(history)
+                                if all("g_clipped" in h for h in history) else None),
     }
     for key, label in _BATCH_STATISTICS_LABELS.items():
         recorded = [h[key] for h in history if key in h]
-        row[f"final ({label})"] = f"{recorded[-1]:.1f}" if recorded else ""
-        row[f"best ({label})"] = f"{max(recorded):.1f}" if recorded else ""
+        row[f"final ({label})"] = recorded[-1] if recorded else None
+        row[f"best ({label})"] = max(recorded) if recorded else None
     return row
+
+
+def _cell(column: str, value: str | int | float | None) -> str:
+    """A figure as the table prints it: AUROCs and shares to 0.1, the L1 to 0.01."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.2f}" if column == "final L1(G(x_hat), x_hat)" else f"{value:.1f}"
+    return str(value)
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -155,15 +161,17 @@ def _mean_sd(values: list[float]) -> str:
     return f"{mean:.1f} ± {sd:.1f}"
 
 
-def summary(rows: list[dict[str, str]]) -> str:
-    """Per (setting, class): seeds, and mean ± SD (among seeds) of each final-AUROC column."""
+def summary(rows: list[dict[str, str | int | float | None]]) -> str:
+    """Per (setting, class): seeds, and mean ± SD (among seeds) of each final-AUROC column,
+    from the runs' unrounded figures."""
     columns = ("final", "average G final", "live G final", "chosen G final", "selected")
-    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    groups: dict[tuple[str, str], list[dict[str, str | int | float | None]]] = {}
     for row in rows:
         groups.setdefault((row["setting"], row["class"]), []).append(row)
     lines = ["| setting | class | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (3 + len(columns))]
     for (setting, cls), group in groups.items():
-        cells = [_mean_sd([float(r[c]) for r in group]) if all(r[c] for r in group) else "" for c in columns]
+        cells = [_mean_sd([r[c] for r in group]) if all(r[c] is not None for r in group) else ""
+                 for c in columns]
         lines.append(f"| {setting} | {cls} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -172,7 +180,7 @@ def table(out_dirs: list[Path]) -> str:
     rows = [run_row(d.name, f) for d in out_dirs
             for f in sorted(d.glob("runs/gamma*/class*/seed*/history.json"))]
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(c, row[c]) for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n\n" + summary(rows)
 
 

@@ -111,3 +111,15 @@ def test_runs_that_clipped_g_report_the_share_of_steps_clipped(tmp_path):
     row = next(line for line in ablation_table.table([out]).splitlines() if line.startswith("| clip3 | 2 | 0 |"))
     columns = dict(zip(ablation_table.COLUMNS, [c.strip("| ") for c in row.split(" | ")]))
     assert columns["G steps clipped (%)"] == "5.0"
+
+
+def test_the_summary_averages_the_runs_unrounded(tmp_path):
+    # Finals 90.04, 90.04, 90.14 print as 90.0, 90.0, 90.1; their mean is 90.07, which the
+    # printed figures would have made 90.03.
+    out = tmp_path / "clip3"
+    for seed, final in enumerate([90.04, 90.04, 90.14]):
+        write_run(out, 5, seed, [epoch(final, 80.0, 7.0, 9.0)])
+    lines = ablation_table.table([out]).splitlines()
+    assert [line.split(" | ")[4] for line in lines if line.startswith("| clip3 | 5 | ") and "±" not in line] == [
+        "90.0", "90.0", "90.1"]
+    assert next(line for line in lines if "±" in line).startswith("| clip3 | 5 | 3 | 90.1 ± 0.1 |")
