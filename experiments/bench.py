@@ -280,8 +280,8 @@ def clip_cost(cfg: ExperimentConfig, reps: int, upsample_impl: str,
               options: dict | None) -> dict[str, Any]:
     """The naive step with jaxad's default clip of G's gradient against the paper's plain Adam.
 
-    The benchmark's rows time the paper's step; a run with the defaults also takes one global norm of
-    G's gradient and updates its running norm each step (BUILD_NOTES finding 20).
+    The benchmark's rows time the paper's step; a run with the defaults also takes one global
+    norm of G's gradient and updates its running norm each step (BUILD_NOTES finding 20).
     """
     default = ExperimentConfig().train.g_grad_clip_factor
     times = {}
