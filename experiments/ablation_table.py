@@ -47,6 +47,9 @@ COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 
 # first as the lineage's loaders do (finding 9).
 _BATCH_STATISTICS_LABELS = dict(zip(BATCH_STATISTICS_AUROCS, ("batch stats", "normals first")))
 
+# One run's figures by column, unrounded (None: not recorded).
+Row = dict[str, str | int | float | None]
+
 
 def _low(values: list[float], bound: float) -> int:
     return sum(v < bound for v in values[3:])
@@ -108,7 +111,7 @@ def _average(record: dict[str, float]) -> float:
     return record.get("auroc_average_generator", record["auroc"])
 
 
-def run_row(setting: str, history_file: Path) -> dict[str, str | int | float | None]:
+def run_row(setting: str, history_file: Path) -> Row:
     """The figures of one run's ``history.json``, by column (None: not recorded); ``table`` rounds
     them for print, ``summary`` averages them unrounded."""
     history = json.loads(history_file.read_text())
@@ -161,11 +164,11 @@ def _mean_sd(values: list[float]) -> str:
     return f"{mean:.1f} ± {sd:.1f}"
 
 
-def summary(rows: list[dict[str, str | int | float | None]]) -> str:
+def summary(rows: list[Row]) -> str:
     """Per (setting, class): seeds, and mean ± SD (among seeds) of each final-AUROC column,
     from the runs' unrounded figures."""
     columns = ("final", "average G final", "live G final", "chosen G final", "selected")
-    groups: dict[tuple[str, str], list[dict[str, str | int | float | None]]] = {}
+    groups: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
         groups.setdefault((row["setting"], row["class"]), []).append(row)
     lines = ["| setting | class | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (3 + len(columns))]

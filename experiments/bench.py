@@ -284,6 +284,8 @@ def clip_cost(cfg: ExperimentConfig, reps: int, upsample_impl: str,
     norm of G's gradient and updates its running norm each step (BUILD_NOTES finding 20).
     """
     default = ExperimentConfig().train.g_grad_clip_factor
+    # Plain Adam is timed again here, not taken from the row: the two are timed back to back
+    # with the same repetitions, so a load that changed during the run cannot make the difference.
     times = {}
     for name, factor in (("plain_adam", None), ("default_clip", default)):
         r = jax_train(cfg.replace(**{"train.g_grad_clip_factor": factor}), reps, upsample_impl, options)
