@@ -272,13 +272,27 @@ ANOMALY_ONLY_FIELDS = ("train.freeze_bn", "train.anomalies_update_statistics", "
 # the data itself, so the same files reached by another path resume the same run.
 LOCATION_FIELDS = ("data.data_dir",)
 
+# Fields that add figures to a run's records without changing its training, its choices or
+# its reported numbers: a run resumes, or a benchmark grows, with either value.
+DIAGNOSTIC_FIELDS = ("test_both_generators",)
+
 
 def without_inert_fields(d: dict[str, Any], gammas: Sequence[float]) -> dict[str, Any]:
     """A section-keyed config dict without the fields that cannot make another run:
-    ``LOCATION_FIELDS``, and ``ANOMALY_ONLY_FIELDS`` when every gamma in ``gammas`` is 0. What
-    decides whether a run directory or benchmark holds the run asked for."""
+    ``LOCATION_FIELDS``, ``DIAGNOSTIC_FIELDS``, and ``ANOMALY_ONLY_FIELDS`` when every gamma in
+    ``gammas`` is 0. What decides whether a run directory or benchmark holds the run asked for.
+
+    Args:
+        d: a config dict as ``ExperimentConfig.to_dict()`` gives it (not changed).
+        gammas: the anomaly fractions the run or benchmark trains at.
+
+    Returns:
+        A copy of ``d`` without those fields.
+    """
     inert = LOCATION_FIELDS + (ANOMALY_ONLY_FIELDS if not any(g > 0 for g in gammas) else ())
     d = {key: dict(value) if isinstance(value, dict) else value for key, value in d.items()}
+    for name in DIAGNOSTIC_FIELDS:
+        d.pop(name, None)
     for dotted in inert:
         section, name = dotted.split(".")
         if isinstance(d.get(section), dict):
@@ -316,6 +330,10 @@ class ExperimentConfig:
     paper_protocol: bool = _field(
         False, "also score with test-batch BatchNorm statistics, as GANomaly's code does: over the "
                "test split as given, and laid out normals first as its loaders do")
+    test_both_generators: bool = _field(
+        False, "with an averaged generator, also score the test split with the generator that did not "
+               "report the epoch (history's auroc_average_generator and auroc_live_generator): a diagnostic "
+               "that doubles each epoch's test scoring; no choice reads it")
 
     def __post_init__(self) -> None:
         if self.model.image_size != self.data.image_size:
@@ -343,6 +361,7 @@ class ExperimentConfig:
             data=DataConfig(**data),
             seed=d["seed"],
             paper_protocol=d["paper_protocol"],
+            test_both_generators=d.get("test_both_generators", False),
         )
 
     def replace(self, **changes: Any) -> "ExperimentConfig":

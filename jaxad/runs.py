@@ -330,13 +330,16 @@ def recalibrated(state: AGADState, cfg: ExperimentConfig, split: OneClassSplit) 
 
 
 def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneClassSplit,
-                  cfg: ExperimentConfig, epoch: int, started: float) -> tuple[dict[str, Any], AGADState]:
-    """One epoch's history entry and the generator that scores it.
+                  cfg: ExperimentConfig, epoch: int) -> tuple[dict[str, Any], AGADState, np.ndarray]:
+    """One epoch's history entry, the generator that scores it and its test scores.
 
     The entry: the mean of every step metric (and the extremes ``EPOCH_EXTREMES`` names), D
     resets, the test AUROC of the scoring generator (also with test-batch statistics when
     asked: ``batch_statistics_aurocs``) and its training evidence (``training_evidence``); with
-    an EMA, also each candidate's AUROC and evidence, and which scored."""
+    an EMA, also each candidate's evidence, which scored, and the scoring generator's AUROC
+    under its name (every candidate's with ``ExperimentConfig.test_both_generators``). The
+    test split is scored once, by the generator that reports the epoch: the choice reads only
+    training evidence, so the other generator's test scores would change nothing reported."""
     record: dict[str, Any] = {name: float(np.mean(v)) for name, v in metrics.items() if name != "d_reset"}
     record["d_resets"] = float(np.sum(metrics["d_reset"]))
     for name, (suffix, extreme) in EPOCH_EXTREMES.items():
@@ -345,19 +348,22 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
     candidates = scoring_candidates(state)
     evidence = training_evidence(candidates, split)
     chosen = choose_scoring_generator(evidence, cfg.train.pick_generator)
-    aurocs = {name: auroc(split.test_labels, score(s, split.test_images)) for name, s in candidates.items()}
-    record["auroc"] = aurocs[chosen]
+    test_scores = score(candidates[chosen], split.test_images)
+    record["auroc"] = auroc(split.test_labels, test_scores)
     if cfg.paper_protocol:
         record.update(batch_statistics_aurocs(candidates[chosen], split.test_images, split.test_labels))
     record.update(evidence[chosen])
     if len(candidates) > 1:
         record["scoring_generator"] = chosen
+        tested = candidates if cfg.test_both_generators else (chosen,)
         for name in candidates:
-            record[f"auroc_{name}_generator"] = aurocs[name]
+            if name in tested:
+                record[f"auroc_{name}_generator"] = (
+                    record["auroc"] if name == chosen else auroc(split.test_labels, score(candidates[name],
+                                                                                          split.test_images)))
             record.update({f"{key}_{name}_generator": value for key, value in evidence[name].items()})
     record["epoch"] = epoch
-    record["seconds"] = time.perf_counter() - started
-    return record, candidates[chosen]
+    return record, candidates[chosen], test_scores
 
 
 def _anomaly_images(split: OneClassSplit) -> np.ndarray:
@@ -365,10 +371,12 @@ def _anomaly_images(split: OneClassSplit) -> np.ndarray:
 
 
 def _finish(run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState,
-            history: list[dict[str, float]]) -> RunResult:
+            history: list[dict[str, float]], final_scores: np.ndarray | None = None) -> RunResult:
     # The scores final_auroc is computed from (running statistics): --paper-protocol's batch-statistics
-    # figures are recorded beside it, not saved in its place.
-    final_scores = score(state, split.test_images)
+    # figures are recorded beside it, not saved in its place. A run resumed after its last epoch
+    # brings none: its final state scores them again.
+    if final_scores is None:
+        final_scores = score(state, split.test_images)
     result = RunResult(cfg, history, final_scores, np.asarray(split.test_labels),
                        np.asarray(split.test_classes), state)
     if run_dir is not None:
@@ -457,6 +465,7 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
     epochs_done, epochs = epochs_done[0], cfgs[0].train.epochs
     state = layout.place(states)
     scored = [as_scored(s, h[-1] if h else None) for s, h in zip(states, histories)]  # as last scored
+    final_scores: list[np.ndarray | None] = [None] * len(cfgs)  # the last epoch's test scores, once trained
     normal_images, anomaly_images = jnp.asarray(splits[0].train_normal), jnp.asarray(anomaly_images)
     bar = tqdm(range(epochs_done + 1, epochs + 1), initial=epochs_done, total=epochs, disable=not progress,
                desc=desc, leave=False)
@@ -477,9 +486,12 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
             for model_metrics in metrics:
                 check_finite(model_metrics, f"epoch {epoch}: loss ")
             state = new_state
+            train_seconds = time.perf_counter() - started  # the steps (device_get waited for them)
             for k, (cfg, split, manager, history) in enumerate(zip(cfgs, splits, managers, histories)):
+                evaluation_started = time.perf_counter()
                 model_state = recalibrated(layout.model(state, k), cfg, split)
-                record, scored[k] = _epoch_record(metrics[k], model_state, split, cfg, epoch, started)
+                record, scored[k], final_scores[k] = _epoch_record(metrics[k], model_state, split, cfg, epoch)
+                record.update(epoch_seconds(train_seconds, time.perf_counter() - evaluation_started))
                 history.append(record)
                 if manager is not None:
                     checkpoint.save(manager, epoch, model_state.arrays(), {"epochs": history})
@@ -490,17 +502,46 @@ def _fit_models(layout: _Layout, cfgs: list[ExperimentConfig], splits: list[OneC
     finally:
         _close(managers)
         bar.close()
-    return [_finish(d, c, s, scored[k], h) for k, (c, s, d, h) in enumerate(zip(cfgs, splits, run_dirs, histories))]
+    return [_finish(d, c, s, scored[k], h, final_scores[k])
+            for k, (c, s, d, h) in enumerate(zip(cfgs, splits, run_dirs, histories))]
+
+
+def epoch_seconds(train_seconds: float, evaluation_seconds: float) -> dict[str, float]:
+    """What an epoch's record says of its time: ``train_seconds`` (the train steps),
+    ``eval_seconds`` (what follows them: the averaged generator's statistics, the training
+    evidence, the test scoring; the checkpoint is written in the background) and their sum,
+    ``seconds``.
+
+    Args:
+        train_seconds: wall time of the epoch's train steps (shared by models trained at once).
+        evaluation_seconds: wall time of this model's evaluation after them.
+
+    Returns:
+        The three fields of the record.
+    """
+    return {"train_seconds": train_seconds, "eval_seconds": evaluation_seconds,
+            "seconds": train_seconds + evaluation_seconds}
 
 
 def progress_postfix(records: list[dict[str, float]]) -> dict[str, str]:
     """The progress bar's figures after an epoch, units in their names: each model's AUROC in
-    percent and, for one model, its mean D and G losses.
+    percent, the epoch's seconds of training and of evaluation (every model's) and, for one
+    model, its mean D and G losses.
 
-        progress_postfix([{"auroc": 97.25, "d_loss": 1.44, "g_loss": 40.2}])
-        # {"AUROC %": "97.2", "D loss": "1.44", "G loss": "40.2"}
+        progress_postfix([{"auroc": 97.25, "d_loss": 1.44, "g_loss": 40.2,
+                           "train_seconds": 40.3, "eval_seconds": 8.6}])
+        # {"AUROC %": "97.2", "train/eval s": "40/9", "D loss": "1.44", "G loss": "40.2"}
+
+    Args:
+        records: the latest history record of each model trained.
+
+    Returns:
+        The postfix, name to printed value.
     """
     postfix = {"AUROC %": "/".join(f"{r['auroc']:.1f}" for r in records)}
+    if all("train_seconds" in r for r in records):
+        evaluation = sum(r["eval_seconds"] for r in records)
+        postfix["train/eval s"] = f"{records[0]['train_seconds']:.0f}/{evaluation:.0f}"
     if len(records) == 1:
         postfix.update({"D loss": f"{records[0]['d_loss']:.3g}", "G loss": f"{records[0]['g_loss']:.3g}"})
     return postfix

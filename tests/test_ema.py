@@ -145,3 +145,24 @@ def test_each_epoch_scores_with_the_chosen_generator_and_load_run_returns_it(tmp
         state, _ = load_run(tmp_path / "run", epoch=record["epoch"])
         assert (state.g_ema_params is None) == (record["scoring_generator"] == "live")
     assert as_scored(saved, {"scoring_generator": "live"}).g_ema_params is None
+
+
+def test_the_test_split_is_scored_by_the_reporting_generator_alone_unless_both_are_asked(tmp_path):
+    cfg = ExperimentConfig(model=ModelConfig(width=0.125)).replace(**{"train.epochs": 2, "train.batch_size": 32})
+    split = load_split(cfg.data)
+    alone = fit(cfg, split, run_dir=tmp_path / "alone", progress=False)
+    both = fit(cfg.replace(test_both_generators=True), split, run_dir=tmp_path / "both", progress=False)
+    for quick, full in zip(alone.history, both.history):
+        chosen = quick["scoring_generator"]
+        other = "live" if chosen == "average" else "average"
+        assert quick[f"auroc_{chosen}_generator"] == quick["auroc"] and f"auroc_{other}_generator" not in quick
+        assert f"auroc_{other}_generator" in full
+        # Every reported figure and choice is the same either way: only the diagnostic is added.
+        timing = ("train_seconds", "eval_seconds", "seconds")
+        assert {k: v for k, v in full.items() if k not in timing and k != f"auroc_{other}_generator"} == \
+               {k: v for k, v in quick.items() if k not in timing}
+        assert quick["seconds"] == quick["train_seconds"] + quick["eval_seconds"]
+        assert quick["train_seconds"] > 0 and quick["eval_seconds"] > 0
+    np.testing.assert_array_equal(alone.test_scores, both.test_scores)
+    # The final scores are the last epoch's, as scoring the returned model gives them.
+    np.testing.assert_array_equal(alone.test_scores, score(alone.state, split.test_images))

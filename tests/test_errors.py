@@ -438,6 +438,9 @@ def test_the_progress_bar_names_its_units():
     assert progress_postfix([{"auroc": 97.25, "d_loss": 1.44, "g_loss": 40.2}]) == {
         "AUROC %": "97.2", "D loss": "1.44", "G loss": "40.2"}
     assert progress_postfix([{"auroc": 97.0, "d_loss": 1.0, "g_loss": 4.0}] * 2) == {"AUROC %": "97.0/97.0"}
+    # The epoch's split of time: the shared train steps, then every model's evaluation.
+    timed = {"auroc": 97.0, "d_loss": 1.0, "g_loss": 4.0, "train_seconds": 40.3, "eval_seconds": 4.4}
+    assert progress_postfix([timed] * 2) == {"AUROC %": "97.0/97.0", "train/eval s": "40/9"}
 
 
 def test_the_module_behind_fit_is_reachable_by_its_own_name():

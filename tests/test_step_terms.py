@@ -22,9 +22,10 @@ REPLAYED = ("g_contextual", "g_contextual_adversarial", "g_adversarial", "d_loss
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A two-epoch gamma-0 run of digit 3 that keeps every epoch's checkpoint."""
+    """A two-epoch gamma-0 run of digit 3 that keeps every epoch's checkpoint and records the
+    live generator's test AUROC, which the replay retraces."""
     spec = build_spec(parse_args(RUN_FLAGS))
-    cfg = spec.base.replace(seed=0, **{"data.normal_class": 3, "data.gamma": 0.0})
+    cfg = spec.base.replace(seed=0, test_both_generators=True, **{"data.normal_class": 3, "data.gamma": 0.0})
     run_dir = tmp_path_factory.mktemp("step_terms") / "run"
     fit(cfg, load_split(cfg.data, seed=0), run_dir=run_dir, progress=False, keep_checkpoints=None)
     return run_dir

@@ -432,6 +432,12 @@ def test_fields_only_the_anomaly_branch_reads_make_no_other_run_at_gamma_0():
         assert config_differences(without_inert_fields(saved, [gamma]), without_inert_fields(current, [gamma])) == expected
 
 
+def test_a_diagnostic_field_makes_no_other_run():
+    saved, current = (json.loads(ExperimentConfig(test_both_generators=both).to_json()) for both in (True, False))
+    assert config_differences(without_inert_fields(saved, [0.0]), without_inert_fields(current, [0.0])) == []
+    assert config_differences(saved, current) == ["test_both_generators: True in the run directory, False now"]
+
+
 def test_the_same_data_read_from_another_path_is_the_same_run():
     here, there = (json.loads(ExperimentConfig().replace(**{"data.data_dir": d, "data.gamma": 0.05}).to_json())
                    for d in ("../shared/datasets/mnist", "/work/shared/datasets/mnist"))
