@@ -44,7 +44,7 @@ COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 
 
 
 # The columns of --paper-protocol's records: the test split as given, and laid out normals
-# first as the lineage's loaders do (finding 9).
+# first as the lineage's loaders do (docs/fidelity-study.md, 4.2).
 _BATCH_STATISTICS_LABELS = dict(zip(BATCH_STATISTICS_AUROCS, ("batch stats", "normals first")))
 
 # One run's figures by column, unrounded (None: not recorded).

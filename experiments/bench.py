@@ -5,7 +5,7 @@ One run measures, for each backbone and channel count at 32x32:
 * the jaxad train step (images/s at ``--batch-size``), scoring throughput (images/s at the
   same batch) and the latency of scoring one image (ms; the paper's Table 8 gives 2.67 /
   5.41 / 16.73 ms per image for naive / unet / unetpp on an NVIDIA A40);
-* the same figures for a PyTorch reference written here (the networks of SPEC section 1
+* the same figures for a PyTorch reference written here (the networks of docs/method.md
   with the AdvProp auxiliary BatchNorm, and the same G-then-D step), on the GPU when jaxad
   runs on one (``--torch-device``); torch is optional;
 * the ratio jaxad / PyTorch (throughputs; for latency PyTorch ms / jaxad ms, so > 1 always
@@ -212,7 +212,7 @@ def step_model_flops(cfg: ExperimentConfig) -> dict[str, float]:
 
 def make_config(backbone: str, channels: int, width: float, batch: int) -> ExperimentConfig:
     # The paper's step, as the PyTorch reference runs it: plain Adam, without jaxad's default
-    # clip of G's gradient (one global norm a step; BUILD_NOTES finding 20).
+    # clip of G's gradient (one global norm a step; docs/fidelity-study.md, 5.5).
     return ExperimentConfig(model=ModelConfig(backbone=backbone, channels=channels, width=width)) \
         .replace(**{"train.batch_size": batch, "train.g_grad_clip_factor": None})
 
@@ -281,7 +281,7 @@ def clip_cost(cfg: ExperimentConfig, reps: int, upsample_impl: str,
     """The naive step with jaxad's default clip of G's gradient against the paper's plain Adam.
 
     The benchmark's rows time the paper's step; a run with the defaults also takes one global
-    norm of G's gradient and updates its running norm each step (BUILD_NOTES finding 20).
+    norm of G's gradient and updates its running norm each step (docs/fidelity-study.md, 5.5).
     """
     default = ExperimentConfig().train.g_grad_clip_factor
     # Plain Adam is timed again here, not taken from the row: the two are timed back to back

@@ -7,7 +7,7 @@ For each run's final checkpoint: the mean score of up to 1,024 training normals 
 averaged and under the live generator (with the training anomalies' AUROC, what ``fit`` now
 records each epoch and the choice reads first, ``jaxad.selection``), which of the two
 the choice takes, and both generators' final AUROC from the run's history. Needs the data the
-runs were trained on (``--data-dir``, default ../shared/datasets/mnist).
+runs were trained on (``--data-dir DIR`` if it moved; default: where each run read it).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from jaxad.runs import scoring_candidates, training_evidence
 from jaxad.selection import choose_scoring_generator
 
 
-def run_row(run_dir: Path, data_dir: str) -> dict[str, str]:
+def run_row(run_dir: Path, data_dir: str | None) -> dict[str, str]:
     state, cfg = load_run(run_dir)
     history = json.loads((run_dir / "history.json").read_text())
     final = history[-1]
-    split = load_split(cfg.replace(**{"data.data_dir": data_dir}).data, seed=cfg.seed)
+    data = cfg.data if data_dir is None else cfg.replace(**{"data.data_dir": data_dir}).data
+    split = load_split(data, seed=cfg.seed)
     evidence = training_evidence(scoring_candidates(state), split)
     chosen = choose_scoring_generator(evidence, pick=True)
     normal_scores = {name: e["train_normal_score"] for name, e in evidence.items()}
@@ -45,7 +46,7 @@ def run_row(run_dir: Path, data_dir: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dirs", nargs="+", type=Path, help="benchmark output directories (--out of run.py)")
-    p.add_argument("--data-dir", default="../shared/datasets/mnist", help="the raw dataset files")
+    p.add_argument("--data-dir", help="the raw dataset files, if not where the runs read them")
     args = p.parse_args(argv)
     rows = [run_row(f.parent, args.data_dir) for d in args.out_dirs
             for f in sorted(d.glob("runs/gamma*/class*/seed*/result.json"))]

@@ -3,10 +3,10 @@ could have left them, to isolate what they do to scoring (only the statistics ch
 the weights).
 
 With anomalies in training (gamma > 0): as the step's passes settle with each training batch
-passed whole (``anomaly_bn`` joint, the default since BUILD_NOTES finding 14); with the
+passed whole (``anomaly_bn`` joint, the default; docs/fidelity-study.md, 6.5); with the
 anomalies as a sub-batch of their own whose statistics are mixed in (what runs did before
 ``anomalies_update_statistics`` was off by default); and with the normal passes alone
-(``own``, the default of finding 12).
+(``own`` with ``anomalies_update_statistics`` off; docs/fidelity-study.md, 6.3).
 
 At gamma 0: as the run's own passes settle ("as trained"), and from the normal pass alone
 ("normals only"). They differ for runs made with ``--pseudo-anomaly-bn shared``, whose
@@ -15,13 +15,13 @@ the ``shared_no_update`` variant, which trains identically (every training pass 
 with its own batch statistics) and differs only in what scoring normalises with.
 
     python experiments/rescore_statistics.py RUN_DIR [RUN_DIR ...] --epoch 15 \\
-        --data-dir ../shared/datasets/mnist
+        --data-dir DIR    # DIR: the raw dataset files, if not where the run read them
 
 Prints, per run and generator (live, and the average when the run kept one), the test AUROC
 with the statistics saved in the checkpoint, with each recomputed set, and with each test
 batch's own statistics ("test batches", the lineage's test-time BatchNorm: no fixed statistics
 at all). A generator that scores well only in the last column has weights whose output hangs
-on its normalisation statistics (BUILD_NOTES finding 19).
+on its normalisation statistics (docs/fidelity-study.md, 5.1).
 """
 
 from __future__ import annotations

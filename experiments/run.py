@@ -1,7 +1,7 @@
 """Run the paper's one-class benchmark from one command: ``jaxad-run``, as a script.
 
     python experiments/run.py                                   # a few-minute demo on sklearn's digits
-    python experiments/run.py --dataset mnist --backbone naive --data-dir ../shared/datasets/mnist
+    python experiments/run.py --dataset mnist --backbone naive --data-dir DIR   # DIR: the raw MNIST IDX files
     python experiments/run.py --dataset cifar10 --backbone unetpp --gammas 0 0.01 0.05 --resume
 
 The program lives in ``jaxad/commands/run.py``; ``--help`` lists every option.

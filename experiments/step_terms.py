@@ -2,7 +2,7 @@
 
 From the start of a run (any run.py flags; the first class, gamma and seed they name):
 
-    python experiments/step_terms.py OUT.json --dataset mnist --data-dir ../shared/datasets/mnist \\
+    python experiments/step_terms.py OUT.json --dataset mnist --data-dir DIR \\
         --gammas 0.05 --classes 2 --epochs 4 [any run.py flag, e.g. --freeze-bn]
 
 From a saved epoch of a run directory, replaying the next epochs (e.g. the epoch a run fell):

@@ -6,7 +6,7 @@ all of its buffer pages in again, 4 KiB at a time (measured: 16,385 page faults 
 a jitted ``x * 2`` on 64 MiB, which then ran at 7 GB/s against 54 GB/s in place). Keeping
 freed memory in the process (one arena, no mmap, no trimming) removes that: after the first
 steps nothing is faulted in again. The naive train step at batch 256 went from 1.01 to
-0.79-0.82 s on a 2-core CPU, batch scoring 1.4x faster (BUILD_NOTES, issue 6).
+0.79-0.82 s on a 2-core CPU, batch scoring 1.4x faster (docs/performance.md).
 
 These are ``GLIBC_TUNABLES``, read once when a process starts, so a running program cannot
 take them up: ``restart_with_fast_malloc()`` re-executes the running script with them set.

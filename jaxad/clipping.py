@@ -4,7 +4,7 @@ optax clips to a fixed global norm (``clip_by_global_norm``) or relative to the 
 (``adaptive_grad_clip``); neither bounds a single step's gradient against the steps before
 it, which is what stops AGAD's falls: a fall starts with one step whose contextual
 adversarial gradient is about 8x its usual norm, passed almost whole by Adam at beta1 0.5
-(BUILD_NOTES.md, finding 16). A threshold relative to a running norm follows the gradient's
+(docs/fidelity-study.md, 5.1). A threshold relative to a running norm follows the gradient's
 scale through training and across datasets, where a fixed one would have to be read off a
 run.
 """

@@ -1,6 +1,6 @@
 """Configuration as frozen dataclasses: model, losses, optimisation, data, protocol.
 
-Every field has the paper's value (or SPEC's marked choice) as its default, so
+Every field has the paper's value (or the reading docs/method.md marks) as its default, so
 ``ExperimentConfig()`` is the paper's setting on the embedded ``digits`` data. Each field's
 default and help text are stated here once: the command line (``jaxad/cli.py``) is generated
 from these fields, a ``Literal`` type becoming the flag's choices.
@@ -39,17 +39,27 @@ def _check_choice(name: str, value: Any, choices: Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The networks. ``width`` scales every channel count; 1.0 is the paper's nets.
+    """The generator and discriminator: backbone, image shape, width.
 
-    ``pseudo_anomaly_bn``: how the generator's pass G(x_hat) is batch-normalised (paper section
-    6.2). It lives here because it decides G's parameters: ``"auxiliary"`` is the paper's
-    AdvProp (G carries a second set of BatchNorm layers, own scale, bias and running
-    statistics, used only by that pass); ``"shared"`` the paper's base configuration (the same
-    BatchNorm layers, the pass's own batch statistics, which also enter the running
-    statistics); ``"shared_no_update"`` the same without touching the running statistics;
-    ``"normal_batch"`` normalises x_hat with the statistics of the normal batch it was made
-    from and updates nothing, so G can tell a pseudo-anomaly from a normal image only by its
-    content, never by batch statistics.
+    Args:
+        backbone: the generator, a key of ``jaxad.models.BACKBONES`` (``naive``, ``unet``,
+            ``unetpp``).
+        channels: image channels, 1 or 3.
+        image_size: the image side the nets take; it must equal ``DataConfig.image_size``.
+        width: scales every channel count; 1.0 is the paper's nets.
+        latent_dim: the size of the naive generator's latent code.
+        pseudo_anomaly_bn: how the generator's pass G(x_hat) is batch-normalised (paper section
+            6.2). ``"auxiliary"`` is AdvProp: G carries a second set of BatchNorm layers (own
+            scale, bias and running statistics) used only by that pass. ``"shared"`` uses the
+            same layers with the pass's own batch statistics, which also enter the running
+            statistics. ``"shared_no_update"`` is the same without touching the running
+            statistics. ``"normal_batch"`` normalises x_hat with the statistics of the normal
+            batch it was made from and updates nothing, so G can tell a pseudo-anomaly from a
+            normal image only by its content. The field lives here because it decides G's
+            parameters. Why AdvProp is the default: docs/fidelity-study.md, section 3.4.
+
+    Raises:
+        ValueError: an unknown backbone or choice, or an image side the backbone cannot take.
     """
 
     backbone: str = _field("naive", "the generator, one of jaxad.models.BACKBONES")
@@ -85,16 +95,26 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Loss weights (the paper's) and the choices SPEC marks.
+    """The loss weights (the paper's) and the readings of its anomaly branch (docs/method.md).
 
-    ``w_adcon = 0`` is the paper's "without contextual adversarial information" ablation.
-    ``anomaly_recon_pair``: which pair the anomaly branch's reconstruction term is taken on:
-    ``"input"`` (x, G(x)), SPEC's default, or ``"pseudo"`` (G(x), G(G(x))), Algorithm 1's print.
-    ``anomaly_adversarial_target``: the label t in the anomaly branch's adversarial term
-    ``w_adv / (bce(D(G(x_a)), t) + eps)``. 1 (default): the normal branch's adversarial error,
-    maximised, so G pushes D to call its reconstruction of an anomaly fake, as D is itself
-    trained to. 0, as Algorithm 1 prints it: G pushes D to call it real, and the term diverges
-    as D grows certain it is fake (BUILD_NOTES.md, finding 11).
+    Args:
+        w_adv: weight of the adversarial term.
+        w_con: weight of the reconstruction (contextual) term.
+        w_adcon: weight of the contextual adversarial term, which G maximises; 0 is the
+            paper's ablation without contextual adversarial information.
+        w_lat: weight of the latent (feature-matching) term.
+        eps: the guard in the anomaly branch's reciprocals, ``w / (error + eps)``.
+        anomaly_recon_pair: the pair the anomaly branch's reconstruction term is taken on:
+            ``"input"``, (x, G(x)), as the paper's Eq. 3 says; ``"pseudo"``, (G(x), G(G(x))),
+            as its Algorithm 1 prints.
+        anomaly_adversarial_target: the label t in the anomaly branch's adversarial term
+            ``w_adv / (bce(D(G(x_a)), t) + eps)``. 1: the normal branch's adversarial error,
+            maximised, so G pushes D to call its reconstruction of an anomaly fake, as D is
+            itself trained to. 0, as Algorithm 1 prints it: G pushes D to call it real, and
+            the term diverges as D grows certain it is fake (docs/fidelity-study.md, 6.2).
+
+    Raises:
+        ValueError: a choice outside its ``Literal``.
     """
 
     w_adv: float = _field(1.0, "weight of the adversarial term")
@@ -117,51 +137,56 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation, Freeze-BN (paper section 6.2; AdvProp is ``ModelConfig.pseudo_anomaly_bn``), stabilisers.
+    """Optimisation, the batches, Freeze-BN, and the stabilisers jaxad adds to the paper.
 
-    ``freeze_bn``: true anomalies are normalised with running statistics and never update them.
-    Off by default, as in the paper's base configuration (SPEC section 1): on, a fresh net's
-    running statistics shrink D's features of anomalies to near zero, the latent reciprocal
-    starts in the tens of thousands, and Adam's second moment keeps G frozen (BUILD_NOTES.md,
-    findings 10 and 11).
-    ``anomalies_update_statistics``: with ``anomaly_bn = "own"``, anomalies are normalised with
-    their own batch statistics; on, those also enter G's running statistics, which scoring uses. Off by
-    default: G learns to fail on anomalies, their statistics drift from the normals', and
-    mixed in (over half the running statistics at BatchNorm momentum 0.9) they made G fail on
-    normals at test time (BUILD_NOTES.md, finding 12). Training is the same either way: every
-    training pass normalises with batch statistics.
-    ``anomaly_bn`` (without Freeze-BN): ``"joint"`` (default) passes each mixed batch through G
-    and D once, as a loop over the paper's mixed batches does, so BatchNorm cannot tell either
-    network which images are the anomalies and G must fail on them by their content; the
-    joint statistics enter G's running statistics, at the anomalies' share of the batch,
-    which is what training normalised with. ``"own"`` passes the anomaly sub-batch apart from
-    the normals, normalised with its own batch statistics: G then learned to fail on
-    anomalies through that batch-level cue, which scoring never sees (BUILD_NOTES.md, finding
-    14). ``anomalies_update_statistics`` applies to ``"own"``.
-    ``detach_pseudo``: no gradient flows into x_hat through the pass G(x_hat).
-    ``g_grad_clip_factor``: G's gradient is scaled down to this multiple of the running mean
-    of its recent global norms when larger (``jaxad.clipping.clip_by_running_norm``); D's is
-    not touched. A fall of G starts with one step whose gradient is several times the usual
-    norm (BUILD_NOTES.md, finding 16); a multiple of the running norm needs no threshold read
-    off a run. The default 3 is the fidelity study's (finding 20): in the MNIST runs made with
-    it no reported epoch after epoch 3 fell below 80; ``None`` is the paper's plain Adam.
-    ``g_update_rms_clip``: each of G's parameter arrays moves at most this RMS times the
-    learning rate in one step (``optax.clip_by_block_rms`` after Adam: Adafactor's update
-    clipping, Shazeer & Stern 2018, section 6). Adam bounds a coordinate's step only by
-    ``(1 - beta1) / sqrt(1 - beta2)`` learning rates, 15.8 at GANomaly's betas, when a gradient
-    jumps above the history of its second moment; a fall of G is such a step, several times
-    longer than its own term needs (BUILD_NOTES.md, findings 16 and 18).
-    ``ema_decay`` > 0 keeps an exponential moving average of G's parameters and statistics
-    (with the usual warm-up, ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
-    recomputes its BatchNorm statistics before each scoring (``jaxad.ema``). The default 0.99
-    is the fidelity study's (BUILD_NOTES.md): it removes the epochs where the live G collapses
-    from the reported number. 0 scores with G's live weights, as the paper does.
-    ``pick_generator`` (with an EMA): after each epoch, score with whichever of the averaged
-    and the live generator reconstructs the training normals better (the lower mean score on
-    up to 1,024 of them; with training anomalies, the better separation of those normals from
-    them first: ``jaxad.selection``); each epoch's history records which (``scoring_generator``)
-    and both AUROCs, and ``load_run`` returns the one chosen. A collapse of either shows as a
-    jump of its error on normals, and the choice needs no test label (BUILD_NOTES.md, fidelity study).
+    Args:
+        learning_rate: Adam's learning rate, both networks (flag ``--lr``).
+        beta1: Adam's beta1 (GANomaly's 0.5).
+        beta2: Adam's beta2.
+        grad_clip_norm: clip each network's gradient to this global norm before Adam; None
+            is off. Not in the paper.
+        g_grad_clip_factor: scale G's gradient down to this multiple of the running mean of
+            its recent global norms, when larger (``jaxad.clipping.clip_by_running_norm``);
+            D's is not touched. None is the paper's plain Adam. Not in the paper: a fall of G
+            starts with one step several times too long, and a multiple of the running norm
+            needs no threshold read off a run (docs/fidelity-study.md, 5.5).
+        g_update_rms_clip: after Adam, move each of G's parameter arrays at most this RMS
+            times the learning rate in one step (Adafactor's update clipping, Shazeer & Stern
+            2018, section 6; ``optax.clip_by_block_rms``); None is off. Not in the paper.
+        batch_size: the training batch size.
+        epochs: training epochs; the paper gives none, and 15 is GANomaly's.
+        d_reset_threshold: re-initialise D's parameters when its loss falls below this.
+        min_anomalies_per_batch: with gamma > 0, every batch holds at least this many
+            anomalies (the paper's 32 of 256).
+        freeze_bn: normalise true anomalies with running statistics, never updating them
+            (paper section 6.2). Off, as in the paper's base configuration: on, a fresh net's
+            running statistics shrink D's features of anomalies to near zero and the
+            anomaly reciprocals freeze G (docs/fidelity-study.md, 6.1).
+        anomalies_update_statistics: with ``anomaly_bn = "own"``, let the anomalies' own
+            batch statistics enter G's running statistics, which scoring uses. Off: G learns
+            to fail on anomalies, their statistics drift from the normals', and mixed in they
+            make G fail on normals at test time (docs/fidelity-study.md, 6.3). Training is the
+            same either way, since every training pass normalises with batch statistics.
+        anomaly_bn: without Freeze-BN, how anomalies are batch-normalised. ``"joint"`` passes
+            each mixed batch through G and D once, as a loop over the paper's mixed batches
+            does, so BatchNorm cannot tell either network which images are anomalies and G
+            must fail on their content; the joint statistics enter G's running statistics.
+            ``"own"`` passes the anomalies as a sub-batch of their own, normalised with their
+            own statistics, which lets G fail on them through that cue alone
+            (docs/fidelity-study.md, 6.5).
+        detach_pseudo: no gradient flows into x_hat through the pass G(x_hat).
+        ema_decay: > 0 keeps an exponential moving average of G's parameters and statistics
+            (warm-up ``min(decay, (1 + t) / (10 + t))``) and scores with it; ``fit``
+            recomputes its BatchNorm statistics before each scoring (``jaxad.ema``). 0 scores
+            with G's own weights, as the paper does (docs/fidelity-study.md, 5.2).
+        pick_generator: with an EMA, score each epoch with whichever of the averaged and the
+            live generator has the better training evidence (``jaxad.selection``): at gamma >
+            0 the better separation of training anomalies from training normals first, then
+            the lower mean score on up to 1,024 training normals. No test label is used
+            (docs/fidelity-study.md, 5.3).
+
+    Raises:
+        ValueError: a value out of its range, or a choice outside its ``Literal``.
     """
 
     learning_rate: float = _field(2e-4, "Adam's learning rate", flag="lr")
@@ -172,10 +197,10 @@ class TrainConfig:
               "a guard against the anomaly terms' reciprocal spikes at gamma > 0)")
     g_grad_clip_factor: float | None = _field(
         3.0, "clip G's gradient to this multiple of its running global norm before Adam (not in the paper; "
-             "bounds the one oversized update that starts a fall, BUILD_NOTES findings 16 and 20)")
+             "bounds the one oversized update that starts a fall of G)")
     g_update_rms_clip: float | None = _field(
         None, "clip each of G's parameter arrays' Adam update to this RMS, in units of the learning rate "
-              "(Adafactor's update clipping; not in the paper; BUILD_NOTES finding 19)")
+              "(Adafactor's update clipping; not in the paper)")
     batch_size: int = _field(256, "training batch size")
     epochs: int = _field(15, "training epochs")
     d_reset_threshold: float = _field(1e-5, "re-initialise D when its loss falls below this")
@@ -183,13 +208,13 @@ class TrainConfig:
         32, "with gamma > 0, anomalies in every batch at least (the paper's 32 of 256; lower it for "
             "small batches, e.g. 4 for a batch of 32)")
     freeze_bn: bool = _field(False, "normalise true anomalies with running statistics, never updating them "
-                                    "(off by default, as the paper's base configuration; BUILD_NOTES finding 11)")
+                                    "(off, as in the paper's base configuration)")
     anomalies_update_statistics: bool = _field(
         False, "with --anomaly-bn own, let the anomalies' own batch statistics enter G's running statistics, "
-               "which scoring uses (off: those describe the normals; BUILD_NOTES finding 12)")
+               "which scoring uses (off: those describe the normals)")
     anomaly_bn: AnomalyBN = _field(
         "joint", "without Freeze-BN, how anomalies are batch-normalised in G and D: joint = one pass over "
-                 "normals and anomalies together; own = a sub-batch of their own (BUILD_NOTES finding 14)")
+                 "normals and anomalies together; own = a sub-batch of their own")
     detach_pseudo: bool = _field(False, "no gradient into G(x) through G(G(x))")
     ema_decay: float = _field(0.99, "score with an EMA of G's weights at this decay, its BatchNorm statistics "
                                     "recomputed on the training normals (0 = score with G itself)")
@@ -218,12 +243,24 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Which data, which normal class, how many injected anomalies.
+    """The data: which dataset, which normal class, how many injected anomalies.
 
-    ``gamma = a / (n + a)``: the fraction of the training set that is anomalous.
-    ``anomaly_classes``: draw the injected anomalies from these classes only (Deep SAD's
-    protocol); ``None`` draws from every class but the normal one.
-    ``source``: ``"auto"`` reads raw files from ``data_dir`` when they are there, else TFDS.
+    Args:
+        dataset: a key of ``jaxad.data.DATASETS``; ``"digits"`` is scikit-learn's, embedded.
+        normal_class: the class trained on as normal; every other test class is an anomaly.
+        gamma: ``a / (n + a)``, the fraction of the training set that is anomalous, in [0, 1).
+        anomaly_classes: draw the injected anomalies from these classes only (Deep SAD's
+            protocol); None draws from every class but the normal one.
+        data_dir: the folder holding the raw dataset files, or TFDS's data directory; for
+            ``"folder"``, the root holding ``normal/``, ``abnormal/`` and optionally
+            ``normal_test/``.
+        source: ``"raw"`` reads the raw files in ``data_dir``; ``"tfds"`` goes through
+            TensorFlow Datasets; ``"auto"`` takes the raw files when they are there, else TFDS.
+        image_size: the side the images are resized to; it must equal
+            ``ModelConfig.image_size``.
+
+    Raises:
+        ValueError: an unknown dataset or source, or gamma outside [0, 1).
     """
 
     dataset: str = _field("digits", "the dataset, one of jaxad.data.DATASETS")
@@ -319,7 +356,24 @@ def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """One run: (dataset, backbone, normal class, gamma, seed)."""
+    """One run's whole configuration: (dataset, backbone, normal class, gamma, seed) and the rest.
+
+    ``ExperimentConfig()`` is the paper's setting on the embedded digits. Every field of the
+    sections is a flag of ``jaxad-run`` (``jaxad.cli``).
+
+    Args:
+        model: the networks.
+        loss: the loss weights and the anomaly branch's readings.
+        train: optimisation and the stabilisers.
+        data: the dataset, normal class and gamma.
+        seed: the run's seed (initialisation, batch sampler, anomaly draw).
+        paper_protocol: also score every epoch with test-batch BatchNorm statistics, as
+            GANomaly's code does, over the test split as given and laid out normals first
+            (docs/benchmarks.md).
+
+    Raises:
+        ValueError: the model's and the data's image sides differ.
+    """
 
     # Factories: no config is built (nor validated) while this module is imported.
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -343,13 +397,23 @@ class ExperimentConfig:
                 f"set both to one side (run.py --image-size sets both)")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested dicts, one per section (what ``config.json`` holds)."""
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
+        """``to_dict()`` as indented JSON with sorted keys."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        """The config a ``to_dict()`` describes, in this version's layout or an earlier one.
+
+        Args:
+            d: section-keyed dicts, as ``config.json`` or ``benchmark.json`` holds them.
+
+        Returns:
+            The ``ExperimentConfig``; fields the dict predates take ``ADDED_LATER``'s values.
+        """
         d = upgrade_config_dict(d)
         data, model, train = dict(d["data"]), d["model"], d["train"]
         if data.get("anomaly_classes") is not None:
@@ -365,7 +429,14 @@ class ExperimentConfig:
         )
 
     def replace(self, **changes: Any) -> "ExperimentConfig":
-        """``cfg.replace(seed=1, **{"train.epochs": 2})``: dotted names reach sub-configs."""
+        """A copy with some fields changed; dotted names reach into the sections.
+
+        Args:
+            **changes: ``seed=1``, or ``**{"train.epochs": 2}`` for a section's field.
+
+        Returns:
+            The new config, checked as any config is when built.
+        """
         top, nested = {}, {}
         for key, value in changes.items():
             if "." in key:

@@ -3,7 +3,7 @@
 An exponential moving average of G's weights is a network no training step ever ran, so
 the running BatchNorm statistics gathered while training the live weights do not describe
 its activations. Scored with them, the average can fall where the live generator does not
-(measured: BUILD_NOTES.md, fidelity study). As stochastic weight averaging does
+(docs/fidelity-study.md, 5.2). As stochastic weight averaging does
 (``torch.optim.swa_utils.update_bn``), ``recalibrate_ema_statistics`` recomputes them for
 the averaged weights: the running statistics the train step's own passes through G
 (``train.generator_passes``) would settle at, over the training images. With gamma = 0 and
@@ -11,9 +11,8 @@ AdvProp (the defaults) that is the mean of the normal batches' statistics; with 
 in joint batches (``anomaly_bn = "joint"``, the default), the mean of the mixed batches'.
 When further passes update the statistics (the anomalies' own with
 ``anomalies_update_statistics``, the ``shared`` pseudo-anomaly pass), their statistics enter
-as the momentum updates weight them (measured: BUILD_NOTES.md, finding 11). ``fit`` does
-this before every scoring and checkpoint; call it yourself before ``score`` /
-``score_step`` when you train with your own loop.
+as the momentum updates weight them. ``fit`` does this before every scoring and checkpoint;
+call it yourself before ``score`` / ``score_step`` when you train with your own loop.
 """
 
 from __future__ import annotations

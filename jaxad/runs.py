@@ -26,9 +26,9 @@ Epochs count from 1 everywhere: the progress bar, error messages, ``history.json
 ``"epoch"``, ``result.json``'s ``"best_epoch"``, ``RunResult.best_epoch`` and the tables. The
 checkpoint saved after epoch e is step e (``checkpoints/e``), so ``load_run(run_dir, epoch=e)``
 is the model as it was after epoch e. The batch sampler and the step keys are drawn from the
-0-based index e - 1, as they always were, so numbers do not change with the numbering. Run
-directories written before (epochs from 0) still load and resume: their history's records are
-renumbered from 1 when the run resumes; their checkpoint steps keep their 0-based names.
+0-based index e - 1. Run directories whose epochs count from 0 (``CHANGELOG.md``) still load
+and resume: their history's records are renumbered from 1 when the run resumes, and their
+checkpoint steps keep their 0-based names.
 """
 
 from __future__ import annotations
@@ -139,8 +139,21 @@ def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
 
     With running statistics (the default) the last batch is padded and masked. With
     ``use_batch_statistics`` (GANomaly's test-time BatchNorm) each batch is scored as it is,
-    since padding would change the statistics. ``images`` are checked first (float32 NHWC in
-    [-1, 1] of the model's side and channels, no NaN): a ``ValueError`` says what is wrong.
+    since padding would change the statistics.
+
+    Args:
+        state: a trained state (``fit``'s ``RunResult.state``, or ``load_run``'s); it scores
+            with its scoring generator, the average when it keeps one.
+        images: float32 NHWC in [-1, 1], the model's side and channels.
+        batch_size: images per compiled call.
+        use_batch_statistics: normalise each batch with its own statistics instead of the
+            running ones.
+
+    Returns:
+        One score per image, a float32 array of shape (N,); higher is more anomalous.
+
+    Raises:
+        ValueError: images of the wrong dtype, range, shape or channels, or with NaN or inf.
     """
     check_state_images(state, images)
     images = np.asarray(images, np.float32)
@@ -164,7 +177,8 @@ def batch_statistics_aurocs(state: AGADState, images: np.ndarray, labels: np.nda
     (``ExperimentConfig.paper_protocol``): ``auroc_batch_statistics`` over the test split in
     its given order, ``auroc_batch_statistics_normal_first`` over it laid out as that
     lineage's loaders lay it out (``normal_first``), where nearly every batch holds one kind
-    of image, so the layout itself passes the label to the statistics (BUILD_NOTES, finding 9)."""
+    of image, so the layout itself passes the label to the statistics (docs/fidelity-study.md,
+    4.2)."""
     order = normal_first(labels)
     return {"auroc_batch_statistics": auroc(labels, score(state, images, batch_size, use_batch_statistics=True)),
             "auroc_batch_statistics_normal_first": auroc(
@@ -553,15 +567,30 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
         keep_checkpoints: int | None = checkpoint.KEEP_RECENT) -> RunResult:
     """Train AGAD for ``cfg.train.epochs`` epochs and score the test split after each.
 
-    ``split`` defaults to ``load_split(cfg.data, seed=cfg.seed)``. With ``run_dir`` every epoch
-    is checkpointed and an interrupted run resumes from its last checkpoint, giving the same
-    numbers as an uninterrupted one; the latest ``keep_checkpoints`` epochs (None: all), the
-    test-selected and the label-free selected one (``RunResult.selected_epoch``) are kept.
-    ``devices`` > 1 trains data-parallel under pmap (0 = all local devices). Raises
-    ``FloatingPointError`` if a loss turns NaN or inf (the last good checkpoint is kept). A
-    ``run_dir`` that holds a run of another configuration or of other data (``data.json``
-    records a fingerprint of the split) is refused. ``on_epoch(epoch, record)``
-    is called after each epoch, counting from 1, with its history record.
+    Args:
+        cfg: the run's configuration.
+        split: the data; default ``load_split(cfg.data, seed=cfg.seed)``. Your own arrays go
+            in a ``OneClassSplit`` (float32 NHWC in [-1, 1], test labels 0/1).
+        run_dir: where to checkpoint every epoch and write the run's files. An interrupted
+            run resumes from its last checkpoint there, giving the same numbers as an
+            uninterrupted one. None trains in memory.
+        devices: > 1 trains data-parallel under pmap; 0 takes all local devices.
+        progress: show a progress bar.
+        on_epoch: called after each epoch as ``on_epoch(epoch, record)``, the epoch counting
+            from 1, with its history record.
+        keep_checkpoints: the latest epochs whose checkpoints are kept (None: all), beside the
+            test-selected and the label-free selected one.
+
+    Returns:
+        The ``RunResult``: the trained state, the history, the final test scores, and the
+        final, label-free selected and test-selected figures.
+
+    Raises:
+        ConfigMismatchError: ``run_dir`` holds a run of another configuration.
+        DataMismatchError: ``run_dir`` holds a run trained on other data (``data.json``).
+        FloatingPointError: a loss turned NaN or inf; the last good checkpoint is kept.
+        ValueError: images or labels that would give a wrong number (docs/errors.md).
+        TypeError: ``split`` is not a ``OneClassSplit`` (e.g. a path meant for ``run_dir``).
     """
     if split is not None and not isinstance(split, OneClassSplit):
         raise TypeError(f"fit's second argument is a OneClassSplit, got {type(split).__name__} {split!r:.60}; "
@@ -582,11 +611,25 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
              keep_checkpoints: int | None = checkpoint.KEEP_RECENT) -> list[RunResult]:
     """Train K models at once: ``train_step`` vmapped over a leading model axis.
 
-    The configurations may differ only in their seed (e.g. the 3 seeds of one normal class and
-    gamma); their splits must share the normal training images (the same class). Each model
-    gets exactly the batches, keys and checkpoints ``fit`` would give it, so results agree
-    with K separate ``fit`` calls to float tolerance. Small nets leave most of a GPU idle:
-    this fills it.
+    Each model gets exactly the batches, keys and checkpoints ``fit`` would give it, so the
+    results agree with K separate ``fit`` calls to float tolerance. Small nets leave most of
+    a GPU idle: this fills it.
+
+    Args:
+        cfgs: K configurations that differ only in their seed (e.g. the 3 seeds of one normal
+            class and gamma).
+        splits: one per configuration, sharing the normal training images and the number of
+            anomalies.
+        run_dirs: one per configuration (None: train in memory), as ``fit``'s ``run_dir``.
+        progress: show a progress bar.
+        keep_checkpoints: as ``fit``'s.
+
+    Returns:
+        One ``RunResult`` per configuration, in order.
+
+    Raises:
+        ValueError: configurations that differ in more than the seed, or splits of other
+            normal images or anomaly counts.
     """
     cfgs, splits = list(cfgs), list(splits)
     run_dirs = list(run_dirs) if run_dirs is not None else [None] * len(cfgs)
@@ -643,13 +686,25 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
 
 def load_run(run_dir: str | Path, epoch: int | str | None = None,
              generator: str | None = None) -> tuple[AGADState, ExperimentConfig]:
-    """The trained model of a run directory: its last checkpoint, unless ``epoch`` names one
-    (counting from 1), ``"best"``, the test-selected epoch's, or ``"selected"``, the label-free
-    selected epoch's (``RunResult.selected_epoch``). An epoch that was not kept
-    raises ``CheckpointError`` listing those that were. With an EMA, the state scores with the
-    generator that scored that epoch (``TrainConfig.pick_generator``), or with the one
-    ``generator`` names: ``"live"`` (G's own weights) or ``"average"`` (the EMA; a run without
-    one raises ``ValueError``)."""
+    """The trained model of a run directory, as it scored.
+
+    Args:
+        run_dir: a run directory (holding ``config.json`` and ``checkpoints/``).
+        epoch: None for the last checkpoint; an epoch number (counting from 1); ``"best"``,
+            the test-selected epoch's; or ``"selected"``, the label-free selected epoch's
+            (``RunResult.selected_epoch``).
+        generator: None for the generator that scored that epoch (``pick_generator``);
+            ``"live"`` for G's own weights, or ``"average"`` for the EMA.
+
+    Returns:
+        ``(state, cfg)``: the state, ready for ``score``, and the run's configuration.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run directory.
+        CheckpointError: that epoch's checkpoint was not kept, or cannot be read; the message
+            lists the epochs that were kept.
+        ValueError: ``generator="average"`` for a run that kept no EMA.
+    """
     if generator not in (None, "live", "average"):
         raise ValueError(f"generator is 'live', 'average' or None (the one that scored), got {generator!r}")
     state, cfg, history, restored_epoch = load_training_state(run_dir, epoch)

@@ -9,7 +9,7 @@ its epoch record's training evidence:
 - ``train_auroc`` (runs with gamma > 0 only): the AUROC (%) with which its scores tell those
   training normals from the run's own training anomalies, the labelled anomalies the method
   is shown. The other fall, where G learns to reconstruct anomalies while its error on normals
-  is at its lowest (BUILD_NOTES finding 11), lowers it and leaves the normal score low.
+  is at its lowest (docs/fidelity-study.md, 6.4), lowers it and leaves the normal score low.
 
 The better candidate has the higher ``train_auroc`` (when recorded), then the lower
 ``train_normal_score``. A record without ``train_auroc`` (gamma 0, or a run written before it

@@ -103,10 +103,19 @@ def _adam(learning_rate: float, beta1: float, beta2: float, grad_clip_norm: floa
 
 def create_train_state(cfg: ExperimentConfig, key: jax.Array, axis_name: str | None = None,
                        upsample_impl: UpsampleImpl = DEFAULT_UPSAMPLE) -> AGADState:
-    """Initialise G, D and their Adam states for ``cfg``.
+    """Initialise G, D, their optimiser states and, with an EMA, the averaged generator.
 
-    ``axis_name`` names the device axis when the step runs under pmap/shard_map, so that
-    BatchNorm statistics, gradients and the D-reset decision are shared across devices.
+    Args:
+        cfg: the run's configuration; the networks, optimisers and step settings come from it.
+        key: the PRNG key G's and D's initial weights are drawn from.
+        axis_name: the device axis when the step runs under pmap or shard_map, so that
+            BatchNorm statistics, gradients and the D-reset decision are shared across
+            devices; None for one device, or for jit with shardings.
+        upsample_impl: the transposed-convolution formulation; the default is the backend's
+            (``jaxad.models.layers.default_formulations``).
+
+    Returns:
+        The ``AGADState`` at step 0, for ``train_step``.
     """
     m = cfg.model
     generator = build_generator(m, axis_name=axis_name, upsample_impl=upsample_impl)
@@ -138,7 +147,8 @@ def _init(module: nn.Module, key: jax.Array, dummy: jax.Array):
 # One compiled program per network (modules are static and compare by their fields) instead of
 # eager init's op-by-op dispatch, compiled without optimisation passes (it runs once): in a
 # fresh process on CPU, naive G and D 2.6 s against 18 s eager and 13 s fully optimised
-# (BUILD_NOTES, "Test suite speed"); equal to eager init within float32 rounding.
+# (docs/performance.md, Start-up and compiler options); equal to eager init within float32
+# rounding.
 _init_variables = xla.jit(_init, run_once=True, static_argnums=0)
 
 
@@ -254,7 +264,7 @@ def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: Ste
         train_on_anomalies = not s.freeze_bn
         # Otherwise their own batch statistics, kept out of the running ones unless asked: G
         # learns to fail on anomalies, so their statistics drift from the normals' and, mixed
-        # in, make G fail on normals at test time (BUILD_NOTES finding 12).
+        # in, make G fail on normals at test time (docs/fidelity-study.md, 6.3).
         keep = train_on_anomalies and s.anomalies_update_statistics
         xa_hat, anomaly_stats = _apply(G, g_params, stats, batch["anomaly"], train_on_anomalies)
         stats, updates = (anomaly_stats, updates + 1) if keep else (stats, updates)
@@ -331,9 +341,18 @@ def _discriminator_loss(d_params, state: AGADState, batch: Batch, x_hat: jax.Arr
 def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADState, Metrics]:
     """One AGAD step: update G on the weighted losses, then D; reset D if its loss collapsed.
 
-    ``key`` is used only to re-initialise D; under pmap pass the same key to every device.
-    Returns the new state and the step's metrics (every loss term, D's mean outputs on real,
-    fake and anomalous images, and ``d_reset`` = 1.0 when D was re-initialised).
+    Pure: jit, pmap or vmap it where you call it.
+
+    Args:
+        state: the training state (``create_train_state``).
+        batch: ``{"normal": (Bn, H, W, C), "anomaly": (Ba, H, W, C)}``, float32 in [-1, 1];
+            ``Ba`` may be 0. The sizes are static, so one compiled step serves a whole run.
+        key: used only to re-initialise D; under pmap pass the same key to every device.
+
+    Returns:
+        ``(state, metrics)``: the new state, and the step's metrics (every loss term, D's mean
+        outputs on real, fake and anomalous images, ``d_reset`` = 1.0 when D was
+        re-initialised, and ``g_clipped`` with G's gradient clip).
     """
     s = state.settings
     (_, (g_stats, x_hat, g_metrics)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
@@ -392,7 +411,7 @@ def indexed_train_step(state: AGADState, normal_images: jax.Array, anomaly_image
 
     ``normal_index`` (Bn,) and ``anomaly_index`` (Ba,) index ``normal_images`` and
     ``anomaly_images``, so only indices cross from the host each step. (An epoch as one
-    ``lax.scan`` of this was measured 12x slower per step on XLA:CPU; see BUILD_NOTES.md.)
+    ``lax.scan`` of this was measured 12x slower per step on XLA:CPU.)
     """
     normal, anomaly = gather_batch(normal_images, anomaly_images, normal_index, anomaly_index)
     return train_step(state, {"normal": normal, "anomaly": anomaly}, key)
@@ -401,8 +420,8 @@ def indexed_train_step(state: AGADState, normal_images: jax.Array, anomaly_image
 def reconstruct(state: AGADState, images: jax.Array, use_batch_statistics: bool = False) -> jax.Array:
     """G(x), by the scoring generator (the EMA of G when ``ema_decay`` > 0). With
     ``use_batch_statistics`` BatchNorm normalises with the batch's own statistics (what
-    GANomaly's code does at test time, SPEC's ``paper_protocol``); by default it uses the
-    running statistics learnt in training."""
+    GANomaly's code does at test time, ``ExperimentConfig.paper_protocol``); by default it
+    uses the running statistics learnt in training."""
     G = state.generator.clone(axis_name=None)
     params, stats = ((state.g_params, state.g_batch_stats) if state.g_ema_params is None
                      else (state.g_ema_params, state.g_ema_batch_stats))
@@ -423,6 +442,19 @@ def score_step(state: AGADState, images: jax.Array, use_batch_statistics: bool =
     plausible score. Under ``jit``/``vmap`` the images are tracers whose values cannot be
     read, so nothing is checked there: check before you jit, or call ``jaxad.score``, the
     checked entry point that jits this step for you.
+
+    Args:
+        state: the state to score with; its scoring generator is the EMA when it keeps one.
+        images: (N, H, W, C) float32 in [-1, 1], the model's side and channels.
+        use_batch_statistics: normalise with the batch's own BatchNorm statistics (GANomaly's
+            test-time behaviour) instead of the running ones.
+
+    Returns:
+        The scores, shape (N,).
+
+    Raises:
+        ValueError: on concrete images of the wrong dtype, range, shape or channels, or with
+            NaN or inf.
     """
     if not isinstance(images, jax.core.Tracer):
         check_state_images(state, images)

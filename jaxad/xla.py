@@ -3,12 +3,13 @@
 On XLA:CPU, YNNPACK's convolution kernels compute these nets' weight gradients slowly (a
 convolution whose window is the whole map); leaving convolutions to XLA's Eigen kernels and
 giving only dots and reductions to YNNPACK made the naive train step 1.2x and the U-Net step
-1.3x faster (BUILD_NOTES, issue 6). The option is set per jit, not as a process-wide flag,
-so it touches nothing else in the user's program. Other backends compile with no options.
+1.3x faster on a 2-core CPU (docs/performance.md, Start-up and compiler options). The option
+is set per jit, not as a process-wide flag, so it touches nothing else in the user's program.
+Other backends compile with no options.
 
 Programs that run once (a network's initialisation) are compiled on CPU with XLA's
 optimisation passes off: they gain nothing from them, and the passes are most of their compile
-time (naive net, G and D: 2.6 s instead of 13; UNet++ 12 s instead of 27; BUILD_NOTES).
+time (naive net, G and D: 2.6 s instead of 13; UNet++ 12 s instead of 27; the same section).
 """
 
 from __future__ import annotations

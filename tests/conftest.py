@@ -17,7 +17,7 @@ import tempfile
 
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # XLA:CPU's MLIR fusion emitters take most of an unoptimised compile: off, a test's train step
-# compiles 2-3x faster (BUILD_NOTES, "Test suite speed"). With every pass on they save nothing.
+# compiles 2-3x faster (BUILD_NOTES.md, Test suite). With every pass on they save nothing.
 os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_cpu_use_fusion_emitters=false"]))
 # A compilation cache for this session only: test modules (and the processes tests start)
 # compile the same tiny steps through different jit objects; the cache key holds the compile

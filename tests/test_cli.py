@@ -18,7 +18,7 @@ from jaxad.models import BACKBONES
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Every flag the runner has been spelled with (README, BUILD_NOTES, results.md of earlier runs).
+# Every flag the runner has been spelled with (README, docs/, results.md of earlier runs).
 FLAGS_IN_USE = ("--dataset", "--backbone", "--classes", "--seeds", "--gammas", "--anomaly-classes", "--epochs",
                 "--batch-size", "--min-anomalies-per-batch", "--lr", "--w-adv", "--w-con", "--w-adcon", "--w-lat",
                 "--anomaly-recon-pair", "--pseudo-anomaly-bn", "--detach-pseudo", "--ema-decay", "--no-freeze-bn",

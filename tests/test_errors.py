@@ -1,4 +1,4 @@
-"""Every refusal of README's "Errors" section: wrong input gives a sentence, never a plausible number.
+"""Every refusal of docs/errors.md: wrong input gives a sentence, never a plausible number.
 
 Most of these need no training: the checks run before any jitted code.
 """
@@ -363,7 +363,7 @@ def test_a_finished_benchmark_run_again_says_so_and_prints_its_table(tmp_path, c
     write_json_atomic(run_dir / "result.json", {"status": "complete", "final_auroc": 91.0, "best_auroc": 95.0,
                                                 "best_epoch": 1, "epochs": 1, "d_resets": 0.0, "epochs_count_from": 1})
     (tmp_path / "results.md").write_text("# the table\n")
-    assert run_command(*argv) == 0  # finished: said so, and its table, as the README's command is run again
+    assert run_command(*argv) == 0  # finished: said so, and its table, as the documented command is run again
     out = capsys.readouterr().out
     assert "holds this benchmark, finished: 1 run(s); nothing to train" in out and "# the table" in out
     assert (tmp_path / "results.md").read_text() == "# the table\n"  # nothing rewritten

@@ -1,6 +1,6 @@
 """The rewrites (``jaxad.models.rewrites``) compute what XLA's own ops do, values and gradients.
 
-Each rewrites a layer XLA:CPU runs slowly (BUILD_NOTES, issue 6): transposed convolutions,
+Each rewrites a layer XLA:CPU runs slowly (BUILD_NOTES.md, Performance): transposed convolutions,
 convolutions on tiny maps, the max-pool gradient. Random inputs and weights throughout. The
 whole networks built with the "rewrites" and the "xla" formulations compute the same too.
 """

@@ -23,7 +23,7 @@ def runs():
 
 def late(history: list[dict], metric: str) -> float:
     """The median of a training metric over the last 10 epochs. AGAD's training swings
-    (BUILD_NOTES, fidelity study), and which epochs swing depends on float rounding, so on
+    (docs/fidelity-study.md, section 5), and which epochs swing depends on float rounding, so on
     the CPU a run happens to meet: a claim about where training got to is not read off a few
     epochs. (On one machine the w_adcon = 15 run fell at epochs 21-23, reconstruction error
     0.29 -> 0.47, 0.96, 0.57, and recovered to 0.35: three of the last five epochs.)"""

@@ -20,8 +20,8 @@ def test_without_training_anomalies_the_generator_that_reconstructs_training_nor
 
 
 def test_with_training_anomalies_telling_them_apart_comes_before_the_normal_error():
-    # The fall of finding 11: a generator that reconstructs the anomalies too has the lowest
-    # error on normals, and tells the training anomalies apart worse.
+    # The fall of docs/fidelity-study.md, 6.4: a generator that reconstructs the anomalies too
+    # has the lowest error on normals, and tells the training anomalies apart worse.
     fallen, sound = evidence(18.4, train_auroc=93.0), evidence(23.0, train_auroc=99.9)
     assert choose_scoring_generator({"average": sound, "live": fallen}, pick=True) == "average"
     assert choose_scoring_generator({"average": fallen, "live": sound}, pick=True) == "live"

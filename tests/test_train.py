@@ -398,7 +398,7 @@ def test_running_norm_clip_acts_on_the_generator_alone_and_reports_it():
     plain = tiny_config(**{"train.g_grad_clip_factor": None})
     _, metrics = step(create_train_state(plain, jax.random.key(0)), WITH_ANOMALIES, jax.random.key(0))
     assert "g_clipped" not in metrics
-    # The default clips at 3x (BUILD_NOTES finding 20): G's optimiser keeps a running norm.
+    # The default clips at 3x (docs/fidelity-study.md, 5.5): G's optimiser keeps a running norm.
     assert tiny_config().train.g_grad_clip_factor == 3.0
     default_state = create_train_state(tiny_config(), jax.random.key(0))
     assert optax.tree_utils.tree_get(default_state.g_opt_state, "mean_norm") is not None

@@ -16,7 +16,7 @@ def exit_with(status: int) -> NoReturn:
 
     An interrupt (SIGTERM, Ctrl-C) that lands while XLA compiles leaves jaxlib state whose
     destruction at exit segfaults (jax 0.10.2, CPU: status 139 after the runner's clean
-    "continue with --resume" lines; BUILD_NOTES, "Interrupts during compilation"). A program
+    "continue with --resume" lines; docs/errors.md, The runner). A program
     returns ``INTERRUPTED`` only once nothing is left to do (its files written atomically, the
     runner's checkpoint managers closed), so the process ends at once, with the status that
     says it was interrupted."""

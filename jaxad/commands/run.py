@@ -1,14 +1,15 @@
 """Run the paper's one-class benchmark from one command (jaxad-run, or python experiments/run.py).
 
     jaxad-run                                     # a few-minute demo on sklearn's digits
-    jaxad-run --dataset mnist --backbone naive --data-dir ../shared/datasets/mnist
-    jaxad-run --dataset cifar10 --backbone unetpp --gammas 0 0.01 0.05 --resume
+    jaxad-run --dataset mnist --backbone naive --data-dir DIR   # DIR: the raw MNIST IDX files
+    jaxad-run --dataset cifar10 --backbone unetpp --gammas 0 0.01 0.05 --source tfds --resume
 
 Every (normal class, gamma, seed) is one run; results.{json,csv,md} and plots are written to
 --out (default runs/<dataset>_<backbone>, which git ignores) after each run. Interrupt at any
 time; --resume continues. Every field of the configs in jaxad/config.py is a flag below, with
 its default there; the grid flags (--classes, --gammas, --seeds) stand for normal_class,
-gamma and seed.
+gamma and seed. The options, the data and the reported numbers: docs/benchmarks.md; why the
+defaults that go beyond the paper: docs/fidelity-study.md.
 """
 
 from __future__ import annotations

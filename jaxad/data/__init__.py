@@ -1,6 +1,6 @@
 """The data layer: datasets as arrays, one-class splits with gamma anomalies, the batch sampler.
 
-    ds = load_dataset("mnist", data_dir="../shared/datasets/mnist")  # float32 NHWC in [-1, 1]
+    ds = load_dataset("mnist", data_dir="DIR")  # DIR: the raw IDX files; float32 NHWC in [-1, 1]
     split = one_class_split(ds, normal_class=3, gamma=0.05, seed=0)
     normal_idx, anomaly_idx = epoch_indices(len(split.train_normal), len(split.train_anomaly),
                                             batch_size=256, gamma=0.05, seed=0, epoch=0)

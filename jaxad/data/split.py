@@ -1,6 +1,6 @@
 """One-class splits with gamma injected anomalies, the epoch sampler, padded test batches.
 
-SPEC section 2: train on the normal class, plus ``a = gamma n / (1 - gamma)`` anomalies drawn
+The paper's protocol (docs/method.md, Data and protocol): train on the normal class, plus ``a = gamma n / (1 - gamma)`` anomalies drawn
 from the other classes' training images; every training batch with gamma > 0 holds at least
 32 anomalies (re-sampled as needed); the test split is the whole test set, labelled 0 for the
 normal class and 1 for the rest. The sampler yields index arrays, not images: the runner keeps

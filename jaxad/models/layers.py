@@ -152,7 +152,7 @@ class Formulations:
 
 # XLA's own ops: the choice where the rewrites are unmeasured (TPU).
 XLA_FORMULATIONS = Formulations()
-# The rewrites: measured faster on a 2-core CPU (issue 6) and on an H200 (BUILD_NOTES, benchmark).
+# The rewrites: measured faster on a 2-core CPU and on an H200 (docs/performance.md).
 REWRITE_FORMULATIONS = Formulations(
     conv=functools.partial(nn.Conv, conv_general_dilated=rewrites.conv_general_dilated),
     upsample=upsample_module("matmul"), pool=rewrites.max_pool_2x2)

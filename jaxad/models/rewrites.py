@@ -2,8 +2,8 @@
 
 Each computes what XLA's op computes, value and gradients (``tests/test_layers.py``), with
 the same kernel layout, so parameters move unchanged between formulations and backends.
-They were chosen by timing on a 2-core CPU (BUILD_NOTES, issue 6); on an NVIDIA H200 the
-whole set runs the train steps 1.3-1.9x faster than XLA's ops too (BUILD_NOTES, benchmark).
+They were chosen by timing on a 2-core CPU; on an NVIDIA H200 the whole set runs the train
+steps 1.3-1.9x faster than XLA's ops too (docs/performance.md, Layer formulations).
 ``jaxad.models.layers.default_formulations`` uses them on CPU and GPU; TPUs, unmeasured,
 run XLA's ops.
 
@@ -191,7 +191,7 @@ def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int,
 
     The input gradient of a strided convolution is a transposed convolution. XLA's autodiff
     writes it as an ``lhs_dilation`` convolution, which XLA:CPU runs 2-4x slower than the
-    forward (BUILD_NOTES, issue 6); ``matmul`` measured no slower than ``subpixel`` on the
+    forward (docs/performance.md, Layer formulations); ``matmul`` measured no slower than ``subpixel`` on the
     naive and U-Net steps. Same forward and same gradients as XLA's convolution (tests compare
     them); the kernel gradient stays XLA's. Requires ``_strided_conv_fits``.
     """
