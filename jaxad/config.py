@@ -224,6 +224,7 @@ class DataConfig:
     ``anomaly_classes``: draw the injected anomalies from these classes only (Deep SAD's
     protocol); ``None`` draws from every class but the normal one.
     ``source``: ``"auto"`` reads raw files from ``data_dir`` when they are there, else TFDS.
+    ``category``: which of a dataset's categories (MVTec AD's ``bottle``, ...); None for the others.
     """
 
     dataset: str = _field("digits", "the dataset, one of jaxad.data.DATASETS")
@@ -232,8 +233,9 @@ class DataConfig:
     anomaly_classes: tuple[int, ...] | None = _field(
         None, "draw injected anomalies from these classes only (default: all others)")
     data_dir: str | None = _field(
-        None, "raw dataset files (or a TFDS data_dir); for folder: a root holding normal/, abnormal/ "
-              "and optionally normal_test/")
+        None, "raw dataset files (or a TFDS data_dir); for folder: a root holding normal/ and optionally "
+              "normal_test/, abnormal/, abnormal_train/ and ground_truth/; for mvtec: MVTec AD's root")
+    category: str | None = _field(None, "for mvtec: the category under data_dir (bottle, cable, ...)")
     source: Source = _field("auto", "auto = the raw files in data_dir when there, else TFDS")
     image_size: int = _field(32, "image side the data is resized to (the model's, ModelConfig.image_size)")
 
@@ -244,14 +246,21 @@ class DataConfig:
 
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {tuple(DATASETS)}")
+        from jaxad.data.sources import check_category
+
         check_gamma(self.gamma)
         _check_choice("source", self.source, Source)
+        check_category(self.dataset, self.category)
 
 
 # Fields added after run directories were first written, with the value that describes what
 # the versions without them did (not today's default): a run directory that lacks one was
 # made that way, and resuming it with another value is refused as another configuration.
 ADDED_LATER: dict[str, dict[str, Any]] = {
+    # ExperimentConfig's own fields. Runs made before it stored no threshold: its default, which
+    # their unfinished runs store when resumed.
+    "": {"threshold_quantile": 0.99},
+    "data": {"category": None},
     "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,
               "g_grad_clip_factor": None, "g_update_rms_clip": None,
@@ -291,9 +300,10 @@ def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
     version lays it out: what earlier versions wrote in ``config.json`` and ``benchmark.json``
     moved to where the field now lives, and fields they predate given the value that
     describes them (``ADDED_LATER``). The input is not changed."""
-    d = {**d, "model": dict(d.get("model", {})), "train": dict(d.get("train", {}))}
+    d = {**ADDED_LATER[""], **d, "model": dict(d.get("model", {})), "train": dict(d.get("train", {}))}
     for section, fields in ADDED_LATER.items():
-        d[section] = {**fields, **d.get(section, {})}
+        if section:
+            d[section] = {**fields, **d.get(section, {})}
     model, train = d["model"], d["train"]
     # The switch moved to ModelConfig (it decides G's parameters); before, it was TrainConfig.advprop.
     if "pseudo_anomaly_bn" in train:
@@ -316,8 +326,13 @@ class ExperimentConfig:
     paper_protocol: bool = _field(
         False, "also score with test-batch BatchNorm statistics, as GANomaly's code does: over the "
                "test split as given, and laid out normals first as its loaders do")
+    threshold_quantile: float = _field(
+        0.99, "the run's label-free decision threshold: this quantile of its final model's scores on its "
+              "training normals (an image scoring at or above it is called anomalous)")
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.threshold_quantile <= 1.0:
+            raise ValueError(f"threshold_quantile must lie in (0, 1], got {self.threshold_quantile}")
         if self.model.image_size != self.data.image_size:
             raise ValueError(
                 f"ModelConfig.image_size {self.model.image_size} and DataConfig.image_size "
@@ -343,6 +358,7 @@ class ExperimentConfig:
             data=DataConfig(**data),
             seed=d["seed"],
             paper_protocol=d["paper_protocol"],
+            threshold_quantile=d["threshold_quantile"],
         )
 
     def replace(self, **changes: Any) -> "ExperimentConfig":
