@@ -52,8 +52,9 @@ from jaxad import checkpoint, parallel, xla
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.ema import recalibrate_ema_statistics
+from jaxad.evaluation import evaluate_run
 from jaxad.files import read_json, write_bytes_atomic, write_json_atomic
-from jaxad.metrics import auroc
+from jaxad.metrics import auroc, auroc_if_defined
 from jaxad.selection import choose_scoring_generator, select_epoch
 from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
                          indexed_train_step, live_generator, score_step)
@@ -100,10 +101,12 @@ class RunResult:
     test_labels: np.ndarray
     test_classes: np.ndarray
     state: AGADState
+    evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)  # jaxad.evaluation.evaluate_run's
 
     @property
-    def final_auroc(self) -> float:
-        """AUROC (%) of the final epoch: the honest headline figure."""
+    def final_auroc(self) -> float | None:
+        """AUROC (%) of the final epoch: the honest headline figure (None: the test split holds
+        one kind of image only)."""
         return self.history[-1]["auroc"]
 
     @property
@@ -123,14 +126,16 @@ class RunResult:
         return None if epoch is None else self.history[epoch - 1]["auroc"]
 
     @property
-    def best_epoch(self) -> int:
-        """The epoch (counting from 1) of highest test AUROC, the first on a tie (selected on the test split)."""
-        return int(np.argmax([h["auroc"] for h in self.history])) + 1
+    def best_epoch(self) -> int | None:
+        """The epoch (counting from 1) of highest test AUROC, the first on a tie (selected on the
+        test split); None without an AUROC."""
+        aurocs = [h["auroc"] for h in self.history]
+        return None if None in aurocs else int(np.argmax(aurocs)) + 1
 
     @property
-    def best_auroc(self) -> float:
+    def best_auroc(self) -> float | None:
         """Test-selected best-epoch AUROC (%): how GANomaly's code reports; not an honest figure."""
-        return self.history[self.best_epoch - 1]["auroc"]
+        return None if self.best_epoch is None else self.history[self.best_epoch - 1]["auroc"]
 
 
 def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
@@ -345,9 +350,9 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
     candidates = scoring_candidates(state)
     evidence = training_evidence(candidates, split)
     chosen = choose_scoring_generator(evidence, cfg.train.pick_generator)
-    aurocs = {name: auroc(split.test_labels, score(s, split.test_images)) for name, s in candidates.items()}
+    aurocs = {name: auroc_if_defined(split.test_labels, score(s, split.test_images)) for name, s in candidates.items()}
     record["auroc"] = aurocs[chosen]
-    if cfg.paper_protocol:
+    if cfg.paper_protocol and record["auroc"] is not None:
         record.update(batch_statistics_aurocs(candidates[chosen], split.test_images, split.test_labels))
     record.update(evidence[chosen])
     if len(candidates) > 1:
@@ -369,8 +374,9 @@ def _finish(run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADSta
     # The scores final_auroc is computed from (running statistics): --paper-protocol's batch-statistics
     # figures are recorded beside it, not saved in its place.
     final_scores = score(state, split.test_images)
+    evaluation = evaluate_run(state, split, final_scores, score(state, split.train_normal), cfg.threshold_quantile)
     result = RunResult(cfg, history, final_scores, np.asarray(split.test_labels),
-                       np.asarray(split.test_classes), state)
+                       np.asarray(split.test_classes), state, evaluation)
     if run_dir is not None:
         _write_run(Path(run_dir), result)
     return result
@@ -500,7 +506,7 @@ def progress_postfix(records: list[dict[str, float]]) -> dict[str, str]:
         progress_postfix([{"auroc": 97.25, "d_loss": 1.44, "g_loss": 40.2}])
         # {"AUROC %": "97.2", "D loss": "1.44", "G loss": "40.2"}
     """
-    postfix = {"AUROC %": "/".join(f"{r['auroc']:.1f}" for r in records)}
+    postfix = {"AUROC %": "/".join("—" if r["auroc"] is None else f"{r['auroc']:.1f}" for r in records)}
     if len(records) == 1:
         postfix.update({"D loss": f"{records[0]['d_loss']:.3g}", "G loss": f"{records[0]['g_loss']:.3g}"})
     return postfix
@@ -597,6 +603,7 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
         "epochs": len(result.history),
         "d_resets": sum(h["d_resets"] for h in result.history),
         **batch_statistics,
+        **result.evaluation,
     })
 
 
