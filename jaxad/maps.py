@@ -42,19 +42,20 @@ def smooth(maps: np.ndarray) -> np.ndarray:
     return np.stack([ndimage.gaussian_filter(m, sigma, mode="nearest") for m in maps]) if len(maps) else maps
 
 
-def error_maps(state: AGADState, images: np.ndarray, batch_size: int = MAP_BATCH) -> np.ndarray:
-    """Smoothed anomaly maps (N, H, W) of ``images`` under the model ``state`` scores with.
-
-    Reconstructed with running statistics, as ``jaxad.score`` scores: an image's map does not
-    depend on the other images. Returns the maps of every image, in order.
-    """
+def reconstructions(state: AGADState, images: np.ndarray, batch_size: int = MAP_BATCH) -> np.ndarray:
+    """G(x) of every image, in order, with running statistics (as ``jaxad.score`` scores: an
+    image's reconstruction does not depend on the other images in its batch)."""
     check_state_images(state, images)
     images = np.asarray(images, np.float32)
     if not len(images):
-        return np.zeros(images.shape[:3], np.float32)
+        return images
     batches, mask = padded_batches(images, batch_size)
-    reconstructions = np.concatenate([np.asarray(_reconstruct(state, b)) for b in batches])[mask.reshape(-1)]
-    return smooth(raw_error_maps(images, reconstructions))
+    return np.concatenate([np.asarray(_reconstruct(state, b)) for b in batches])[mask.reshape(-1)]
+
+
+def error_maps(state: AGADState, images: np.ndarray, batch_size: int = MAP_BATCH) -> np.ndarray:
+    """Smoothed anomaly maps (N, H, W) of ``images`` under the model ``state`` scores with."""
+    return smooth(raw_error_maps(images, reconstructions(state, images, batch_size)))
 
 
 def threshold_level(maps: np.ndarray, threshold: float, channels: int) -> np.ndarray:

@@ -161,3 +161,171 @@ def test_mvtec_refuses_a_category_that_does_not_exist(tmp_path):
         load_dataset("mvtec", str(root))
     with pytest.raises(ValueError, match="mnist has no categories"):
         load_dataset("mnist", str(root), category="bottle")
+
+
+# ---------------------------------------------------------------- training, scoring and deciding
+
+def read_csv(path: Path) -> list[dict]:
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` read back from the event files under ``log_dir``."""
+    import struct
+    event_pb2 = pytest.importorskip("tensorboardX.proto.event_pb2")
+    scalars: dict[str, list] = {}
+    for path in sorted(log_dir.rglob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):  # TFRecord framing: length, its CRC, the record, its CRC
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 16 + length
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+TINY_RUN = ["--epochs", "2", "--width", "0.125", "--batch-size", "8", "--min-anomalies-per-batch", "2",
+            "--seeds", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A finished run on a folder with training anomalies and masks: (data, output directory)."""
+    pytest.importorskip("tensorboardX")
+    data = write_folder(tmp_path_factory.mktemp("data"), normals=12, normal_tests=3, per_defect=3,
+                        training_anomalies=3)
+    out = tmp_path_factory.mktemp("out")
+    assert run_command.main(["--dataset", "folder", "--data-dir", str(data), "--out", str(out), "--tensorboard",
+                             *TINY_RUN]) == 0
+    return data, out
+
+
+def the_run(out: Path) -> Path:
+    (run_dir,) = (out / "runs").glob("gamma*/class0/seed0")
+    return run_dir
+
+
+def test_a_folder_run_trains_at_its_data_gamma_and_reports_every_figure(folder_run):
+    data, out = folder_run
+    (row,) = read_csv(out / "results.csv")
+    assert float(row["gamma"]) == pytest.approx(3 / (12 + 3))  # a / (n + a): every training anomaly
+    for name in ("final_auroc", "aupr", "f1_max", "pixel_auroc", "aupro", "threshold"):
+        assert 0 <= float(row[name]) and (name == "threshold" or float(row[name]) <= 100)
+    (run,) = json_of(out / "results.json")["runs"]
+    assert set(run["auroc_by_anomaly_class"]) == {"hole", "scratch"}
+    assert run["train_anomalies"] == 3 and run["threshold_quantile"] == 0.99
+    assert run["threshold_f1_optimal_on_test"] is not None
+    assert "| AUPRO |" in (out / "results.md").read_text()
+    scalars = tensorboard_scalars(out / "tensorboard")
+    assert [step for step, _ in scalars["auroc"]] == [1, 2] and "g_loss" in scalars
+
+
+def json_of(path: Path):
+    import json
+    return json.loads(path.read_text())
+
+
+def test_score_decides_every_image_at_the_runs_threshold_or_one_given(folder_run, tmp_path, capsys):
+    from jaxad.commands import score as score_command
+    from jaxad.data import load_images
+    from jaxad.detection import detect
+
+    data, out = folder_run
+    run_dir = the_run(out)
+    threshold = json_of(run_dir / "result.json")["threshold"]
+    assert score_command.main(["--run", str(run_dir), "--images", str(data / "abnormal"),
+                               "--out", str(tmp_path / "a"), "--maps"]) == 0
+    assert "the run's label-free threshold" in capsys.readouterr().out
+    rows = read_csv(tmp_path / "a" / "scores.csv")
+    assert [r["file"] for r in rows] == [f"{d}/{i:03d}.png" for d in ("hole", "scratch") for i in range(3)]
+    for r in rows:
+        assert float(r["normalized_score"]) == pytest.approx(float(r["score"]) / threshold, rel=1e-5)
+        assert r["is_anomalous"] == str(int(float(r["score"]) >= threshold))
+    assert len(list((tmp_path / "a" / "error_maps").glob("*.png"))) == 6
+    # The research API, in one call, decides as the command does.
+    _, images = load_images(data / "abnormal", 32, 1)
+    found = detect(run_dir, images)
+    np.testing.assert_allclose(found.scores, [float(r["score"]) for r in rows], rtol=1e-5)
+    assert found.threshold == threshold and found.is_anomalous.tolist() == [r["is_anomalous"] == "1" for r in rows]
+    # --threshold overrides: below every score, every image is anomalous.
+    assert score_command.main(["--run", str(run_dir), "--images", str(data / "abnormal"),
+                               "--out", str(tmp_path / "b"), "--threshold", "1e-6"]) == 0
+    assert all(r["is_anomalous"] == "1" for r in read_csv(tmp_path / "b" / "scores.csv"))
+
+
+def test_score_says_when_a_run_has_not_finished(folder_run, tmp_path, capsys):
+    import shutil
+    from jaxad.commands import score as score_command
+
+    data, out = folder_run
+    unfinished = tmp_path / "run"
+    shutil.copytree(the_run(out), unfinished)
+    (unfinished / "result.json").unlink()  # as if stopped after its last epoch's checkpoint
+    assert score_command.main(["--run", str(unfinished), "--images", str(data / "normal_test"),
+                               "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert "has not finished (2 of 2 epochs, no result.json)" in captured.err
+    assert "computed now" in captured.out  # no stored threshold: from the training normals
+    assert len(read_csv(tmp_path / "o" / "scores.csv")) == 3
+
+
+@pytest.mark.parametrize("case, message", [
+    ("--out is a file", "is a file: give a folder"),
+    ("--images an empty .npy file", "is not a readable .npy array"),
+    ("--images a .npy of no images", "holds no images"),
+])
+def test_score_refuses_bad_paths_with_a_message(folder_run, tmp_path, capsys, case, message):
+    from jaxad.commands import score as score_command
+
+    data, out = folder_run
+    images, target = str(data / "abnormal"), tmp_path / "scored"
+    if case == "--out is a file":
+        target.write_text("results of something else")
+    elif case == "--images an empty .npy file":
+        images = tmp_path / "x.npy"
+        images.write_bytes(b"")
+    else:
+        images = tmp_path / "x.npy"
+        np.save(images, np.zeros((0, 32, 32, 1), np.float32))
+    assert score_command.main(["--run", str(the_run(out)), "--images", str(images), "--out", str(target)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_repeats_a_run_from_its_file(folder_run, tmp_path):
+    from jaxad.config import ExperimentConfig
+
+    _, out = folder_run
+    config_file = the_run(out) / "config.json"
+    saved = ExperimentConfig.from_dict(json_of(config_file))
+    spec = run_command.build_spec(run_command.parse_args(["--config", str(config_file)]))
+    assert spec.runs() == [saved]
+    changed = run_command.build_spec(run_command.parse_args(["--config", str(config_file), "--epochs", "5"]))
+    assert changed.runs() == [saved.replace(**{"train.epochs": 5})]
+    (tmp_path / "bad.json").write_text('{"model": {}}')
+    with pytest.raises(ValueError, match="bad.json is not a jaxad config.json"):
+        run_command.build_spec(run_command.parse_args(["--config", str(tmp_path / "bad.json")]))
+
+
+def test_a_folder_of_normals_only_trains_scores_and_says_no_auroc(tmp_path, capsys):
+    for i in range(10):
+        save(tmp_path / "data" / "normal" / f"{i}.png", square(40 + 10 * i))
+    assert run_command.main(["--dataset", "folder", "--data-dir", str(tmp_path / "data"),
+                             "--out", str(tmp_path / "out"), *TINY_RUN, "--epochs", "1"]) == 0
+    assert "no AUROC can be computed" in capsys.readouterr().out
+    (row,) = read_csv(tmp_path / "out" / "results.csv")
+    assert row["status"] == "complete" and row["final_auroc"] == row["aupr"] == row["pixel_auroc"] == ""
+    assert float(row["threshold"]) > 0
+    assert "No AUROC can be computed" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_the_runner_refuses_what_a_folder_cannot_give(tmp_path):
+    root = write_folder(tmp_path)
+    with pytest.raises(ValueError, match="gamma > 0 trains on labelled anomalies.*abnormal_train"):
+        run_command.build_spec(run_command.parse_args(["--dataset", "folder", "--data-dir", str(root),
+                                                       "--gammas", "0.1"]))
+    with pytest.raises(ValueError, match="one normal class, 0"):
+        run_command.build_spec(run_command.parse_args(["--dataset", "folder", "--data-dir", str(root),
+                                                       "--classes", "1"]))
