@@ -329,3 +329,33 @@ def test_the_runner_refuses_what_a_folder_cannot_give(tmp_path):
     with pytest.raises(ValueError, match="one normal class, 0"):
         run_command.build_spec(run_command.parse_args(["--dataset", "folder", "--data-dir", str(root),
                                                        "--classes", "1"]))
+
+
+# ---------------------------------------------------------------- the offline demo
+
+def test_the_demo_data_set_is_the_folder_layout_with_masks_on_its_defects(tmp_path):
+    from jaxad.data.demo_images import write_demo_folder
+
+    root = write_demo_folder(tmp_path, normals=20, normal_tests=5, per_defect=4, training_anomalies=3)
+    ds = load_dataset("folder", str(root), image_size=32)
+    assert ds.class_names == ("normal", "scratch", "spot") and ds.train_labels.tolist() == [0] * 20 + [1] * 3
+    assert ds.test_labels.tolist() == [0] * 5 + [1] * 4 + [2] * 4
+    for i in range(5, 13):  # each anomaly's mask marks pixels, and only its own
+        assert 0 < ds.test_masks[i].sum() < 0.2 * 32 * 32
+    assert not ds.test_masks[:5].any()
+
+
+def test_the_demo_command_writes_trains_and_scores(tmp_path, monkeypatch, capsys):
+    import functools
+    from jaxad.commands import images_demo
+    from jaxad.data.demo_images import write_demo_folder
+
+    monkeypatch.setattr(images_demo, "write_demo_folder", functools.partial(
+        write_demo_folder, normals=16, normal_tests=4, per_defect=3, training_anomalies=4))
+    monkeypatch.setattr(images_demo, "DEMO_FLAGS", ("--image-size", "32", "--width", "0.125", "--batch-size", "8",
+                                                    "--epochs", "1", "--min-anomalies-per-batch", "2", "--seeds", "1"))
+    assert images_demo.main(["--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "$ jaxad-run --dataset folder" in out and "$ jaxad-score" in out and "| pixel AUROC |" in out
+    assert len(read_csv(tmp_path / "scored" / "scores.csv")) == 6
+    assert len(list((tmp_path / "scored" / "error_maps").glob("*.png"))) == 6
