@@ -9,7 +9,8 @@ PyTorch reference (this module was ``jaxad/benchmark.py``).
 
 The output directory holds ``benchmark.json`` (what is being run), ``runs/gamma*/class*/seed*/``
 (one run directory each, see ``jaxad.runs``), and after every run ``results.json``,
-``results.csv``, ``results.md`` and the plots. A finished run is never run again (pictures it
+``results.csv``, ``results.md`` and the plots (with ``tensorboard``, ``tensorboard/gamma*/class*/seed*/``
+holds each run's event files). A finished run is never run again (pictures it
 lacks, if it was stopped before they were drawn, are drawn on resume); an unfinished one restarts
 from its last checkpoint.
 """

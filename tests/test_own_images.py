@@ -359,3 +359,15 @@ def test_the_demo_command_writes_trains_and_scores(tmp_path, monkeypatch, capsys
     assert "$ jaxad-run --dataset folder" in out and "$ jaxad-score" in out and "| pixel AUROC |" in out
     assert len(read_csv(tmp_path / "scored" / "scores.csv")) == 6
     assert len(list((tmp_path / "scored" / "error_maps").glob("*.png"))) == 6
+
+
+def test_the_demo_is_an_installed_command(capsys):
+    import importlib
+    import tomllib
+
+    target = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    module, function = target["project"]["scripts"]["jaxad-images-demo"].split(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(module).main(["--help"])
+    assert exit_.value.code == 0 and "sklearn's digits" in capsys.readouterr().out

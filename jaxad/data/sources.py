@@ -2,7 +2,7 @@
 through it.
 
 Each source is a module of its own: ``idx`` (MNIST, Fashion-MNIST), ``cifar``, ``tfds_source``,
-``digits`` and ``folder``, on ``arrays`` (the ``Dataset`` type and the shared preprocessing) and
+``digits`` and ``folder`` (a user's image folders and MVTec AD), on ``arrays`` (the ``Dataset`` type and the shared preprocessing) and
 ``benchmarks`` (the raw files' names and the missing-files error). A new dataset is a module
 plus an entry in ``DATASETS``.
 
