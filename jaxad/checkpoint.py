@@ -15,6 +15,7 @@ arrays, so a run saved on N devices resumes on any device count.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ KEEP_RECENT = 2  # the latest epochs' checkpoints kept, beside the test-selected
 
 
 def _test_selection(metrics: dict[str, float]) -> tuple[float, int]:
-    # The highest AUROC, the earliest epoch on a tie: RunResult.best_epoch's choice.
-    return metrics["auroc"], -metrics["epoch"]
+    # The highest AUROC, the earliest epoch on a tie: RunResult.best_epoch's choice (none
+    # without test anomalies).
+    return metrics.get("auroc", -math.inf), -metrics["epoch"]
 
 
 def _label_free_selection(metrics: dict[str, float]) -> tuple[tuple[float, float], int]:
@@ -88,7 +90,9 @@ def save(manager: ocp.CheckpointManager, epoch: int, arrays: Any, history: dict[
     test AUROC and the training evidence (``EVIDENCE``) of its last record as the metrics the
     test-selected and the label-free selected checkpoints are chosen by."""
     records = history.get("epochs") or []
-    metrics = {"auroc": float(records[-1]["auroc"]), "epoch": epoch} if records else None
+    metrics = {"epoch": epoch} if records else None
+    if records and records[-1]["auroc"] is not None:
+        metrics["auroc"] = float(records[-1]["auroc"])
     for evidence in EVIDENCE:
         if records and evidence in records[-1]:
             metrics[evidence] = float(records[-1][evidence])

@@ -27,18 +27,32 @@ MIN_ANOMALIES_PER_BATCH = 32
 
 @dataclasses.dataclass(frozen=True)
 class OneClassSplit:
-    """Training normals and injected anomalies; the labelled test set."""
+    """Training normals and injected anomalies; the labelled test set.
+
+    ``test_masks``: (n_test, H, W) booleans marking anomalous pixels, where the data has masks
+    (pixel metrics are computed from them); None otherwise. ``class_names``: the name of each
+    value of ``test_classes`` (a folder's defect types), where known.
+    """
 
     train_normal: np.ndarray   # (n, H, W, C)
     train_anomaly: np.ndarray  # (a, H, W, C); a = 0 when gamma = 0
     test_images: np.ndarray
     test_labels: np.ndarray    # 0 normal (the normal class), 1 anomaly
     test_classes: np.ndarray   # original class label of each test image
+    test_masks: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_labels(self.test_labels)
         if len(self.test_labels) != len(self.test_images):
             raise ValueError(f"{len(self.test_images)} test images but {len(self.test_labels)} test labels")
+        if self.test_masks is not None and np.shape(self.test_masks) != np.shape(self.test_images)[:3]:
+            raise ValueError(f"test_masks must be one (H, W) mask per test image, {np.shape(self.test_images)[:3]}; "
+                             f"got shape {np.shape(self.test_masks)}")
+
+    def class_name(self, value: int) -> str:
+        """The name of class ``value`` of ``test_classes`` (its number where no names are known)."""
+        return self.class_names[value] if 0 <= value < len(self.class_names) else str(value)
 
 
 def check_labels(labels) -> None:
@@ -217,21 +231,22 @@ def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
         raise ValueError(f"gamma {gamma} with {len(train_normal)} normals rounds to 0 anomalies")
     pool = np.flatnonzero(np.isin(dataset.train_labels, chosen))
     if a > len(pool):
+        most = f"; gamma at most {len(pool) / (len(train_normal) + len(pool)):.4g} uses them all" if len(pool) else ""
         raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
-                         f"{len(pool)} training images in {dataset.name}")
+                         f"{len(pool)} training images in {dataset.name}{most}")
     drawn = np.sort(np.random.default_rng(seed).choice(pool, size=a, replace=False))
     train_anomaly = dataset.train_images[drawn]
     test_classes = np.asarray(dataset.test_labels, dtype=np.int32)
-    if not np.any(test_classes == normal_class) or np.all(test_classes == normal_class):
-        raise ValueError(f"{dataset.name}: the test split needs both normal and anomalous images "
-                         f"for class {normal_class}")
+    if len(test_classes) == 0:
+        raise ValueError(f"{dataset.name}: the test split holds no image")
     return OneClassSplit(train_normal=train_normal, train_anomaly=train_anomaly,
                          test_images=dataset.test_images,
                          test_labels=(test_classes != normal_class).astype(np.int32),
-                         test_classes=test_classes)
+                         test_classes=test_classes, test_masks=dataset.test_masks,
+                         class_names=tuple(dataset.class_names))
 
 
 def load_split(cfg, seed: int = 0) -> OneClassSplit:
     """``load_dataset`` then ``one_class_split`` for a ``jaxad.config.DataConfig``."""
-    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.source, cfg.image_size)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.source, cfg.image_size, cfg.category)
     return one_class_split(dataset, cfg.normal_class, cfg.gamma, cfg.anomaly_classes, seed)
