@@ -275,76 +275,181 @@ def generator_passes(G: nn.Module, g_params, running_stats, batch: Batch, s: Ste
     return GeneratorPasses(x_hat, x_hat2, xa_hat, xa_hat2, stats, int(updates))
 
 
-def generator_loss(g_params, state: AGADState, batch: Batch) -> tuple[jax.Array, tuple[Any, jax.Array, Metrics]]:
-    """G's loss on ``batch`` as ``train_step`` differentiates it, with the weights of
-    ``state.settings.loss``: ``(loss, (G's new running statistics, x_hat, metrics))``."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _shared_pass(module: nn.Module, params, stats, images: jax.Array):
+    """One training-mode pass of D read by both losses: ``((out for G's loss, out for D's loss),
+    running statistics after)``. The forward runs once; G's loss differentiates its copy with
+    respect to the images alone, D's loss its copy (and the statistics, which only D's loss
+    reads) with respect to the parameters and the statistics before, as two separate passes
+    of the step's two halves would (the parts of each backward pass that are not needed are
+    dropped by XLA)."""
+    out, stats = _apply(module, params, stats, images, True)
+    return (out, out), stats
+
+
+def _shared_pass_forward(module: nn.Module, params, stats, images: jax.Array):
+    (out, new_stats), pullback = jax.vjp(lambda p, s, x: _apply(module, p, s, x, True), params, stats, images)
+    return ((out, out), new_stats), pullback
+
+
+def _shared_pass_backward(module: nn.Module, pullback, cotangents):
+    (to_generator, to_discriminator), to_stats = cotangents
+    _, _, images_cotangent = pullback((to_generator, jax.tree.map(jnp.zeros_like, to_stats)))
+    params_cotangent, stats_cotangent, _ = pullback((to_discriminator, to_stats))
+    return params_cotangent, stats_cotangent, images_cotangent
+
+
+_shared_pass.defvjp(_shared_pass_forward, _shared_pass_backward)
+
+
+class DiscriminatorPasses(NamedTuple):
+    """D's outputs a train step's two losses read, each ``(logits, features)``."""
+
+    real: Any                   # D(x), as G's loss reads it (features)
+    fake: Any                   # D(G(x)), as G's loss reads it (logits and features)
+    anomaly: Any                # D(x_a), as G's loss reads it (features); None without anomalies
+    anomaly_fake: Any           # D(G(x_a)) (G's loss only); None without anomalies
+    real_logits: jax.Array      # D(x), D(sg(G(x))) and D(x_a) as D's loss reads them: with
+    fake_logits: jax.Array      # gradients to D's parameters only
+    anomaly_logits: jax.Array | None
+    batch_stats: Any            # D's running statistics after D's loss's passes
+
+
+def discriminator_passes(D: nn.Module, d_params, running_stats, batch: Batch, g: GeneratorPasses,
+                         s: StepSettings) -> DiscriminatorPasses:
+    """D's passes of one train step, each normalised as its loss has it, run once where both
+    losses see the same pass: G's loss takes D's outputs with gradients to G only (D's
+    parameters held), D's loss with gradients to D only (G's output held), in the order D's
+    loss updates the running statistics: the normals, the reconstructions, the anomalies.
+
+    Args:
+        D: the discriminator.
+        d_params: D's parameters before the step.
+        running_stats: D's running statistics before the step.
+        batch: the step's batch.
+        g: G's passes on it (``generator_passes``).
+        s: the step's settings.
+
+    Returns:
+        The outputs both losses read and D's statistics after the step.
+    """
+    x, held = batch["normal"], lax.stop_gradient(d_params)
+    anomaly = anomaly_fake = anomaly_logits = None
+    if joint_batches(batch, s):
+        # D's loss normalises its reconstructions alone, G's loss with G's anomaly outputs.
+        (both_for_g, both_for_d), stats = _shared_pass(D, d_params, running_stats,
+                                                       jnp.concatenate([x, batch["anomaly"]]))
+        real, anomaly = _split(both_for_g, x.shape[0])
+        (real_logits, _), (anomaly_logits, _) = _split(both_for_d, x.shape[0])
+        (fake, anomaly_fake), _ = _joint_apply(D, held, running_stats, g.x_hat, g.xa_hat)
+        (fake_logits, _), stats = _apply(D, d_params, stats, lax.stop_gradient(g.x_hat), True)
+        return DiscriminatorPasses(real, fake, anomaly, anomaly_fake, real_logits, fake_logits, anomaly_logits, stats)
+    (real, (real_logits, _)), stats = _shared_pass(D, d_params, running_stats, x)
+    (fake, (fake_logits, _)), stats = _shared_pass(D, d_params, stats, g.x_hat)
+    if has_anomalies(batch):
+        xa = batch["anomaly"]
+        if s.freeze_bn:  # anomalies with running statistics: G's loss reads them before D's passes
+            anomaly, _ = _apply(D, held, running_stats, xa, False)
+            anomaly_fake, _ = _apply(D, held, running_stats, g.xa_hat, False)
+            (anomaly_logits, _), stats = _apply(D, d_params, stats, xa, False)
+        else:
+            (anomaly, (anomaly_logits, _)), stats = _shared_pass(D, d_params, stats, xa)
+            anomaly_fake, _ = _apply(D, held, running_stats, g.xa_hat, True)
+    return DiscriminatorPasses(real, fake, anomaly, anomaly_fake, real_logits, fake_logits, anomaly_logits, stats)
+
+
+class StepLosses(NamedTuple):
+    """What ``step_losses`` returns beside the two losses."""
+
+    g_batch_stats: Any
+    d_batch_stats: Any
+    g_metrics: Metrics
+    d_metrics: Metrics
+
+
+def step_losses(g_params, d_params, state: AGADState, batch: Batch) -> tuple[jax.Array, jax.Array, StepLosses]:
+    """G's and D's losses of one train step, as the step differentiates them.
+
+    G's loss (the weighted normal terms, plus the anomaly branch's reciprocals with anomalies in
+    ``batch``) depends on D's outputs but sends no gradient to D's parameters; D's loss (real,
+    reconstructions, anomalies) sees G's reconstructions as fixed images. So the gradient of
+    their sum with respect to ``(g_params, d_params)`` is each network's gradient of its own
+    loss, from one forward pass of each network (``discriminator_passes``).
+
+    Args:
+        g_params: G's parameters.
+        d_params: D's parameters.
+        state: the state before the step (running statistics and settings).
+        batch: the step's batch.
+
+    Returns:
+        ``(G's loss, D's loss, StepLosses)``, the losses cross-device means under pmap/shard_map.
+    """
     s, G, D = state.settings, state.generator, state.discriminator
     x = batch["normal"]
     g = generator_passes(G, g_params, state.g_batch_stats, batch, s)
-    # D's statistics are updated by its own step; here they only normalise.
-    dv = (D, state.d_params, state.d_batch_stats)
-    if joint_batches(batch, s):
-        ((_, real_features), (_, anomaly_features)), _ = _joint_apply(*dv, x, batch["anomaly"])
-        ((fake_logits, fake_features), anomaly_fake), _ = _joint_apply(*dv, g.x_hat, g.xa_hat)
-    else:
-        (_, real_features), _ = _apply(*dv, x, True)
-        (fake_logits, fake_features), _ = _apply(*dv, g.x_hat, True)
-        if has_anomalies(batch):
-            train_on_anomalies = not s.freeze_bn  # Freeze-BN: anomalies with running statistics in D too
-            (_, anomaly_features), _ = _apply(*dv, batch["anomaly"], train_on_anomalies)
-            anomaly_fake, _ = _apply(*dv, g.xa_hat, train_on_anomalies)
+    d = discriminator_passes(D, d_params, state.d_batch_stats, batch, g, s)
+    (fake_logits, fake_features), (_, real_features) = d.fake, d.real
     normal = NormalTerms(adversarial_loss(fake_logits), contextual_loss(x, g.x_hat),
                          contextual_adversarial_loss(g.x_hat, g.x_hat2),
                          latent_loss(real_features, fake_features))
-    loss = generator_normal_loss(normal, s.loss)
-    metrics = {"g_adversarial": normal.adversarial, "g_contextual": normal.contextual,
-               "g_contextual_adversarial": normal.contextual_adversarial,
-               "g_latent": normal.latent, "g_normal_loss": loss}
+    g_loss = generator_normal_loss(normal, s.loss)
+    g_metrics = {"g_adversarial": normal.adversarial, "g_contextual": normal.contextual,
+                 "g_contextual_adversarial": normal.contextual_adversarial,
+                 "g_latent": normal.latent, "g_normal_loss": g_loss}
     if has_anomalies(batch):
         xa = batch["anomaly"]
         recon = l1(xa, g.xa_hat) if s.loss.anomaly_recon_pair == "input" else l1(g.xa_hat, g.xa_hat2)
-        anomaly_fake_logits, anomaly_fake_features = anomaly_fake
+        (anomaly_fake_logits, anomaly_fake_features), (_, anomaly_features) = d.anomaly_fake, d.anomaly
         terms = AnomalyTerms(bce(anomaly_fake_logits, float(s.loss.anomaly_adversarial_target)), recon,
                              latent_loss(anomaly_features, anomaly_fake_features))
         # Reciprocals of errors averaged over the global anomaly batch, on every device count.
         terms = AnomalyTerms(*_cross_device_mean(tuple(terms), s.axis_name))
         anomaly_loss = generator_anomaly_loss(terms, s.loss)
-        loss = loss + anomaly_loss
-        metrics.update({"g_anomaly_adversarial": terms.adversarial,
-                        "g_anomaly_reconstruction": terms.reconstruction,
-                        "g_anomaly_latent": terms.latent, "g_anomaly_loss": anomaly_loss})
-    metrics["g_loss"] = loss
-    # Differentiate the global-batch loss: see train_step on why this pmean is needed.
-    return _cross_device_mean(loss, s.axis_name), (g.batch_stats, lax.stop_gradient(g.x_hat), metrics)
+        g_loss = g_loss + anomaly_loss
+        g_metrics.update({"g_anomaly_adversarial": terms.adversarial,
+                          "g_anomaly_reconstruction": terms.reconstruction,
+                          "g_anomaly_latent": terms.latent, "g_anomaly_loss": anomaly_loss})
+    g_metrics["g_loss"] = g_loss
+    d_loss = discriminator_loss(d.real_logits, d.fake_logits, d.anomaly_logits)
+    d_metrics = {"d_real": jax.nn.sigmoid(d.real_logits).mean(), "d_fake": jax.nn.sigmoid(d.fake_logits).mean(),
+                 "d_loss": d_loss}
+    if d.anomaly_logits is not None:
+        d_metrics["d_anomaly"] = jax.nn.sigmoid(d.anomaly_logits).mean()
+    # Differentiate the global-batch losses: see train_step on why these pmeans are needed.
+    return (_cross_device_mean(g_loss, s.axis_name), _cross_device_mean(d_loss, s.axis_name),
+            StepLosses(g.batch_stats, d.batch_stats, g_metrics, d_metrics))
 
 
-def _discriminator_loss(d_params, state: AGADState, batch: Batch, x_hat: jax.Array):
-    s, D = state.settings, state.discriminator
-    anomaly_logits = None
-    if joint_batches(batch, s):
-        ((real_logits, _), (anomaly_logits, _)), d_stats = _joint_apply(
-            D, d_params, state.d_batch_stats, batch["normal"], batch["anomaly"])
-        (fake_logits, _), d_stats = _apply(D, d_params, d_stats, x_hat, True)
-    else:
-        (real_logits, _), d_stats = _apply(D, d_params, state.d_batch_stats, batch["normal"], True)
-        (fake_logits, _), d_stats = _apply(D, d_params, d_stats, x_hat, True)
-        if has_anomalies(batch):
-            (anomaly_logits, _), d_stats = _apply(D, d_params, d_stats, batch["anomaly"], not s.freeze_bn)
-    metrics = {"d_real": jax.nn.sigmoid(real_logits).mean(), "d_fake": jax.nn.sigmoid(fake_logits).mean()}
-    if anomaly_logits is not None:
-        metrics["d_anomaly"] = jax.nn.sigmoid(anomaly_logits).mean()
-    loss = discriminator_loss(real_logits, fake_logits, anomaly_logits)
-    metrics["d_loss"] = loss
-    return _cross_device_mean(loss, s.axis_name), (d_stats, metrics)
+def generator_loss(g_params, state: AGADState, batch: Batch) -> tuple[jax.Array, tuple[Any, jax.Array, Metrics]]:
+    """G's loss on ``batch`` as ``train_step`` differentiates it, with the weights of
+    ``state.settings.loss`` (for analyses of G's gradient alone).
+
+    Args:
+        g_params: G's parameters.
+        state: the state before the step (D's parameters, running statistics, settings).
+        batch: the step's batch.
+
+    Returns:
+        ``(loss, (G's new running statistics, metrics))``.
+    """
+    g_loss, _, aux = step_losses(g_params, state.d_params, state, batch)
+    return g_loss, (aux.g_batch_stats, aux.g_metrics)
+
+
+def _summed_losses(params, state: AGADState, batch: Batch):
+    g_loss, d_loss, aux = step_losses(*params, state, batch)
+    return g_loss + d_loss, (d_loss, aux)
 
 
 def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADState, Metrics]:
-    """One AGAD step: update G on the weighted losses, then D; reset D if its loss collapsed.
+    """One AGAD step: update G on the weighted losses and D on its loss, both from the state
+    before the step; reset D if its loss collapsed.
 
     Pure: jit, pmap or vmap it where you call it.
 
     Args:
-        state: the training state (``create_train_state``).
+        state: the training state (``create_train_state``); donate it under jit.
         batch: ``{"normal": (Bn, H, W, C), "anomaly": (Ba, H, W, C)}``, float32 in [-1, 1];
             ``Ba`` may be 0. The sizes are static, so one compiled step serves a whole run.
         key: used only to re-initialise D; under pmap pass the same key to every device.
@@ -355,20 +460,17 @@ def train_step(state: AGADState, batch: Batch, key: jax.Array) -> tuple[AGADStat
         re-initialised, and ``g_clipped`` with G's gradient clip).
     """
     s = state.settings
-    (_, (g_stats, x_hat, g_metrics)), g_grads = jax.value_and_grad(generator_loss, has_aux=True)(
-        state.g_params, state, batch)
+    (_, (d_loss, aux)), (g_grads, d_grads) = jax.value_and_grad(_summed_losses, has_aux=True)(
+        (state.g_params, state.d_params), state, batch)
     # The losses are cross-device means, and the gradients then the global-batch gradient
     # under pmap and under shard_map alike. Under shard_map (varying-axes checking) the
     # replicated parameters' gradient is summed over devices by the transpose, so a local
     # loss would give the sum (2x on 2 devices) and this pmean is the identity. Under pmap
     # (no such tracking) each device gets its own part and this pmean combines them.
-    g_grads = _cross_device_mean(g_grads, s.axis_name)
+    g_grads, d_grads = _cross_device_mean((g_grads, d_grads), s.axis_name)
+    g_stats, d_stats, g_metrics, d_metrics = aux
     g_updates, g_opt_state = state.g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
-
-    (d_loss, (d_stats, d_metrics)), d_grads = jax.value_and_grad(_discriminator_loss, has_aux=True)(
-        state.d_params, state, batch, x_hat)
-    d_grads = _cross_device_mean(d_grads, s.axis_name)
     d_updates, d_opt_state = state.d_tx.update(d_grads, state.d_opt_state, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
