@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    The temporary file's name is unique to this write, so two writers of one path never write
+    into each other's file: the last rename wins, whole. A write that fails (a full disk, a
+    read-only directory) removes its temporary file and raises the ``OSError``.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # "x": created here, with the umask's permissions
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # never created, on a read-only disk
+            tmp.unlink()
+        raise
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
