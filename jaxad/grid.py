@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
 import signal
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import checkpoint, report
+from jaxad import checkpoint, locks, parallel, report
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
-from jaxad.data import DATASETS, Dataset, OneClassSplit, batch_composition, load_dataset, one_class_split
+from jaxad.data import (DATASETS, Dataset, OneClassSplit, batch_composition, check_one_class_split, load_dataset,
+                        one_class_split)
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.runs import (ConfigMismatchError, check_run_data, fit, fit_many, is_complete, load_run,
                         run_config_differences, split_fingerprint)
@@ -92,28 +92,14 @@ class BenchmarkMismatchError(ValueError):
         self.fields = list(fields)
 
 
-class BenchmarkLockedError(RuntimeError):
-    """An output directory that another process is running a benchmark in."""
-
-
-@contextlib.contextmanager
-def locked(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir/.lock`` (``flock``) for the block, or raise ``BenchmarkLockedError``.
+def locked(out_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold ``out_dir``'s lock (``jaxad.locks``) for the block, or raise ``DirectoryLockedError``.
 
     The kernel releases the lock when its process ends, even on ``kill -9``: a stale lock
     file never blocks a later run.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "a") as lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BenchmarkLockedError(f"another process is running the benchmark in {out_dir}; wait for it "
-                                       f"to finish (or stop it), or choose another --out directory") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    return locks.locked(out_dir, f"another process is running the benchmark in {out_dir}; wait for it "
+                                 f"to finish (or stop it), or choose another --out directory")
 
 
 def finished_runs(spec: BenchmarkSpec, out_dir: Path) -> int:
@@ -121,47 +107,61 @@ def finished_runs(spec: BenchmarkSpec, out_dir: Path) -> int:
     return sum(is_complete(run_dir_of(out_dir, cfg)) for cfg in spec.runs())
 
 
-def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
-    """Check or write ``benchmark.json``; True when ``out_dir`` holds this benchmark, finished.
+def _check_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> tuple[bool, bool]:
+    """``(finished, to_mark)``: whether ``out_dir`` holds this benchmark, finished, and whether its
+    ``benchmark.json`` is to be written (``mark_out_dir``) once everything else is checked. Writes
+    nothing: a refused command leaves nothing behind that blocks the corrected one.
 
     A benchmark grows on ``resume``: ``spec`` may add classes, gammas or seeds to the one in
     ``out_dir`` (same base configuration); its finished runs are kept and ``benchmark.json``
     rewritten to ``spec``."""
     marker = out_dir / "benchmark.json"
+    if not marker.exists():
+        return False, True
     identity = json.loads(json.dumps(spec.identity()))
-    if marker.exists():
-        saved = read_json(marker)
-        if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
-            saved["base"] = upgrade_config_dict(saved["base"])
-        before, now = _comparable(saved, saved.get("gammas")), _comparable(identity, identity["gammas"])
-        if before != now:
-            added = _added_by(saved, identity)
-            if added is None:
-                differs = sorted(k for k in now if before.get(k) != now[k])
-                fields = _field_differences(before.get("base"), now["base"])
-                listed = "".join(f"\n  {name}: {held} there, {asked} asked" for name, held, asked in fields)
-                raise BenchmarkMismatchError(
-                    f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
-                    f"choose another --out directory{', or ask for its configuration:' if fields else ''}{listed}",
-                    fields)
-            if added and not resume:
-                raise FileExistsError(
-                    f"{out_dir} holds a smaller benchmark: this one adds "
-                    f"{'; '.join(f'{axis} {values}' for axis, values in added.items())}; pass --resume to "
-                    f"extend it (its finished runs are kept) or choose another --out directory")
-            if resume:  # grown, or its grid only reordered: from now on the new grid
-                write_json_atomic(marker, identity)
-        done, planned = finished_runs(spec, out_dir), len(spec.runs())
-        if done == planned:
-            return True
-        if not resume:
-            raise FileExistsError(f"{out_dir} already holds this benchmark, unfinished ({done} of {planned} runs "
-                                  f"done): pass --resume to continue it (finished runs are kept) or choose "
-                                  f"another --out directory")
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(marker, identity)
-    return False
+    saved = read_json(marker)
+    if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
+        saved["base"] = upgrade_config_dict(saved["base"])
+    before, now = _comparable(saved, saved.get("gammas")), _comparable(identity, identity["gammas"])
+    to_mark = False
+    if before != now:
+        added = _added_by(saved, identity)
+        if added is None:
+            differs = sorted(k for k in now if before.get(k) != now[k])
+            fields = _field_differences(before.get("base"), now["base"])
+            listed = "".join(f"\n  {name}: {held} there, {asked} asked" for name, held, asked in fields)
+            raise BenchmarkMismatchError(
+                f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
+                f"choose another --out directory{', or ask for its configuration:' if fields else ''}{listed}",
+                fields)
+        if added and not resume:
+            raise FileExistsError(
+                f"{out_dir} holds a smaller benchmark: this one adds "
+                f"{'; '.join(f'{axis} {values}' for axis, values in added.items())}; pass --resume to "
+                f"extend it (its finished runs are kept) or choose another --out directory")
+        to_mark = resume  # grown, or its grid only reordered: from now on the new grid
+    done, planned = finished_runs(spec, out_dir), len(spec.runs())
+    if done == planned:
+        return True, to_mark
+    if not resume:
+        raise FileExistsError(f"{out_dir} already holds this benchmark, unfinished ({done} of {planned} runs "
+                              f"done): pass --resume to continue it (finished runs are kept) or choose "
+                              f"another --out directory")
+    return False, to_mark
+
+
+def mark_out_dir(spec: BenchmarkSpec, out_dir: Path) -> None:
+    """Write ``out_dir/benchmark.json``: what the benchmark there runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "benchmark.json", spec.identity())
+
+
+def check_benchmark_data(spec: BenchmarkSpec, dataset: Dataset) -> None:
+    """Refuse a benchmark that ``dataset`` cannot split for every class and gamma (a class out of
+    range, too few images for gamma's anomalies), before any of its runs is written."""
+    for gamma in spec.gammas:
+        for normal_class in spec.classes:
+            check_one_class_split(dataset, normal_class, gamma, spec.base.data.anomaly_classes)
 
 
 def _comparable(marked: dict[str, Any], gammas: Any) -> dict[str, Any]:
@@ -325,7 +325,8 @@ def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str |
             raise ValueError(f"{source} is the output directory itself; name the directories to copy from")
     copied = []
     with locked(out_dir):
-        _prepare_out_dir(spec, out_dir, resume=True)
+        _, to_mark = _check_out_dir(spec, out_dir, resume=True)
+        plan = []  # every run checked before any is copied: a refused merge leaves nothing behind
         for cfg in spec.runs():
             target = run_dir_of(out_dir, cfg)
             if is_complete(target):
@@ -337,7 +338,11 @@ def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str |
             differences = run_config_differences(run, cfg)
             if differences:
                 raise ConfigMismatchError(f"{run} holds a run of another configuration than this benchmark's "
-                                          f"({'; '.join(differences)}); nothing more was copied")
+                                          f"({'; '.join(differences)}); nothing was copied")
+            plan.append((run, target))
+        if to_mark:
+            mark_out_dir(spec, out_dir)
+        for run, target in plan:
             # Copied beside the target, then renamed: an interrupted merge leaves no half-copied run.
             staging = target.with_name(target.name + ".merging")
             shutil.rmtree(staging, ignore_errors=True)
@@ -379,6 +384,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     """
     out_dir = Path(out_dir)
     checkpoint.check_keep_recent(keep_checkpoints)
+    parallel.check_device_count(devices)
     with locked(out_dir):
         return _run_benchmark(spec, out_dir, resume, devices, models_at_once, command, progress,
                               keep_checkpoints)
@@ -394,7 +400,8 @@ def classes_in_protocol(dataset: Dataset) -> int:
 def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: int, models_at_once: bool,
                    command: str | None, progress: bool,
                    keep_checkpoints: int | None) -> list[dict[str, Any]]:
-    if _prepare_out_dir(spec, out_dir, resume) and not resume:
+    finished_before, to_mark = _check_out_dir(spec, out_dir, resume)
+    if finished_before and not resume:
         rows = [_row(cfg, run_dir_of(out_dir, cfg), out_dir) for cfg in spec.runs()]
         failed = sum(row["status"] == "failed" for row in rows)
         tqdm.write(f"{out_dir} holds this benchmark, finished: {len(rows)} run(s)"
@@ -403,6 +410,9 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
         return rows
     base = spec.base
     dataset = load_dataset(base.data.dataset, base.data.data_dir, base.data.source, base.data.image_size)
+    check_benchmark_data(spec, dataset)
+    if to_mark:
+        mark_out_dir(spec, out_dir)
 
     def split_of(cfg: ExperimentConfig):
         return one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma, cfg.data.anomaly_classes,

@@ -33,6 +33,7 @@ checkpoint steps keep their 0-based names.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -41,14 +42,14 @@ import time
 import warnings
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import checkpoint, parallel, xla
+from jaxad import checkpoint, locks, parallel, xla
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.ema import recalibrate_ema_statistics
@@ -218,9 +219,25 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
             for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
 
 
+def read_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """The configuration in ``run_dir/config.json``; a file that does not describe one (an
+    unknown field, a value of the wrong type, damaged JSON) raises ``ValueError`` naming it."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
+    saved = read_json(path)
+    try:
+        return ExperimentConfig.from_dict(saved)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a configuration jaxad can read: {err}; restore it from a copy, "
+                         f"or correct it") from err
+
+
 def run_config_differences(run_dir: Path, cfg: ExperimentConfig) -> list[str]:
     """How the run in ``run_dir`` (its ``config.json``, in any earlier layout) differs from ``cfg``,
-    field by field; empty when it is ``cfg``'s run (fields that cannot change it are left out)."""
+    field by field; empty when it is ``cfg``'s run (fields that cannot change it are left out).
+    A ``config.json`` that ``read_run_config`` refuses raises its ``ValueError``."""
+    read_run_config(run_dir)
     saved = upgrade_config_dict(read_json(run_dir / "config.json"))
     current = json.loads(cfg.to_json())
     return config_differences(without_inert_fields(saved, [saved["data"]["gamma"]]),
@@ -263,8 +280,28 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
 
 def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
     """``check_images`` on every array of the split, and a warning for images that look [0, 1]-scaled;
-    a batch size with no room for normals beside the anomalies gamma > 0 asks for is refused."""
-    batch_composition(cfg.train.batch_size, cfg.data.gamma, cfg.train.min_anomalies_per_batch)
+    a batch size with no room for normals beside the anomalies gamma > 0 asks for is refused, as
+    are a split without training normals, a test split without both labels, and training
+    anomalies that gamma would leave unused (gamma 0) or ask for in vain (gamma > 0, none in the
+    split)."""
+    gamma = cfg.data.gamma
+    batch_composition(cfg.train.batch_size, gamma, cfg.train.min_anomalies_per_batch)
+    if len(split.train_normal) == 0:
+        raise ValueError("the split holds no training normals: fit trains on normal images "
+                         "(OneClassSplit.train_normal, (n, H, W, C) with n >= 1)")
+    anomalies = len(split.train_anomaly)
+    if gamma == 0 and anomalies:
+        raise ValueError(
+            f"the split holds {anomalies} training anomalies but data.gamma is 0, so fit would train without "
+            f"them: set data.gamma to their fraction, here {anomalies / (anomalies + len(split.train_normal)):.4g} "
+            f"(cfg.replace(**{{'data.gamma': ...}})), or pass the split without them "
+            f"(dataclasses.replace(split, train_anomaly=split.train_anomaly[:0]))")
+    if gamma > 0 and not anomalies:
+        raise ValueError(f"data.gamma is {gamma} but the split holds no training anomalies: give the split its "
+                         f"anomalies (OneClassSplit.train_anomaly), or set data.gamma to 0")
+    if set(np.unique(split.test_labels).tolist()) != {0, 1}:
+        raise ValueError(f"the test split must hold both normal (0) and anomalous (1) images, its AUROC is scored "
+                         f"after every epoch; its labels are {np.unique(split.test_labels).tolist()}")
     check_images(split.train_normal, cfg.model)
     check_images(split.test_images, cfg.model)
     if len(split.train_anomaly):
@@ -282,6 +319,23 @@ def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if history and history[0].get("epoch") == 0:
         return [{**record, "epoch": record["epoch"] + 1} for record in history]
     return history
+
+
+@contextlib.contextmanager
+def _writing(run_dirs: Sequence[str | Path | None]) -> Iterator[None]:
+    """Hold the lock (``jaxad.locks``) of each run directory for the block: one writer per run
+    directory, so two processes never train into one (each would overwrite the other's files)."""
+    named = [Path(d) for d in run_dirs if d is not None]
+    resolved = [d.resolve() for d in named]
+    twice = sorted({str(d) for d, r in zip(named, resolved) if resolved.count(r) > 1})
+    if twice:
+        raise ValueError(f"run_dirs name {', '.join(twice)} more than once; give each run its own directory")
+    with contextlib.ExitStack() as stack:
+        for run_dir in named:
+            stack.enter_context(locks.locked(
+                run_dir, f"another process (or fit call) is training the run in {run_dir}; wait for it to "
+                         f"finish (or stop it), or choose another run_dir"))
+        yield
 
 
 def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState,
@@ -602,8 +656,9 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     state = create_train_state(cfg, jax.random.key(cfg.seed), axis_name=axis_name)
     desc = (f"{cfg.data.dataset}/{cfg.model.backbone} class {cfg.data.normal_class} "
             f"gamma {cfg.data.gamma} seed {cfg.seed}")
-    return _fit_models(_one_model_layout(n_devices), [cfg], [split], [state], [run_dir],
-                       _anomaly_images(split), desc, progress, on_epoch, keep_checkpoints)[0]
+    with _writing([run_dir]):
+        return _fit_models(_one_model_layout(n_devices), [cfg], [split], [state], [run_dir],
+                           _anomaly_images(split), desc, progress, on_epoch, keep_checkpoints)[0]
 
 
 def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], *,
@@ -645,9 +700,10 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
     states = [create_train_state(c, jax.random.key(c.seed)) for c in cfgs]
     anomaly_images = np.stack([_anomaly_images(s) for s in splits])
     cfg = cfgs[0]
-    return _fit_models(_MODELS_AT_ONCE, cfgs, splits, states, run_dirs, anomaly_images,
-                       f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", progress,
-                       keep_checkpoints=keep_checkpoints)
+    with _writing(run_dirs):
+        return _fit_models(_MODELS_AT_ONCE, cfgs, splits, states, run_dirs, anomaly_images,
+                           f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", progress,
+                           keep_checkpoints=keep_checkpoints)
 
 
 def save_final_scores(run_dir: Path, scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> None:
@@ -725,11 +781,9 @@ def load_training_state(run_dir: str | Path, epoch: int | str | None = None
     (counting from 1). ``epoch`` as in ``load_run``. Training it on with the batches and keys of
     ``epoch_inputs`` replays the run's next epochs."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
-    cfg = ExperimentConfig.from_dict(read_json(run_dir / "config.json"))
+    cfg = read_run_config(run_dir)
     state = create_train_state(cfg, jax.random.key(cfg.seed))
-    manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
+    manager = checkpoint.checkpoint_manager(run_dir / "checkpoints", read_only=True)
     try:
         arrays, saved, restored_epoch = checkpoint.restore(manager, state.arrays(), epoch)
     finally:

@@ -39,6 +39,9 @@ class OneClassSplit:
         check_labels(self.test_labels)
         if len(self.test_labels) != len(self.test_images):
             raise ValueError(f"{len(self.test_images)} test images but {len(self.test_labels)} test labels")
+        if np.ndim(self.test_classes) != 1 or len(self.test_classes) != len(self.test_images):
+            raise ValueError(f"{len(self.test_images)} test images but test_classes of shape "
+                             f"{np.shape(self.test_classes)}: give the class of each test image")
 
 
 def check_labels(labels) -> None:
@@ -200,32 +203,45 @@ def _check_classes(dataset: Dataset, normal_class: int,
     return chosen
 
 
+def check_one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
+                          anomaly_classes: Iterable[int] | None = None) -> None:
+    """Raise the ``ValueError`` that ``one_class_split`` with these arguments would raise (a
+    class out of range, too few images for gamma's anomalies, a test split of one label),
+    without copying any image: a benchmark checks each of its splits before it writes anything."""
+    check_gamma(gamma)
+    chosen = _check_classes(dataset, normal_class, anomaly_classes)
+    n_normal = int(np.sum(dataset.train_labels == normal_class))
+    if n_normal == 0:
+        raise ValueError(f"{dataset.name}: no training images of class {normal_class}")
+    a = anomaly_count(n_normal, gamma)
+    if gamma > 0 and a == 0:
+        raise ValueError(f"gamma {gamma} with {n_normal} normals rounds to 0 anomalies")
+    pool = int(np.sum(np.isin(dataset.train_labels, chosen)))
+    if a > pool:
+        raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
+                         f"{pool} training images in {dataset.name}")
+    test_classes = np.asarray(dataset.test_labels)
+    if not np.any(test_classes == normal_class) or np.all(test_classes == normal_class):
+        raise ValueError(f"{dataset.name}: the test split needs both normal and anomalous images "
+                         f"for class {normal_class}")
+
+
 def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
                     anomaly_classes: Iterable[int] | None = None, seed: int = 0) -> OneClassSplit:
     """The one-class protocol for ``normal_class``, with a fraction ``gamma`` of anomalies.
 
     Anomalies are drawn without replacement (seeded) from the training images of
     ``anomaly_classes`` (default: every other class); the test set is the whole test split.
+    Arguments that make no split raise ``ValueError`` (``check_one_class_split``).
     """
-    check_gamma(gamma)
+    check_one_class_split(dataset, normal_class, gamma, anomaly_classes)
     chosen = _check_classes(dataset, normal_class, anomaly_classes)
     train_normal = dataset.train_images[dataset.train_labels == normal_class]
-    if len(train_normal) == 0:
-        raise ValueError(f"{dataset.name}: no training images of class {normal_class}")
-    a = anomaly_count(len(train_normal), gamma)
-    if gamma > 0 and a == 0:
-        raise ValueError(f"gamma {gamma} with {len(train_normal)} normals rounds to 0 anomalies")
     pool = np.flatnonzero(np.isin(dataset.train_labels, chosen))
-    if a > len(pool):
-        raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
-                         f"{len(pool)} training images in {dataset.name}")
-    drawn = np.sort(np.random.default_rng(seed).choice(pool, size=a, replace=False))
-    train_anomaly = dataset.train_images[drawn]
+    drawn = np.sort(np.random.default_rng(seed).choice(pool, size=anomaly_count(len(train_normal), gamma),
+                                                       replace=False))
     test_classes = np.asarray(dataset.test_labels, dtype=np.int32)
-    if not np.any(test_classes == normal_class) or np.all(test_classes == normal_class):
-        raise ValueError(f"{dataset.name}: the test split needs both normal and anomalous images "
-                         f"for class {normal_class}")
-    return OneClassSplit(train_normal=train_normal, train_anomaly=train_anomaly,
+    return OneClassSplit(train_normal=train_normal, train_anomaly=dataset.train_images[drawn],
                          test_images=dataset.test_images,
                          test_labels=(test_classes != normal_class).astype(np.int32),
                          test_classes=test_classes)
