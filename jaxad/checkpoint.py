@@ -67,15 +67,21 @@ def check_keep_recent(keep_recent: int | None) -> None:
                          f"(the final one), or None for every epoch; got {keep_recent!r}")
 
 
-def checkpoint_manager(directory: str | Path, keep_recent: int | None = KEEP_RECENT) -> ocp.CheckpointManager:
+def checkpoint_manager(directory: str | Path, keep_recent: int | None = KEEP_RECENT, *,
+                       read_only: bool = False) -> ocp.CheckpointManager:
     """An orbax manager under ``directory`` keeping the ``keep_recent`` latest epochs (None: all),
     the test-selected one (highest test AUROC, ``best_step()``) and the label-free selected one
     (best training evidence, ``selected_step``). Checkpoints saved without
-    an AUROC (an untrained state; run directories from before) are kept."""
+    an AUROC (an untrained state; run directories from before) are kept.
+
+    A writer's manager (the run's one writer: ``fit`` holds the run directory's lock) removes
+    the temporary directories of saves that never finished (a full disk, a kill); a
+    ``read_only`` one, for loading, changes nothing, as another process may be saving there."""
     check_keep_recent(keep_recent)
     policies = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
-        create=True, best_fn=_test_selection, best_mode="max",
+        create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
+        best_fn=_test_selection, best_mode="max",
         preservation_policy=policies.AnyPreservationPolicy([
             policies.LatestN(n=keep_recent),
             policies.BestN(get_metric_fn=_test_selection, n=1, keep_checkpoints_without_metrics=True),
@@ -150,37 +156,87 @@ def resolve_epoch(manager: ocp.CheckpointManager, epoch: int | str | None) -> in
     return epoch
 
 
+def _leaf_shapes(tree: Any) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Each array's shape in ``tree`` by its path of names (as a checkpoint's metadata names them)."""
+    def name(key: Any) -> str:
+        return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
+    return {tuple(map(name, path)): tuple(getattr(leaf, "shape", ()))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_same_model(step_dir: Path, template: Any) -> None:
+    """Raise ``CheckpointError`` when the checkpoint in ``step_dir`` holds arrays of other shapes
+    (or other arrays) than ``template``: the model its run directory's configuration describes.
+
+    Read from the checkpoint's metadata, before orbax restores (which fails on the first array
+    of another shape as on a damaged file); a checkpoint whose metadata cannot be read passes,
+    for ``restore`` to report."""
+    try:
+        saved = _leaf_shapes(ocp.StandardCheckpointHandler().metadata(step_dir / "state"))
+    except Exception:  # damaged or missing metadata: restore says what it is
+        return
+    wanted = _leaf_shapes(template)
+    differ = [f"{'.'.join(k)}: {saved[k]} in the checkpoint, {wanted[k]} in the model"
+              for k in sorted(saved.keys() & wanted.keys()) if saved[k] != wanted[k]]
+    differ += [f"{'.'.join(k)}: absent from the checkpoint" for k in sorted(wanted.keys() - saved.keys())]
+    differ += [f"{'.'.join(k)}: not in the model" for k in sorted(saved.keys() - wanted.keys())]
+    if differ:
+        raise CheckpointError(
+            f"checkpoint {step_dir} holds another model than the configuration describes ({len(differ)} "
+            f"array(s) differ, e.g. {'; '.join(differ[:3])}): the run directory's config.json was changed "
+            f"after the run was trained, or the checkpoints come from another run; restore the config.json "
+            f"the run was trained with (the checkpoints are intact: do not delete them)")
+
+
+# How often ``restore`` tries again when the checkpoint it reads is removed meanwhile (a run
+# training in the directory keeps only its latest epochs' checkpoints).
+RESTORE_ATTEMPTS = 3
+
+
 def restore(manager: ocp.CheckpointManager, template: Any,
             epoch: int | str | None = None) -> tuple[Any, dict, int]:
     """Restore ``(arrays, history, epoch)``, the latest epoch unless one is named (see ``resolve_epoch``).
 
     ``template`` is a pytree of the same structure (arrays or ``jax.ShapeDtypeStruct``).
     Raises ``CheckpointError`` with the path, and the other epochs saved there, when the
-    checkpoint cannot be read or the epoch named was not kept.
+    checkpoint cannot be read or the epoch named was not kept, or when it holds another model
+    than ``template`` (``check_same_model``). A checkpoint removed while it is read (a run
+    training there keeps only its latest epochs') is looked up again: the latest, test-selected
+    or label-free selected one as it is now; an epoch named by number says it is gone.
     """
-    epoch = resolve_epoch(manager, epoch)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    try:
-        restored = manager.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()))
-    except Exception as err:  # orbax raises many kinds; all mean the same to a user
-        others = sorted(set(manager.all_steps()) - {epoch})
-        advice = (f"the directory also holds epoch(s) {others}: load_run(run_dir, epoch={others[-1]}) or "
-                  f"score.py --epoch {others[-1]} loads one, and fit or run.py --resume fall back to the "
-                  f"latest intact one by themselves"
-                  if others else f"no other checkpoint is left: delete {manager.directory} to restart the run "
-                  f"from scratch")
-        raise CheckpointError(
-            f"checkpoint {Path(manager.directory) / str(epoch)} cannot be read ({type(err).__name__}: "
-            f"{str(err)[:300]}); {advice}") from err
-    arrays = restored["state"]
-    mismatched = [
-        (jax.tree_util.keystr(p), a.shape, b.shape)
-        for (p, a), b in zip(jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree.leaves(arrays))
-        if a.shape != b.shape]
-    if mismatched:
-        raise CheckpointError(f"checkpoint {manager.directory} holds another model: {mismatched[:3]}")
-    return arrays, restored["history"], epoch
+    for _ in range(RESTORE_ATTEMPTS):
+        step = resolve_epoch(manager, epoch)
+        step_dir = Path(manager.directory) / str(step)
+        check_same_model(step_dir, abstract)
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()))
+            return restored["state"], restored["history"], step
+        except Exception as err:  # orbax raises many kinds; all mean the same to a user
+            manager.reload()
+            if step in manager.all_steps():
+                raise _unreadable(manager, step, err) from err
+            if isinstance(epoch, int):
+                raise CheckpointError(
+                    f"checkpoint {step_dir} was removed while it was read: the run in "
+                    f"{Path(manager.directory).parent} is training and keeps only its latest epochs' "
+                    f"checkpoints; load one it keeps now: {saved_epochs(manager)}") from err
+    raise CheckpointError(f"the checkpoints under {manager.directory} were removed while they were read, "
+                          f"{RESTORE_ATTEMPTS} times: the run there is training; load it again when it has "
+                          f"finished")
+
+
+def _unreadable(manager: ocp.CheckpointManager, step: int, err: Exception) -> CheckpointError:
+    """The error for a checkpoint that is there but cannot be read: the other epochs to load."""
+    others = sorted(set(manager.all_steps()) - {step})
+    advice = (f"the directory also holds epoch(s) {others}: load_run(run_dir, epoch={others[-1]}) or "
+              f"score.py --epoch {others[-1]} loads one, and fit or run.py --resume fall back to the "
+              f"latest intact one by themselves"
+              if others else f"no other checkpoint is left: delete {manager.directory} to restart the run "
+              f"from scratch")
+    return CheckpointError(f"checkpoint {Path(manager.directory) / str(step)} cannot be read "
+                           f"({type(err).__name__}: {str(err)[:300]}); {advice}")
 
 
 def restore_latest_intact(manager: ocp.CheckpointManager, template: Any) -> tuple[Any, dict, int]:
