@@ -1,0 +1,263 @@
+"""Untrusted paths and files, OS errors at the output, one writer per directory, refusals that
+leave nothing behind: what README's "Errors" section promises beyond wrong input.
+
+Full disks and read-only directories are simulated by making ``os`` or orbax raise the
+``OSError`` they would (the tests run as root, whom ``chmod`` does not stop).
+"""
+
+import dataclasses
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, load_run, locks
+from jaxad.checkpoint import CheckpointError
+from jaxad.data import OneClassSplit, load_split
+from jaxad.files import write_json_atomic, write_text_atomic
+from jaxad.locks import DirectoryLockedError
+from jaxad.runs import read_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import run as run_cli  # noqa: E402
+
+TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2))
+
+
+@pytest.fixture(scope="module")
+def split():
+    return load_split(TINY.data)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, split):
+    """A finished two-epoch run on digits class 0 (checkpoints of epochs 1 and 2), and its result."""
+    run_dir = tmp_path_factory.mktemp("trained")
+    return run_dir, fit(TINY, split, run_dir=run_dir, progress=False)
+
+
+def copy_of(run_dir: Path, tmp_path: Path) -> Path:
+    shutil.copytree(run_dir, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def run_command(*argv: str) -> int:
+    return run_cli.main([*argv, "--no-progress"])
+
+
+TINY_FLAGS = ("--dataset", "digits", "--seeds", "1", "--epochs", "1", "--batch-size", "32", "--width", "0.125")
+
+
+# ------------------------------------------------------------------ every file is written whole, under a name of its own
+
+def test_a_write_that_fails_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    write_json_atomic(tmp_path / "result.json", {"status": "complete"})
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_json_atomic(tmp_path / "result.json", {"status": "failed"})
+    assert json.loads((tmp_path / "result.json").read_text()) == {"status": "complete"}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_two_writers_of_one_file_never_write_into_each_others_temporary_file(tmp_path, monkeypatch):
+    replace = os.replace
+
+    def second_writer_meanwhile(src, dst):  # another writer of the same file, between write and rename
+        monkeypatch.setattr(os, "replace", replace)
+        write_text_atomic(dst, "second\n")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_writer_meanwhile)
+    write_text_atomic(tmp_path / "history.json", "first\n")
+    assert (tmp_path / "history.json").read_text() == "first\n"  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]
+
+
+# ------------------------------------------------------------------ one writer per run directory
+
+def hold_lock(directory: Path) -> subprocess.Popen:
+    """Another process holding ``directory``'s lock (as a fit or a runner writing there does)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from jaxad import locks\n"
+         "with locks.locked(sys.argv[1], 'held'):\n    print('locked', flush=True); time.sleep(60)", str(directory)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_fit_refuses_a_run_directory_another_process_is_training_in(tmp_path, split):
+    run_dir = tmp_path / "run"
+    holder = hold_lock(run_dir)
+    try:
+        with pytest.raises(DirectoryLockedError, match=f"another process .* is training the run in {run_dir}"):
+            fit(TINY, split, run_dir=run_dir, progress=False)
+        assert locks.is_locked(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [p.name for p in run_dir.iterdir()] == [".lock"]  # nothing written beside the holder's lock
+    assert not locks.is_locked(run_dir)  # released when its holder ends, even by kill
+
+
+def test_a_second_fit_into_a_run_directory_being_trained_is_refused_and_the_first_stays_whole(tmp_path, split):
+    refused = []
+
+    def second_fit(epoch, record):
+        with pytest.raises(DirectoryLockedError) as err:
+            fit(TINY, split, run_dir=tmp_path, progress=False)
+        refused.append(str(err.value))
+
+    result = fit(TINY, split, run_dir=tmp_path, progress=False, on_epoch=second_fit)
+    assert len(refused) == 2 and "choose another run_dir" in refused[0]
+    saved = json.loads((tmp_path / "result.json").read_text())
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert saved["epochs"] == len(history) == len(result.history) == 2
+    assert not list((tmp_path / "checkpoints").glob("*tmp*"))
+
+
+def test_fit_many_refuses_one_run_directory_named_twice(tmp_path, split):
+    cfgs = [TINY, TINY.replace(seed=1)]
+    with pytest.raises(ValueError, match="more than once"):
+        fit_many(cfgs, [split, split], run_dirs=[tmp_path / "a", tmp_path / "./a"], progress=False)
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_lock_on_a_new_directory_that_writes_nothing_leaves_nothing(tmp_path):
+    with pytest.raises(KeyError):
+        with locks.locked(tmp_path / "out" / "runs", "held"):
+            raise KeyError("refused")
+    assert list(tmp_path.iterdir()) == []
+    with locks.locked(tmp_path / "out", "held"):
+        (tmp_path / "out" / "result.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".lock", "result.json"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        with locks.locked(tmp_path / "file", "held"):
+            pass
+
+
+# ------------------------------------------------------------------ splits that would train on something else than asked
+
+def test_fit_at_gamma_0_refuses_training_anomalies_it_would_leave_unused(tmp_path, split):
+    with_anomalies = dataclasses.replace(split, train_anomaly=split.test_images[split.test_labels == 1][:20])
+    with pytest.raises(ValueError, match=r"20 training anomalies but data.gamma is 0.*set data.gamma to their "
+                                         r"fraction, here 0.1"):
+        fit(TINY, with_anomalies, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"train_normal": "empty"}, "no training normals"),
+    ({"test_labels": "all normal"}, r"both normal \(0\) and anomalous \(1\) images"),
+])
+def test_fit_refuses_a_split_it_cannot_train_or_score_before_writing(tmp_path, split, change, message):
+    if "train_normal" in change:
+        bad = dataclasses.replace(split, train_normal=split.train_normal[:0])
+    else:
+        bad = dataclasses.replace(split, test_labels=np.zeros_like(split.test_labels))
+    with pytest.raises(ValueError, match=message):
+        fit(TINY, bad, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_at_gamma_above_0_refuses_a_split_without_anomalies(tmp_path, split):
+    cfg = TINY.replace(**{"data.gamma": 0.05, "train.min_anomalies_per_batch": 4})
+    with pytest.raises(ValueError, match="data.gamma is 0.05 but the split holds no training anomalies"):
+        fit(cfg, split, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_split_whose_test_classes_do_not_match_its_test_images_is_refused(split):
+    with pytest.raises(ValueError, match=r"test images but test_classes of shape \(3,\)"):
+        dataclasses.replace(split, test_classes=split.test_classes[:3])
+
+
+# ------------------------------------------------------------------ run directories edited or read while written
+
+@pytest.mark.parametrize("section,field,value,message", [
+    ("model", "width", "0.125", "model.width must be a number, got '0.125'"),
+    ("model", "widht", 0.25, r"unknown field\(s\) model.widht"),
+    ("train", "epochs", 2.5, "train.epochs must be a whole number"),
+])
+def test_a_hand_edited_config_json_is_named_with_its_field(trained_run, tmp_path, split, section, field, value,
+                                                            message):
+    run_dir = copy_of(trained_run[0], tmp_path)
+    saved = json.loads((run_dir / "config.json").read_text())
+    saved[section][field] = value
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    named = f"{run_dir / 'config.json'} is not a configuration jaxad can read: {message}"
+    for read in (lambda: load_run(run_dir), lambda: read_run_config(run_dir),
+                 lambda: fit(TINY, split, run_dir=run_dir, progress=False)):
+        with pytest.raises(ValueError, match=named):
+            read()
+
+
+def test_a_config_json_edited_to_another_model_is_not_called_unreadable_checkpoints(trained_run, tmp_path):
+    run_dir = copy_of(trained_run[0], tmp_path)
+    saved = json.loads((run_dir / "config.json").read_text())
+    saved["model"]["width"] = 0.25
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError, match=r"holds another model than the configuration describes .*\(16,\) in "
+                                              r"the checkpoint, \(32,\) in the model.*config.json was changed") as err:
+        load_run(run_dir)
+    assert "delete" not in str(err.value).replace("do not delete", "")
+
+
+def test_load_run_tries_again_when_training_removes_the_checkpoint_it_reads(trained_run, tmp_path, monkeypatch):
+    run_dir = copy_of(trained_run[0], tmp_path)
+    restore, read = ocp.CheckpointManager.restore, []
+
+    def retention_meanwhile(manager, step, *args, **kwargs):  # a run in training keeps only its latest epochs
+        read.append(step)
+        if len(read) == 1:
+            shutil.rmtree(run_dir / "checkpoints" / str(step))
+        return restore(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "restore", retention_meanwhile)
+    load_run(run_dir)  # the latest: epoch 2, gone while read; then epoch 1, the latest now
+    assert read == [2, 1]
+    shutil.rmtree(run_dir)
+    run_dir = copy_of(trained_run[0], tmp_path)
+    read.clear()
+    with pytest.raises(CheckpointError, match=r"checkpoints/2 was removed while it was read: the run in .* is "
+                                              r"training .*load one it keeps now: \[1\]"):
+        load_run(run_dir, epoch=2)
+
+
+# ------------------------------------------------------------------ refusals leave nothing behind
+
+@pytest.mark.parametrize("refused,message", [
+    (("--classes", "10"), "normal_class 10 is out of range for digits"),
+    (("--classes", "0", "--devices", "4"), "4 devices asked for"),
+])
+def test_a_refused_benchmark_leaves_nothing_in_its_out_directory(tmp_path, capsys, refused, message):
+    out = tmp_path / "out"
+    assert run_command(*TINY_FLAGS, *refused, "--out", str(out)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # the corrected command starts afresh
+
+
+def test_a_refused_merge_copies_nothing_and_marks_nothing(tmp_path, capsys):
+    spec = run_cli.build_spec(run_cli.parse_args([*TINY_FLAGS, "--classes", "0", "1"]))
+    source = tmp_path / "elsewhere"
+    for cfg, width in zip(spec.runs(), (0.125, 0.5)):  # the second run is of another width
+        run_dir = source / "runs" / "gamma0" / f"class{cfg.data.normal_class}" / "seed0"
+        run_dir.mkdir(parents=True)
+        write_json_atomic(run_dir / "config.json", cfg.replace(**{"model.width": width}).to_dict())
+        write_json_atomic(run_dir / "result.json", {"status": "complete"})
+    out = tmp_path / "out"
+    assert run_command(*TINY_FLAGS, "--classes", "0", "1", "--out", str(out), "--merge-from", str(source)) == 2
+    assert "model.width: 0.5 in the run directory, 0.125 now" in capsys.readouterr().err
+    assert not out.exists()
