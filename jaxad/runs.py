@@ -151,19 +151,30 @@ def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
             running ones.
 
     Returns:
-        One score per image, a float32 array of shape (N,); higher is more anomalous.
+        One score per image, a float32 array of shape (N,); higher is more anomalous. No
+        images give no scores.
 
     Raises:
         ValueError: images of the wrong dtype, range, shape or channels, or with NaN or inf.
+        FloatingPointError: scores that are not finite: the model diverged (``fit`` stops
+            such a run as it does one whose loss is not finite).
     """
     check_state_images(state, images)
     images = np.asarray(images, np.float32)
+    if len(images) == 0:
+        return np.zeros(0, np.float32)
     if use_batch_statistics:
-        return np.concatenate([np.asarray(_score_step(state, images[i:i + batch_size], True))
-                               for i in range(0, len(images), batch_size)])
-    batches, mask = padded_batches(images, batch_size)
-    scores = np.concatenate([np.asarray(_score_step(state, b)) for b in batches])
-    return scores[mask.reshape(-1)]
+        scores = np.concatenate([np.asarray(_score_step(state, images[i:i + batch_size], True))
+                                 for i in range(0, len(images), batch_size)])
+    else:
+        batches, mask = padded_batches(images, batch_size)
+        scores = np.concatenate([np.asarray(_score_step(state, b)) for b in batches])[mask.reshape(-1)]
+    if not np.all(np.isfinite(scores)):
+        # Caught where they arise, as a non-finite loss is: an AUROC of them would be meaningless.
+        raise FloatingPointError(f"the scores of {int(np.sum(~np.isfinite(scores)))} of {len(scores)} images are "
+                                 f"not finite (NaN or inf): the model has diverged; lower the learning rate or "
+                                 f"the loss weights")
+    return scores
 
 
 def normal_first(labels: np.ndarray) -> np.ndarray:

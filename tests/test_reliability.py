@@ -14,11 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, load_run, locks
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, grid, load_run, locks, runs, score
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import OneClassSplit, load_split
 from jaxad.files import write_json_atomic, write_text_atomic
@@ -261,3 +262,86 @@ def test_a_refused_merge_copies_nothing_and_marks_nothing(tmp_path, capsys):
     assert run_command(*TINY_FLAGS, "--classes", "0", "1", "--out", str(out), "--merge-from", str(source)) == 2
     assert "model.width: 0.5 in the run directory, 0.125 now" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ scores: none, or not finite
+
+def test_no_images_give_no_scores(trained_run):
+    state = trained_run[1].state
+    for batch_statistics in (False, True):
+        scores = score(state, np.zeros((0, 32, 32, 1), np.float32), use_batch_statistics=batch_statistics)
+        assert scores.shape == (0,)
+
+
+def test_a_diverged_model_scores_raise_floating_point_error_not_an_auroc_error(trained_run, split):
+    state = trained_run[1].state
+    diverged = state.replace(**{name: jax.tree.map(lambda w: w * np.nan, params)  # G's weights, averaged or not
+                                for name, params in state.arrays().items() if name in ("g_params", "g_ema_params")})
+    with pytest.raises(FloatingPointError, match=r"the scores of \d+ of 4 images are not finite .*diverged"):
+        score(diverged, split.test_images[:4])
+
+
+def test_a_run_whose_scores_turn_non_finite_stops_and_the_benchmark_goes_on(tmp_path, capsys, monkeypatch):
+    real_fit, real_score_step = grid.fit, runs._score_step
+
+    def nan_scores(state, images, *args):
+        return np.full(len(images), np.nan, np.float32)
+
+    def class_0_diverges_in_epoch_2(cfg, split, **kwargs):  # its losses stay finite, its scores do not
+        if cfg.data.normal_class != 0:
+            return real_fit(cfg, split, **kwargs)
+        try:
+            return real_fit(cfg, split, on_epoch=lambda *_: monkeypatch.setattr(runs, "_score_step", nan_scores),
+                            **kwargs)
+        finally:
+            monkeypatch.setattr(runs, "_score_step", real_score_step)
+
+    monkeypatch.setattr(grid, "fit", class_0_diverges_in_epoch_2)
+    out = tmp_path / "out"
+    flags = [*TINY_FLAGS, "--epochs", "2", "--classes", "0", "1", "--out", str(out)]
+    assert run_command(*flags) == 1
+    captured = capsys.readouterr()
+    assert "images are not finite (NaN or inf): the model has diverged" in captured.out
+    assert "its last good checkpoint, of epoch 1, is kept" in captured.out
+    assert "1 of 2 run(s) failed" in captured.err and "Input contains NaN" not in captured.err
+    failed = out / "runs" / "gamma0" / "class0" / "seed0"
+    assert json.loads((failed / "result.json").read_text())["status"] == "failed"
+    assert load_run(failed)[0] is not None and sorted(p.name for p in (failed / "checkpoints").iterdir()) == ["1"]
+    assert json.loads((out / "runs" / "gamma0" / "class1" / "seed0" / "result.json").read_text())["status"] == \
+        "complete"
+
+
+# ------------------------------------------------------------------ a finished benchmark's files damaged
+
+@pytest.fixture(scope="module")
+def finished_benchmark(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "out"
+    assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out)) == 0
+    return out
+
+
+def test_a_finished_benchmark_whose_history_is_damaged_or_deleted_resumes(finished_benchmark, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished_benchmark, out)
+    history = out / "runs" / "gamma0" / "class0" / "seed0" / "history.json"
+    intact = json.loads(history.read_text())
+    for damage in (lambda: history.write_text('[{"epoch": 1, "auroc'), history.unlink):
+        damage()
+        with pytest.warns(UserWarning, match="history.json is (damaged|missing): written afresh from the history "
+                                             "its checkpoint of epoch 1 saved"):
+            assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out), "--resume") == 0
+        assert json.loads(history.read_text()) == intact
+
+
+def test_a_finished_benchmark_whose_scores_are_missing_says_how_to_score_them_again(finished_benchmark, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished_benchmark, out)
+    run_dir = out / "runs" / "gamma0" / "class0" / "seed0"
+    (run_dir / "scores.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.warns(UserWarning, match=f"scores.npz cannot be read .*delete {run_dir / 'result.json'} and run "
+                                         f"the benchmark with --resume"):
+        assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out), "--resume") == 0
+    (run_dir / "result.json").unlink()
+    assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out), "--resume") == 0  # finished again
+    with np.load(run_dir / "scores.npz") as saved:
+        assert np.all(np.isfinite(saved["scores"]))
