@@ -22,6 +22,8 @@ import json
 import os
 import shutil
 import signal
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,8 +36,9 @@ from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fi
 from jaxad.data import (DATASETS, Dataset, OneClassSplit, batch_composition, check_one_class_split, load_dataset,
                         one_class_split)
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
+from jaxad.checkpoint import CheckpointError
 from jaxad.runs import (ConfigMismatchError, check_run_data, fit, fit_many, is_complete, load_run,
-                        run_config_differences, split_fingerprint)
+                        load_training_state, run_config_differences, split_fingerprint)
 from jaxad.metrics import roc
 from jaxad.train import AGADState, reconstruct
 
@@ -266,6 +269,43 @@ def _raise_interrupt(signum, frame):
     raise _Interrupted(f"signal {signum}")
 
 
+def finished_history(run_dir: Path) -> list[dict[str, Any]] | None:
+    """A finished run's ``history.json``. One missing or damaged is written afresh from the history
+    its final checkpoint saved (the same records), with a warning; None, with a warning, when
+    no checkpoint is left to hold it (a run merged without checkpoints)."""
+    path = run_dir / "history.json"
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        problem = "is missing"
+    except ValueError:
+        problem = "is damaged"
+    try:
+        _, _, history, epoch = load_training_state(run_dir)
+    except (FileNotFoundError, ValueError, CheckpointError):
+        warnings.warn(f"{path} {problem} and no checkpoint of the run holds its history: the run is left out of "
+                      f"auroc_per_epoch.png", stacklevel=2)
+        return None
+    write_json_atomic(path, history)
+    warnings.warn(f"{path} {problem}: written afresh from the history its checkpoint of epoch {epoch} saved",
+                  stacklevel=2)
+    return history
+
+
+def _final_scores(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A finished run's final test scores and labels from ``scores.npz``; None, with a warning
+    saying how to have them again, when the file is missing or damaged."""
+    path = run_dir / "scores.npz"
+    try:
+        with np.load(path) as saved:
+            return saved["scores"], saved["labels"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        warnings.warn(f"{path} cannot be read ({type(err).__name__}: {err}); the run is left out of score_boxes.png "
+                      f"and roc.png. To score it again from its final checkpoint, delete {run_dir / 'result.json'} "
+                      f"and run the benchmark with --resume", stacklevel=2)
+        return None
+
+
 def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None,
                   num_classes: int | None = None) -> list[dict[str, Any]]:
     """Collect every finished run under ``out_dir`` into results.{json,csv,md} and the plots."""
@@ -278,12 +318,14 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
         rows.append(row)
         if row["status"] != "complete":
             continue
-        key = (cfg.data.gamma, cfg.data.normal_class)
-        histories.setdefault(key, []).append(read_json(run_dir / "history.json"))
+        history = finished_history(run_dir)
+        if history is not None:
+            histories.setdefault((cfg.data.gamma, cfg.data.normal_class), []).append(history)
         if cfg.seed == spec.seeds[0] and cfg.data.gamma == spec.gammas[0]:
-            with np.load(run_dir / "scores.npz") as z:
-                boxes[cfg.data.normal_class] = (z["scores"], z["labels"])
-                fpr, tpr = roc(z["labels"], z["scores"])
+            saved = _final_scores(run_dir)
+            if saved is not None:
+                boxes[cfg.data.normal_class] = saved
+                fpr, tpr = roc(saved[1], saved[0])
                 curves[cfg.data.normal_class] = (fpr, tpr, row["final_auroc"])
     base = spec.base
     num_classes = num_classes or len(spec.classes)
@@ -432,8 +474,11 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
         try:
             result = fit(cfg, split, run_dir=run_dir, devices=devices, progress=progress,
                          keep_checkpoints=keep_checkpoints)
-        except FloatingPointError as err:
-            tqdm.write(f"run {run_dir} stopped: {err}; its last good checkpoint is kept")
+        except FloatingPointError as err:  # a non-finite loss or score: the run diverged
+            history = run_dir / "history.json"
+            good = len(read_json(history)) if history.exists() else 0
+            tqdm.write(f"run {run_dir} stopped: {err}; " + (f"its last good checkpoint, of epoch {good}, is kept"
+                                                            if good else "it failed in its first epoch"))
             write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})
             return
         finished(cfg, split, result)
