@@ -15,9 +15,12 @@ arrays, so a run saved on N devices resumes on any device count.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -89,17 +92,59 @@ def checkpoint_manager(directory: str | Path, keep_recent: int | None = KEEP_REC
     return ocp.CheckpointManager(Path(directory).absolute(), options=options)
 
 
+# How tensorstore, which writes orbax's arrays, names the OS error behind a failed write.
+_OS_ERROR_CODE = re.compile(r"os_error_code='(\d+)'")
+
+
+def os_error_of(err: BaseException, path: str | Path) -> OSError | None:
+    """The ``OSError`` behind ``err`` (a full disk, a read-only file system, a permission):
+    ``err`` itself or one it was raised from, or one that tensorstore describes in its message
+    (raised anew with its errno, naming ``path``); None when no OS error is behind it."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        code = _OS_ERROR_CODE.search(str(seen))
+        if code:
+            return OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _os_errors(path: str | Path) -> Iterator[None]:
+    """Raise orbax's failures to write under ``path`` that an OS error caused as that ``OSError``."""
+    try:
+        yield
+    except Exception as err:
+        os_error = os_error_of(err, path)
+        if os_error is None or os_error is err:
+            raise
+        raise os_error from err
+
+
 def save(manager: ocp.CheckpointManager, epoch: int, arrays: Any, history: dict[str, Any]) -> None:
     """Save the state's arrays and the JSON history after ``epoch`` (asynchronously), with the
     test AUROC and the training evidence (``EVIDENCE``) of its last record as the metrics the
-    test-selected and the label-free selected checkpoints are chosen by."""
+    test-selected and the label-free selected checkpoints are chosen by. A save that an OS
+    error stopped (this one, or the previous one's writing in the background) raises that
+    ``OSError``, naming the checkpoint."""
     records = history.get("epochs") or []
     metrics = {"auroc": float(records[-1]["auroc"]), "epoch": epoch} if records else None
     for evidence in EVIDENCE:
         if records and evidence in records[-1]:
             metrics[evidence] = float(records[-1][evidence])
-    manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
-                                                history=ocp.args.JsonSave(history)), metrics=metrics)
+    with _os_errors(manager.directory):
+        manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
+                                                    history=ocp.args.JsonSave(history)), metrics=metrics)
+
+
+def close(manager: ocp.CheckpointManager) -> None:
+    """Wait for the checkpoints being written in the background, then close ``manager``; a
+    save that an OS error stopped raises that ``OSError``, as in ``save``."""
+    with _os_errors(manager.directory):
+        manager.wait_until_finished()
+    manager.close()
 
 
 def selected_step(manager: ocp.CheckpointManager) -> int | None:

@@ -26,9 +26,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):  # never created, on a read-only disk
             tmp.unlink()
+        if isinstance(err, OSError) and err.errno is not None:  # named by the file meant, not the temporary one
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 

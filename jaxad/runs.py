@@ -466,8 +466,7 @@ def _finish(run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADSta
 def _close(managers) -> None:
     for manager in managers:
         if manager is not None:
-            manager.wait_until_finished()
-            manager.close()
+            checkpoint.close(manager)
 
 
 _EpochInputs = tuple[np.ndarray, np.ndarray, jax.Array]  # per step: normal indices, anomaly indices, key

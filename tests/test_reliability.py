@@ -345,3 +345,60 @@ def test_a_finished_benchmark_whose_scores_are_missing_says_how_to_score_them_ag
     assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out), "--resume") == 0  # finished again
     with np.load(run_dir / "scores.npz") as saved:
         assert np.all(np.isfinite(saved["scores"]))
+
+
+# ------------------------------------------------------------------ OS errors at the output: one line, the path, exit 74
+
+def tensorstore_full_disk(*args, **kwargs):
+    """What orbax raises when tensorstore cannot write a checkpoint's arrays to a full disk."""
+    raise ValueError('RESOURCE_EXHAUSTED: Error writing "g_params.Conv_0.kernel/0" in OCDBT database at local file '
+                     '"checkpoints/1.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/": Failed to '
+                     'write 170124 bytes to file 5: No space left on device [os_error_code=\'28\']')
+
+
+def test_a_full_disk_under_out_is_one_line_naming_the_path_and_exit_74(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(ocp.CheckpointManager, "save", tensorstore_full_disk)
+    out = tmp_path / "out"
+    assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out)) == 74
+    err = capsys.readouterr().err
+    checkpoints = out / "runs" / "gamma0" / "class0" / "seed0" / "checkpoints"
+    assert err.startswith(f"error: {checkpoints}: No space left on device; free some space (or choose another "
+                          f"--out), then continue with: ")
+    assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
+
+
+def test_a_read_only_out_directory_is_one_line_naming_the_file_and_exit_74(tmp_path, capsys, monkeypatch):
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr("jaxad.files.open", read_only, raising=False)  # every atomic write under --out
+    out = tmp_path / "out"
+    assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out)) == 74
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'benchmark.json'}: Read-only file system; make it writable")
+    assert err.count("\n") == 1
+
+
+def test_fit_raises_the_os_error_of_a_checkpoint_written_in_the_background(tmp_path, split, monkeypatch):
+    wait = ocp.CheckpointManager.wait_until_finished
+    failed = []
+
+    def fails_once(manager):
+        wait(manager)
+        if not failed:
+            failed.append(True)
+            tensorstore_full_disk()
+
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", fails_once)
+    with pytest.raises(OSError) as err:
+        fit(TINY.replace(**{"train.epochs": 1}), split, run_dir=tmp_path, progress=False)
+    assert (err.value.errno, err.value.filename) == (errno.ENOSPC, str((tmp_path / "checkpoints").absolute()))
+
+
+def test_a_directory_on_a_read_only_file_system_is_read_without_a_lock(tmp_path, monkeypatch):
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr("jaxad.locks.open", read_only, raising=False)
+    with locks.locked(tmp_path, "held"):  # no writer to keep out: a finished benchmark's table still prints
+        pass
