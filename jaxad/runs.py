@@ -652,8 +652,16 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     Raises:
         ConfigMismatchError: ``run_dir`` holds a run of another configuration.
         DataMismatchError: ``run_dir`` holds a run trained on other data (``data.json``).
-        FloatingPointError: a loss turned NaN or inf; the last good checkpoint is kept.
-        ValueError: images or labels that would give a wrong number (docs/errors.md).
+        DirectoryLockedError: another process (or ``fit`` call) is training in ``run_dir``:
+            a run directory has one writer at a time (``jaxad.locks``).
+        FloatingPointError: a loss or the test scores turned NaN or inf; the last good
+            checkpoint is kept.
+        ValueError: images or labels that would give a wrong number, or a split that does
+            not fit ``cfg`` (no training normals; training anomalies at gamma 0, or none at
+            gamma > 0; a test split of one label), all before ``run_dir`` is written
+            (docs/errors.md); a ``config.json`` there that is not a configuration.
+        OSError: ``run_dir`` cannot be written (no space, read-only, no permission), naming
+            the path.
         TypeError: ``split`` is not a ``OneClassSplit`` (e.g. a path meant for ``run_dir``).
     """
     if split is not None and not isinstance(split, OneClassSplit):
@@ -693,8 +701,9 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
         One ``RunResult`` per configuration, in order.
 
     Raises:
-        ValueError: configurations that differ in more than the seed, or splits of other
-            normal images or anomaly counts.
+        ValueError: configurations that differ in more than the seed, splits of other normal
+            images or anomaly counts, or one run directory named twice; and as ``fit``.
+        DirectoryLockedError, FloatingPointError, OSError: as ``fit``.
     """
     cfgs, splits = list(cfgs), list(splits)
     run_dirs = list(run_dirs) if run_dirs is not None else [None] * len(cfgs)
@@ -767,9 +776,12 @@ def load_run(run_dir: str | Path, epoch: int | str | None = None,
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a run directory.
-        CheckpointError: that epoch's checkpoint was not kept, or cannot be read; the message
-            lists the epochs that were kept.
-        ValueError: ``generator="average"`` for a run that kept no EMA.
+        CheckpointError: that epoch's checkpoint was not kept, or cannot be read, or holds
+            another model than ``config.json`` describes; the message lists the epochs kept.
+            (A checkpoint that a run training there removes while it is read is looked up
+            again.)
+        ValueError: ``generator="average"`` for a run that kept no EMA, or a ``config.json``
+            that is not a configuration (an unknown field, a value of the wrong type).
     """
     if generator not in (None, "live", "average"):
         raise ValueError(f"generator is 'live', 'average' or None (the one that scored), got {generator!r}")
