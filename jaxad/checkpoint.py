@@ -284,12 +284,22 @@ def _unreadable(manager: ocp.CheckpointManager, step: int, err: Exception) -> Ch
                            f"({type(err).__name__}: {str(err)[:300]}); {advice}")
 
 
+def _unused(path: Path) -> Path:
+    """``path``, or ``path.2``, ``path.3``, ... the first that does not exist: an epoch damaged
+    again after it was retrained is set aside beside the first copy, not over it."""
+    candidate, copy = path, 1
+    while candidate.exists():
+        copy += 1
+        candidate = path.with_name(f"{path.name}.{copy}")
+    return candidate
+
+
 def restore_latest_intact(manager: ocp.CheckpointManager, template: Any) -> tuple[Any, dict, int]:
     """``restore`` of the latest checkpoint that can be read, for resuming a run.
 
     A damaged later checkpoint (a disk fault, a copy cut short) is moved to
-    ``corrupt_checkpoints/`` beside the checkpoint directory, with a warning naming it, so the
-    run retrains that epoch. Raises ``CheckpointError`` when no checkpoint can be read.
+    ``corrupt_checkpoints/`` beside the checkpoint directory (``7``, or ``7.2`` if epoch 7 was
+    damaged before), with a warning naming it, so the run retrains that epoch. Raises ``CheckpointError`` when no checkpoint can be read.
     """
     while True:
         epoch = manager.latest_step()
@@ -298,7 +308,7 @@ def restore_latest_intact(manager: ocp.CheckpointManager, template: Any) -> tupl
         except CheckpointError as err:
             if len(manager.all_steps()) < 2 or "cannot be read" not in str(err):
                 raise
-            aside = Path(manager.directory).parent / "corrupt_checkpoints" / str(epoch)
+            aside = _unused(Path(manager.directory).parent / "corrupt_checkpoints" / str(epoch))
             aside.parent.mkdir(exist_ok=True)
             (Path(manager.directory) / str(epoch)).rename(aside)
             manager.reload()

@@ -53,11 +53,28 @@ def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 100) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def read_json(path: str | Path) -> Any:
-    """``json.load`` of ``path``; a damaged file raises ``ValueError`` naming it."""
-    with open(path) as f:
+def read_json(path: str | Path, holds: type | None = None) -> Any:
+    """``json.load`` of ``path``; a damaged file raises ``ValueError`` naming it.
+
+    Args:
+        path: a JSON file jaxad wrote.
+        holds: the type the file holds (``dict`` for an object, ``list`` for an array), if known:
+            a file that parses but holds another is damaged too.
+
+    Returns:
+        The parsed JSON.
+
+    Raises:
+        ValueError: the file is not valid JSON (cut short, overwritten, not text), or does
+            not hold ``holds``; the message names it and says what to do.
+    """
+    advice = "restore it from a copy, or delete it to have jaxad write it afresh"
+    with open(path, "rb") as f:
         try:
-            return json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is damaged, not valid JSON ({err}); restore it from a copy, "
-                             f"or delete it to have jaxad write it afresh") from err
+            value = json.loads(f.read().decode("utf-8"))
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+            raise ValueError(f"{path} is damaged, not valid JSON ({err}); {advice}") from err
+    if holds is not None and not isinstance(value, holds):
+        raise ValueError(f"{path} is damaged: it holds a JSON {type(value).__name__} where jaxad writes a JSON "
+                         f"{holds.__name__}; {advice}")
+    return value

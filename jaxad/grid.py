@@ -122,7 +122,7 @@ def _check_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> tuple[bo
     if not marker.exists():
         return False, True
     identity = json.loads(json.dumps(spec.identity()))
-    saved = read_json(marker)
+    saved = read_json(marker, dict)
     if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
         saved["base"] = upgrade_config_dict(saved["base"])
     before, now = _comparable(saved, saved.get("gammas")), _comparable(identity, identity["gammas"])
@@ -199,7 +199,7 @@ def _added_by(saved: dict[str, Any], identity: dict[str, Any]) -> dict[str, list
 
 
 def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
-    result = read_json(run_dir / "result.json")
+    result = read_json(run_dir / "result.json", dict)
     if result.get("status") == "complete" and "epochs_count_from" not in result:
         # Written when epochs counted from 0: the tables count from 1 (the file is left as it is).
         result = {**result, "best_epoch": result["best_epoch"] + 1, "epochs_count_from": 1}
@@ -230,7 +230,7 @@ def draw_run_pictures(run_dir: Path, split: OneClassSplit, scores: np.ndarray, l
 def missing_pictures(run_dir: Path) -> list[str]:
     """The pictures a complete run's directory lacks (none for an unfinished or failed run)."""
     marker = run_dir / "result.json"
-    if not marker.exists() or read_json(marker).get("status") != "complete":
+    if not marker.exists() or read_json(marker, dict).get("status") != "complete":
         return []
     return [name for name in RUN_PICTURES if not (run_dir / name).exists()]
 
@@ -239,15 +239,18 @@ def redraw_missing_pictures(run_dir: Path, split: OneClassSplit) -> list[str]:
     """Draw the pictures a complete run lacks (it was stopped after ``result.json``, its
     completion marker, was written and before they were): score extremes from ``scores.npz``,
     reconstructions from its final checkpoint. Returns the names drawn; a run copied without
-    checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so. A run
+    checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so; one
+    whose ``scores.npz`` cannot be read gets none (``_final_scores`` warns). A run
     made on other data than ``split`` raises ``DataMismatchError`` (``runs.check_run_data``)."""
     missing = missing_pictures(run_dir)
     if not missing:
         return []
     check_run_data(run_dir, split_fingerprint(split))
-    result = read_json(run_dir / "result.json")
-    with np.load(run_dir / "scores.npz") as saved:
-        scores, labels = saved["scores"], saved["labels"]
+    result = read_json(run_dir / "result.json", dict)
+    saved = _final_scores(run_dir)
+    if saved is None:  # its warning says how to score the run, and draw its pictures, again
+        return []
+    scores, labels = saved
     state = None
     final = result.get("checkpoints", {}).get("final")
     if "reconstructions.png" in missing:
@@ -275,7 +278,7 @@ def finished_history(run_dir: Path) -> list[dict[str, Any]] | None:
     no checkpoint is left to hold it (a run merged without checkpoints)."""
     path = run_dir / "history.json"
     try:
-        return read_json(path)
+        return read_json(path, list)
     except FileNotFoundError:
         problem = "is missing"
     except ValueError:
@@ -476,7 +479,7 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
                          keep_checkpoints=keep_checkpoints)
         except FloatingPointError as err:  # a non-finite loss or score: the run diverged
             history = run_dir / "history.json"
-            good = len(read_json(history)) if history.exists() else 0
+            good = len(read_json(history, list)) if history.exists() else 0
             tqdm.write(f"run {run_dir} stopped: {err}; " + (f"its last good checkpoint, of epoch {good}, is kept"
                                                             if good else "it failed in its first epoch"))
             write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})

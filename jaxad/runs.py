@@ -236,7 +236,11 @@ def read_run_config(run_dir: str | Path) -> ExperimentConfig:
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
-    saved = read_json(path)
+    try:
+        saved = read_json(path)
+    except ValueError as err:  # not "delete it": nothing else says which configuration trained the run
+        raise ValueError(f"{path} is damaged, not valid JSON ({err.__cause__}); restore it from a copy: it "
+                         f"alone says which configuration trained the run") from err
     try:
         return ExperimentConfig.from_dict(saved)
     except (ValueError, TypeError) as err:
@@ -261,7 +265,7 @@ def check_run_data(run_dir: Path, fingerprint: dict[str, str]) -> None:
     existed has none and passes)."""
     if not (run_dir / "data.json").exists():
         return
-    saved = read_json(run_dir / "data.json")
+    saved = read_json(run_dir / "data.json", dict)
     differ = [name for name in FINGERPRINTED if saved.get(name) != fingerprint[name]]
     if differ:
         raise DataMismatchError(
@@ -284,6 +288,11 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
             check_run_data(run_dir, fingerprint)
             return
     else:
+        checkpoints = run_dir / "checkpoints"
+        if checkpoints.is_dir() and any(step.name.isdigit() for step in checkpoints.iterdir()):
+            raise ConfigMismatchError(
+                f"{run_dir} holds checkpoints but no config.json, so nothing says which configuration trained "
+                f"them; restore its config.json from a copy, or choose another run_dir (or delete {run_dir})")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config_file, json.loads(cfg.to_json()))
     write_json_atomic(data_file, fingerprint)  # runs from before data.json existed record theirs now
@@ -336,6 +345,8 @@ def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _writing(run_dirs: Sequence[str | Path | None]) -> Iterator[None]:
     """Hold the lock (``jaxad.locks``) of each run directory for the block: one writer per run
     directory, so two processes never train into one (each would overwrite the other's files)."""
+    if any(isinstance(d, str) and not d.strip() for d in run_dirs):  # Path("") would be the current directory
+        raise ValueError("run_dir is an empty path; give a directory, or None to train without one")
     named = [Path(d) for d in run_dirs if d is not None]
     resolved = [d.resolve() for d in named]
     twice = sorted({str(d) for d, r in zip(named, resolved) if resolved.count(r) > 1})
@@ -817,5 +828,5 @@ def load_training_state(run_dir: str | Path, epoch: int | str | None = None
 def is_complete(run_dir: str | Path) -> bool:
     """Whether a run directory holds a finished run (its ``result.json`` was written)."""
     path = Path(run_dir) / "result.json"
-    return path.exists() and read_json(path).get("status") in ("complete", "failed")
+    return path.exists() and read_json(path, dict).get("status") in ("complete", "failed")
 

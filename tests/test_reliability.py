@@ -338,6 +338,7 @@ def test_a_finished_benchmark_whose_scores_are_missing_says_how_to_score_them_ag
     shutil.copytree(finished_benchmark, out)
     run_dir = out / "runs" / "gamma0" / "class0" / "seed0"
     (run_dir / "scores.npz").write_bytes(b"PK\x03\x04 cut short")
+    (run_dir / "score_extremes.png").unlink()  # a picture to redraw from them, too
     with pytest.warns(UserWarning, match=f"scores.npz cannot be read .*delete {run_dir / 'result.json'} and run "
                                          f"the benchmark with --resume"):
         assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out), "--resume") == 0
@@ -362,8 +363,8 @@ def test_a_full_disk_under_out_is_one_line_naming_the_path_and_exit_74(tmp_path,
     assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out)) == 74
     err = capsys.readouterr().err
     checkpoints = out / "runs" / "gamma0" / "class0" / "seed0" / "checkpoints"
-    assert err.startswith(f"error: {checkpoints}: No space left on device; free some space (or choose another "
-                          f"--out), then continue with: ")
+    assert err.startswith(f"error: {checkpoints}: No space left on device; free some space, or choose another "
+                          f"--out; then continue with: ")
     assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
 
 
@@ -402,3 +403,65 @@ def test_a_directory_on_a_read_only_file_system_is_read_without_a_lock(tmp_path,
     monkeypatch.setattr("jaxad.locks.open", read_only, raising=False)
     with locks.locked(tmp_path, "held"):  # no writer to keep out: a finished benchmark's table still prints
         pass
+
+
+# ------------------------------------------------------------------ further probes: paths and files given by hand
+
+def damage_checkpoint(run_dir: Path, epoch: int) -> None:
+    for f in (run_dir / "checkpoints" / str(epoch)).rglob("*"):
+        if f.is_file() and f.stat().st_size > 0 and "state" in f.parts:
+            f.write_bytes(b"\0garbage")
+
+
+def test_an_epoch_damaged_again_after_it_was_retrained_is_set_aside_beside_the_first(trained_run, tmp_path, split):
+    run_dir = copy_of(trained_run[0], tmp_path)
+    for aside in ("2", "2.2"):
+        (run_dir / "result.json").unlink()
+        damage_checkpoint(run_dir, 2)
+        with pytest.warns(UserWarning, match=f"moved to {run_dir / 'corrupt_checkpoints' / aside}\\)"):
+            fit(TINY, split, run_dir=run_dir, progress=False)
+    assert sorted(p.name for p in (run_dir / "corrupt_checkpoints").iterdir()) == ["2", "2.2"]
+
+
+def test_checkpoints_without_their_config_json_are_not_resumed_under_another_configuration(trained_run, tmp_path,
+                                                                                           split):
+    run_dir = copy_of(trained_run[0], tmp_path)
+    (run_dir / "config.json").unlink()
+    with pytest.raises(ValueError, match="holds checkpoints but no config.json, so nothing says which configuration"):
+        fit(TINY.replace(**{"train.learning_rate": 1e-3}), split, run_dir=run_dir, progress=False)
+    assert not (run_dir / "config.json").exists()
+    (run_dir / "config.json").write_text('{"model": {"width": 0.1')
+    with pytest.raises(ValueError, match="config.json is damaged, not valid JSON .*restore it from a copy: it alone "
+                                         "says which configuration trained the run") as err:
+        load_run(run_dir)
+    assert "delete" not in str(err.value)
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("benchmark.json", "[]", "benchmark.json is damaged: it holds a JSON list where jaxad writes a JSON dict"),
+    ("runs/gamma0/class0/seed0/result.json", b"\x89PNG\r\n", "result.json is damaged, not valid JSON"),
+])
+def test_a_json_file_of_the_wrong_kind_is_named_as_damaged(tmp_path, capsys, name, content, message):
+    spec = run_cli.build_spec(run_cli.parse_args([*TINY_FLAGS, "--classes", "0"]))
+    write_json_atomic(tmp_path / "benchmark.json", spec.identity())
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(tmp_path), "--resume") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_and_data_paths_that_name_files_are_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(tmp_path / "file")) == 2
+    assert f"error: {tmp_path / 'file'} is a file, not a directory" in capsys.readouterr().err
+    assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(tmp_path / "file" / "out")) == 74
+    assert f"error: {tmp_path / 'file' / 'out'}: Not a directory; a part of the path is a file" in \
+        capsys.readouterr().err
+    assert run_command("--dataset", "mnist", "--data-dir", str(tmp_path / "file"), "--out", str(tmp_path / "o")) == 2
+    assert f"data_dir {tmp_path / 'file'} is a file, not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_fit_refuses_an_empty_run_dir_rather_than_writing_into_the_current_directory(split):
+    with pytest.raises(ValueError, match="run_dir is an empty path"):
+        fit(TINY, split, run_dir="", progress=False)

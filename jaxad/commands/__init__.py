@@ -46,11 +46,11 @@ def os_error_line(err: OSError) -> str:
     """One line for an ``OSError`` the operating system raised: the path, what it said, and
     what to do (``/out/runs/.../checkpoints: No space left on device; free some space``)."""
     what = str(err) if err.filename is None else f"{err.filename}: {err.strerror}"
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{what}; free some space"
-    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"{what}; make it writable"
-    return what
+    advice = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+              errno.EROFS: "make it writable", errno.EACCES: "check its permissions",
+              errno.EPERM: "check its permissions",
+              errno.ENOTDIR: "a part of the path is a file"}.get(err.errno, "fix the cause")
+    return f"{what}; {advice}"
 
 
 def exit_with(status: int) -> NoReturn:

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if err.errno is None:  # a refusal of a path given (raised by jaxad, not the system)
             print(f"error: {err}", file=sys.stderr)
             return 2
-        print(f"error: {os_error_line(err)} (or choose another --out), then continue with: "
+        print(f"error: {os_error_line(err)}, or choose another --out; then continue with: "
               f"{resume_command(command, args)} (the finished runs and the checkpoints written are kept)",
               file=sys.stderr)
         return FILE_ERROR
