@@ -89,6 +89,8 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.width <= 0:
             raise ValueError(f"width must be positive, got {self.width}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be at least 1, got {self.latent_dim}")
         problem = BACKBONES[self.backbone].image_size_problem(self.image_size)
         if problem:
             raise ValueError(f"the {self.backbone} backbone {problem}, got {self.image_size}")
@@ -240,6 +242,9 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("beta1", "beta2"):  # Adam divides by 1 - beta ** t
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -391,7 +391,11 @@ def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str |
             # Copied beside the target, then renamed: an interrupted merge leaves no half-copied run.
             staging = target.with_name(target.name + ".merging")
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(run, staging, ignore=None if checkpoints else shutil.ignore_patterns("checkpoints"))
+            try:
+                shutil.copytree(run, staging, ignore=None if checkpoints else shutil.ignore_patterns("checkpoints"))
+            except BaseException:  # a full disk, an interrupt: no half copy is left behind
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)

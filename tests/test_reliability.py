@@ -24,6 +24,7 @@ from jaxad.checkpoint import CheckpointError
 from jaxad.data import OneClassSplit, load_split
 from jaxad.files import write_json_atomic, write_text_atomic
 from jaxad.locks import DirectoryLockedError
+from jaxad.metrics import auroc
 from jaxad.runs import read_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -465,3 +466,37 @@ def test_output_and_data_paths_that_name_files_are_refused_in_one_line(tmp_path,
 def test_fit_refuses_an_empty_run_dir_rather_than_writing_into_the_current_directory(split):
     with pytest.raises(ValueError, match="run_dir is an empty path"):
         fit(TINY, split, run_dir="", progress=False)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"model.latent_dim": 0}, "latent_dim must be at least 1, got 0"),
+    ({"train.beta2": 1.0}, r"beta2 must lie in \[0, 1\), got 1.0"),
+])
+def test_settings_that_would_crash_or_divide_by_zero_are_refused_when_the_config_is_built(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TINY.replace(**changes)
+
+
+def test_auroc_refuses_scores_that_are_not_finite():
+    with pytest.raises(ValueError, match="1 of 4 scores are NaN or inf"):
+        auroc(np.array([0, 1, 0, 1]), np.array([0.1, np.nan, 0.2, 0.8]))
+
+
+def test_a_merge_stopped_by_a_full_disk_leaves_no_half_copied_run(tmp_path, capsys, monkeypatch):
+    spec = run_cli.build_spec(run_cli.parse_args([*TINY_FLAGS, "--classes", "0"]))
+    source = tmp_path / "elsewhere"
+    run_dir = source / "runs" / "gamma0" / "class0" / "seed0"
+    run_dir.mkdir(parents=True)
+    write_json_atomic(run_dir / "config.json", spec.runs()[0].to_dict())
+    write_json_atomic(run_dir / "result.json", {"status": "complete"})
+    copytree = shutil.copytree
+
+    def full_disk_midway(src, dst, **kwargs):
+        copytree(src, dst, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(dst) / "result.json"))
+
+    monkeypatch.setattr(grid.shutil, "copytree", full_disk_midway)
+    out = tmp_path / "out"
+    assert run_command(*TINY_FLAGS, "--classes", "0", "--out", str(out), "--merge-from", str(source)) == 74
+    assert "No space left on device; free some space, then run the same command again" in capsys.readouterr().err
+    assert not list(out.rglob("*.merging"))
