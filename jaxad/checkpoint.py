@@ -16,6 +16,7 @@ arrays, so a run saved on N devices resumes on any device count.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import warnings
@@ -36,8 +37,9 @@ KEEP_RECENT = 2  # the latest epochs' checkpoints kept, beside the test-selected
 
 
 def _test_selection(metrics: dict[str, float]) -> tuple[float, int]:
-    # The highest AUROC, the earliest epoch on a tie: RunResult.best_epoch's choice.
-    return metrics["auroc"], -metrics["epoch"]
+    # The highest AUROC, the earliest epoch on a tie: RunResult.best_epoch's choice (none
+    # without test anomalies).
+    return metrics.get("auroc", -math.inf), -metrics["epoch"]
 
 
 def _label_free_selection(metrics: dict[str, float]) -> tuple[tuple[float, float], int]:
@@ -130,7 +132,9 @@ def save(manager: ocp.CheckpointManager, epoch: int, arrays: Any, history: dict[
     error stopped (this one, or the previous one's writing in the background) raises that
     ``OSError``, naming the checkpoint."""
     records = history.get("epochs") or []
-    metrics = {"auroc": float(records[-1]["auroc"]), "epoch": epoch} if records else None
+    metrics = {"epoch": epoch} if records else None
+    if records and records[-1]["auroc"] is not None:
+        metrics["auroc"] = float(records[-1]["auroc"])
     for evidence in EVIDENCE:
         if records and evidence in records[-1]:
             metrics[evidence] = float(records[-1][evidence])

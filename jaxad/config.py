@@ -258,12 +258,15 @@ class DataConfig:
         anomaly_classes: draw the injected anomalies from these classes only (Deep SAD's
             protocol); None draws from every class but the normal one.
         data_dir: the folder holding the raw dataset files, or TFDS's data directory; for
-            ``"folder"``, the root holding ``normal/``, ``abnormal/`` and optionally
-            ``normal_test/``.
+            ``"folder"``, the root of the layout in docs/own-images.md (``normal/``, and
+            optionally ``abnormal/``, ``normal_test/``, ``abnormal_train/``, ``ground_truth/``);
+            for ``"mvtec"``, the folder holding the categories.
         source: ``"raw"`` reads the raw files in ``data_dir``; ``"tfds"`` goes through
             TensorFlow Datasets; ``"auto"`` takes the raw files when they are there, else TFDS.
         image_size: the side the images are resized to; it must equal
             ``ModelConfig.image_size``.
+        category: which of a dataset's categories (MVTec AD's ``bottle``, ...); None for the
+            others.
 
     Raises:
         ValueError: an unknown dataset or source, or gamma outside [0, 1).
@@ -275,8 +278,9 @@ class DataConfig:
     anomaly_classes: tuple[int, ...] | None = _field(
         None, "draw injected anomalies from these classes only (default: all others)")
     data_dir: str | None = _field(
-        None, "raw dataset files (or a TFDS data_dir); for folder: a root holding normal/, abnormal/ "
-              "and optionally normal_test/")
+        None, "raw dataset files (or a TFDS data_dir); for folder: a root holding normal/ and optionally "
+              "normal_test/, abnormal/, abnormal_train/ and ground_truth/; for mvtec: MVTec AD's root")
+    category: str | None = _field(None, "for mvtec: the category under data_dir (bottle, cable, ...)")
     source: Source = _field("auto", "auto = the raw files in data_dir when there, else TFDS")
     image_size: int = _field(32, "image side the data is resized to (the model's, ModelConfig.image_size)")
 
@@ -287,14 +291,21 @@ class DataConfig:
 
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {tuple(DATASETS)}")
+        from jaxad.data.sources import check_category
+
         check_gamma(self.gamma)
         _check_choice("source", self.source, Source)
+        check_category(self.dataset, self.category)
 
 
 # Fields added after run directories were first written, with the value that describes what
 # the versions without them did (not today's default): a run directory that lacks one was
 # made that way, and resuming it with another value is refused as another configuration.
 ADDED_LATER: dict[str, dict[str, Any]] = {
+    # ExperimentConfig's own fields. Runs made before it stored no threshold: its default, which
+    # their unfinished runs store when resumed.
+    "": {"threshold_quantile": 0.99, "test_both_generators": False},
+    "data": {"category": None},
     "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,
               "g_grad_clip_factor": None, "g_update_rms_clip": None,
@@ -348,9 +359,10 @@ def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
     version lays it out: what earlier versions wrote in ``config.json`` and ``benchmark.json``
     moved to where the field now lives, and fields they predate given the value that
     describes them (``ADDED_LATER``). The input is not changed."""
-    d = {**d, "model": dict(d.get("model", {})), "train": dict(d.get("train", {}))}
+    d = {**ADDED_LATER[""], **d, "model": dict(d.get("model", {})), "train": dict(d.get("train", {}))}
     for section, fields in ADDED_LATER.items():
-        d[section] = {**fields, **d.get(section, {})}
+        if section:
+            d[section] = {**fields, **d.get(section, {})}
     model, train = d["model"], d["train"]
     # The switch moved to ModelConfig (it decides G's parameters); before, it was TrainConfig.advprop.
     if "pseudo_anomaly_bn" in train:
@@ -433,8 +445,13 @@ class ExperimentConfig:
         False, "with an averaged generator, also score the test split with the generator that did not "
                "report the epoch (history's auroc_average_generator and auroc_live_generator): a diagnostic "
                "that doubles each epoch's test scoring; no choice reads it")
+    threshold_quantile: float = _field(
+        0.99, "the run's label-free decision threshold: this quantile of its final model's scores on its "
+              "training normals (an image scoring at or above it is called anomalous)")
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.threshold_quantile <= 1.0:
+            raise ValueError(f"threshold_quantile must lie in (0, 1], got {self.threshold_quantile}")
         if self.model.image_size != self.data.image_size:
             raise ValueError(
                 f"ModelConfig.image_size {self.model.image_size} and DataConfig.image_size "

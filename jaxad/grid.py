@@ -9,7 +9,8 @@ PyTorch reference (this module was ``jaxad/benchmark.py``).
 
 The output directory holds ``benchmark.json`` (what is being run), ``runs/gamma*/class*/seed*/``
 (one run directory each, see ``jaxad.runs``), and after every run ``results.json``,
-``results.csv``, ``results.md`` and the plots. A finished run is never run again (pictures it
+``results.csv``, ``results.md`` and the plots (with ``tensorboard``, ``tensorboard/gamma*/class*/seed*/``
+holds each run's event files). A finished run is never run again (pictures it
 lacks, if it was stopped before they were drawn, are drawn on resume); an unfinished one restarts
 from its last checkpoint.
 """
@@ -40,6 +41,7 @@ from jaxad.checkpoint import CheckpointError
 from jaxad.runs import (ConfigMismatchError, check_run_data, fit, fit_many, is_complete, load_run,
                         load_training_state, run_config_differences, split_fingerprint)
 from jaxad.metrics import roc
+from jaxad.tensorboard import EpochWriter, check_installed
 from jaxad.train import AGADState, reconstruct
 
 
@@ -82,8 +84,10 @@ class BenchmarkSpec:
                 for g in self.gammas for c in self.classes for s in self.seeds]
 
 
-def run_dir_of(out_dir: Path, cfg: ExperimentConfig) -> Path:
-    return out_dir / "runs" / f"gamma{cfg.data.gamma:g}" / f"class{cfg.data.normal_class}" / f"seed{cfg.seed}"
+def run_dir_of(out_dir: Path, cfg: ExperimentConfig, part: str = "runs") -> Path:
+    """Where run ``cfg`` of the benchmark in ``out_dir`` lies: under ``runs/``, or under ``part``
+    (``tensorboard/``: its event files)."""
+    return out_dir / part / f"gamma{cfg.data.gamma:g}" / f"class{cfg.data.normal_class}" / f"seed{cfg.seed}"
 
 
 class BenchmarkMismatchError(ValueError):
@@ -319,7 +323,7 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
             continue
         row = _row(cfg, run_dir, out_dir)
         rows.append(row)
-        if row["status"] != "complete":
+        if row["status"] != "complete" or row["final_auroc"] is None:  # failed, or no test anomaly to plot
             continue
         history = finished_history(run_dir)
         if history is not None:
@@ -417,7 +421,8 @@ def _groups(spec: BenchmarkSpec, models_at_once: bool) -> list[list[ExperimentCo
 
 def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = False, devices: int = 1,
                   models_at_once: bool = False, command: str | None = None,
-                  progress: bool = True, keep_checkpoints: int | None = checkpoint.KEEP_RECENT) -> list[dict[str, Any]]:
+                  progress: bool = True, keep_checkpoints: int | None = checkpoint.KEEP_RECENT,
+                  tensorboard: bool = False) -> list[dict[str, Any]]:
     """Run every (class, gamma, seed) of ``spec`` not yet finished under ``out_dir``; return the rows.
 
     ``models_at_once`` trains the seeds of each (class, gamma) together, the step vmapped over
@@ -434,9 +439,14 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     out_dir = Path(out_dir)
     checkpoint.check_keep_recent(keep_checkpoints)
     parallel.check_device_count(devices)
+    if tensorboard:
+        if models_at_once:
+            raise ValueError("TensorBoard logging writes each run's epochs as fit reports them, one run at a "
+                             "time: leave out --models-at-once or --tensorboard")
+        check_installed()
     with locked(out_dir):
         return _run_benchmark(spec, out_dir, resume, devices, models_at_once, command, progress,
-                              keep_checkpoints)
+                              keep_checkpoints, tensorboard)
 
 
 def classes_in_protocol(dataset: Dataset) -> int:
@@ -448,7 +458,7 @@ def classes_in_protocol(dataset: Dataset) -> int:
 
 def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: int, models_at_once: bool,
                    command: str | None, progress: bool,
-                   keep_checkpoints: int | None) -> list[dict[str, Any]]:
+                   keep_checkpoints: int | None, tensorboard: bool = False) -> list[dict[str, Any]]:
     finished_before, to_mark = _check_out_dir(spec, out_dir, resume)
     if finished_before and not resume:
         rows = [_row(cfg, run_dir_of(out_dir, cfg), out_dir) for cfg in spec.runs()]
@@ -458,7 +468,8 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
                    f"{out_dir / 'results.md'}; to run it again, choose another --out directory")
         return rows
     base = spec.base
-    dataset = load_dataset(base.data.dataset, base.data.data_dir, base.data.source, base.data.image_size)
+    dataset = load_dataset(base.data.dataset, base.data.data_dir, base.data.source, base.data.image_size,
+                           base.data.category)
     check_benchmark_data(spec, dataset)
     if to_mark:
         mark_out_dir(spec, out_dir)
@@ -470,17 +481,22 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
     def finished(cfg: ExperimentConfig, split, result) -> None:
         # After result.json: a run stopped in between has its pictures redrawn on --resume.
         draw_run_pictures(run_dir_of(out_dir, cfg), split, result.test_scores, result.test_labels, result.state)
+        run = f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}"
+        threshold = f"label-free threshold {result.evaluation['threshold']:.4g}"
+        if result.final_auroc is None:
+            tqdm.write(f"{run}: no AUROC can be computed, the test split holds no anomalies; {threshold}")
+            return
         selected = ("" if result.selected_epoch is None else
                     f"{result.selected_auroc:.2f} (label-free selected epoch {result.selected_epoch}), ")
-        tqdm.write(f"class {cfg.data.normal_class} gamma {cfg.data.gamma:g} seed {cfg.seed}: "
-                   f"AUROC {result.final_auroc:.2f} (final epoch), {selected}"
-                   f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch})")
+        tqdm.write(f"{run}: AUROC {result.final_auroc:.2f} (final epoch), {selected}"
+                   f"{result.best_auroc:.2f} (test-selected epoch {result.best_epoch}); {threshold}")
 
     def fit_one(cfg: ExperimentConfig) -> None:
         run_dir, split = run_dir_of(out_dir, cfg), split_of(cfg)
+        writer = EpochWriter(run_dir_of(out_dir, cfg, "tensorboard")) if tensorboard else None
         try:
             result = fit(cfg, split, run_dir=run_dir, devices=devices, progress=progress,
-                         keep_checkpoints=keep_checkpoints)
+                         keep_checkpoints=keep_checkpoints, on_epoch=writer)
         except FloatingPointError as err:  # a non-finite loss or score: the run diverged
             history = run_dir / "history.json"
             good = len(read_json(history, list)) if history.exists() else 0
@@ -488,6 +504,9 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
                                                             if good else "it failed in its first epoch"))
             write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})
             return
+        finally:
+            if writer is not None:
+                writer.close()
         finished(cfg, split, result)
 
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -50,7 +50,8 @@ PAPER_SEEDS = 3
 PAPER_MAIN_BACKBONE = {"mnist": "naive", "fashion_mnist": "unetpp", "cifar10": "unetpp", "cifar100": "unetpp"}
 
 CSV_FIELDS = ("dataset", "backbone", "normal_class", "gamma", "seed", "status", "final_auroc",
-              "selected_auroc", "selected_epoch", "best_auroc", "best_epoch", "epochs", "d_resets",
+              "selected_auroc", "selected_epoch", "best_auroc", "best_epoch", "aupr", "f1_max", "pixel_auroc",
+              "aupro", "threshold", "epochs", "d_resets",
               "final_auroc_batch_statistics", "best_auroc_batch_statistics",
               "final_auroc_batch_statistics_normal_first", "best_auroc_batch_statistics_normal_first", "run_dir")
 
@@ -77,9 +78,20 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
 
+# The final epoch's figures beside AUROC (jaxad.evaluation), averaged over seeds like it.
+FINAL_FIGURES = {"aupr": "AUPR", "f1_max": "F1-max", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
+
+
+def _seed_mean(done: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The mean of ``key`` over finished runs; None when any lacks it (undefined, or written before)."""
+    values = [r.get(key) for r in done]
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
+
+
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[float, dict[str, Any]]:
-    """Per gamma: per-class means over seeds (final, label-free selected and test-selected best),
-    avg and SD among classes. Runs written before the label-free selection have none."""
+    """Per gamma: per-class means over seeds (final, label-free selected and test-selected best,
+    and the final epoch's ``FINAL_FIGURES``), avg and SD among classes. A figure a run lacks
+    (runs written before it was recorded; an AUROC with no test anomaly) is None."""
     out: dict[float, dict[str, Any]] = {}
     by_gamma: dict[float, list[dict]] = defaultdict(list)
     for row in rows:
@@ -90,10 +102,10 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[float, dict[str, Any]]:
         for c in classes:
             done = [r for r in group if int(r["normal_class"]) == c and r["status"] == "complete"]
             per_class[c] = {
-                "final": float(np.mean([r["final_auroc"] for r in done])) if done else None,
-                "best": float(np.mean([r["best_auroc"] for r in done])) if done else None,
-                "selected": (float(np.mean([r["selected_auroc"] for r in done]))
-                             if done and all(r.get("selected_auroc") is not None for r in done) else None),
+                "final": _seed_mean(done, "final_auroc"),
+                "best": _seed_mean(done, "best_auroc"),
+                "selected": _seed_mean(done, "selected_auroc"),
+                **{key: _seed_mean(done, key) for key in FINAL_FIGURES},
                 "seeds": len(done),
                 "failed": sum(1 for r in group if int(r["normal_class"]) == c and r["status"] == "failed"),
             }
@@ -154,6 +166,16 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
         if paper is not None:
             cells = [_fmt(paper_class_auroc(dataset, backbone, gamma, c)) for c in classes]
             lines.append("| paper | " + " | ".join(cells) + f" | {_fmt(paper[0])} | {_fmt(paper[1], 2)} |")
+        figures = [key for key in FINAL_FIGURES if any(s["per_class"][c][key] is not None for c in classes)]
+        if figures:
+            lines += ["", "Final epoch, beside AUROC (%; pixel figures of the smoothed error maps |x - G(x)|):", "",
+                      "| | " + " | ".join(str(c) for c in classes) + " |", "|---" * (len(classes) + 1) + "|"]
+            lines += ["| " + FINAL_FIGURES[key] + " | " + " | ".join(_fmt(s["per_class"][c][key]) for c in classes)
+                      + " |" for key in figures]
+        if all(s["per_class"][c]["final"] is None and s["per_class"][c]["seeds"] for c in classes):
+            lines += ["", "No AUROC can be computed: the test split holds no anomalies (a folder without "
+                      "abnormal/). The runs were trained and scored; each run's label-free threshold is in "
+                      "its result.json and results.json."]
         failed = sum(v["failed"] for v in s["per_class"].values())
         if failed:
             lines.append("")

@@ -53,8 +53,9 @@ from jaxad import checkpoint, locks, parallel, xla
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.ema import recalibrate_ema_statistics
+from jaxad.evaluation import evaluate_run
 from jaxad.files import read_json, write_bytes_atomic, write_json_atomic
-from jaxad.metrics import auroc
+from jaxad.metrics import auroc, auroc_if_defined
 from jaxad.selection import choose_scoring_generator, select_epoch
 from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
                          indexed_train_step, live_generator, score_step)
@@ -101,10 +102,12 @@ class RunResult:
     test_labels: np.ndarray
     test_classes: np.ndarray
     state: AGADState
+    evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)  # jaxad.evaluation.evaluate_run's
 
     @property
-    def final_auroc(self) -> float:
-        """AUROC (%) of the final epoch: the honest headline figure."""
+    def final_auroc(self) -> float | None:
+        """AUROC (%) of the final epoch: the honest headline figure (None: the test split holds
+        one kind of image only)."""
         return self.history[-1]["auroc"]
 
     @property
@@ -124,14 +127,16 @@ class RunResult:
         return None if epoch is None else self.history[epoch - 1]["auroc"]
 
     @property
-    def best_epoch(self) -> int:
-        """The epoch (counting from 1) of highest test AUROC, the first on a tie (selected on the test split)."""
-        return int(np.argmax([h["auroc"] for h in self.history])) + 1
+    def best_epoch(self) -> int | None:
+        """The epoch (counting from 1) of highest test AUROC, the first on a tie (selected on the
+        test split); None without an AUROC."""
+        aurocs = [h["auroc"] for h in self.history]
+        return None if None in aurocs else int(np.argmax(aurocs)) + 1
 
     @property
-    def best_auroc(self) -> float:
+    def best_auroc(self) -> float | None:
         """Test-selected best-epoch AUROC (%): how GANomaly's code reports; not an honest figure."""
-        return self.history[self.best_epoch - 1]["auroc"]
+        return None if self.best_epoch is None else self.history[self.best_epoch - 1]["auroc"]
 
 
 def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
@@ -301,9 +306,8 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
 def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
     """``check_images`` on every array of the split, and a warning for images that look [0, 1]-scaled;
     a batch size with no room for normals beside the anomalies gamma > 0 asks for is refused, as
-    are a split without training normals, a test split without both labels, and training
-    anomalies that gamma would leave unused (gamma 0) or ask for in vain (gamma > 0, none in the
-    split)."""
+    are a split without training normals or test images, and training anomalies that gamma
+    would leave unused (gamma 0) or ask for in vain (gamma > 0, none in the split)."""
     gamma = cfg.data.gamma
     batch_composition(cfg.train.batch_size, gamma, cfg.train.min_anomalies_per_batch)
     if len(split.train_normal) == 0:
@@ -319,9 +323,9 @@ def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
     if gamma > 0 and not anomalies:
         raise ValueError(f"data.gamma is {gamma} but the split holds no training anomalies: give the split its "
                          f"anomalies (OneClassSplit.train_anomaly), or set data.gamma to 0")
-    if set(np.unique(split.test_labels).tolist()) != {0, 1}:
-        raise ValueError(f"the test split must hold both normal (0) and anomalous (1) images, its AUROC is scored "
-                         f"after every epoch; its labels are {np.unique(split.test_labels).tolist()}")
+    if len(split.test_images) == 0:
+        raise ValueError("the split holds no test images: fit scores the test split after every epoch "
+                         "(OneClassSplit.test_images, with test_labels)")
     check_images(split.train_normal, cfg.model)
     check_images(split.test_images, cfg.model)
     if len(split.train_anomaly):
@@ -439,8 +443,8 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
     evidence = training_evidence(candidates, split)
     chosen = choose_scoring_generator(evidence, cfg.train.pick_generator)
     test_scores = score(candidates[chosen], split.test_images)
-    record["auroc"] = auroc(split.test_labels, test_scores)
-    if cfg.paper_protocol:
+    record["auroc"] = auroc_if_defined(split.test_labels, test_scores)
+    if cfg.paper_protocol and record["auroc"] is not None:
         record.update(batch_statistics_aurocs(candidates[chosen], split.test_images, split.test_labels))
     record.update(evidence[chosen])
     if len(candidates) > 1:
@@ -449,8 +453,8 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
         for name in candidates:
             if name in tested:
                 record[f"auroc_{name}_generator"] = (
-                    record["auroc"] if name == chosen else auroc(split.test_labels, score(candidates[name],
-                                                                                          split.test_images)))
+                    record["auroc"] if name == chosen
+                    else auroc_if_defined(split.test_labels, score(candidates[name], split.test_images)))
             record.update({f"{key}_{name}_generator": value for key, value in evidence[name].items()})
     record["epoch"] = epoch
     return record, candidates[chosen], test_scores
@@ -467,8 +471,9 @@ def _finish(run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADSta
     # brings none: its final state scores them again.
     if final_scores is None:
         final_scores = score(state, split.test_images)
+    evaluation = evaluate_run(state, split, final_scores, score(state, split.train_normal), cfg.threshold_quantile)
     result = RunResult(cfg, history, final_scores, np.asarray(split.test_labels),
-                       np.asarray(split.test_classes), state)
+                       np.asarray(split.test_classes), state, evaluation)
     if run_dir is not None:
         _write_run(Path(run_dir), result)
     return result
@@ -627,7 +632,7 @@ def progress_postfix(records: list[dict[str, float]]) -> dict[str, str]:
     Returns:
         The postfix, name to printed value.
     """
-    postfix = {"AUROC %": "/".join(f"{r['auroc']:.1f}" for r in records)}
+    postfix = {"AUROC %": "/".join("—" if r["auroc"] is None else f"{r['auroc']:.1f}" for r in records)}
     if all("train_seconds" in r for r in records):
         evaluation = sum(r["eval_seconds"] for r in records)
         postfix["train/eval s"] = f"{records[0]['train_seconds']:.0f}/{evaluation:.0f}"
@@ -669,7 +674,7 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
             checkpoint is kept.
         ValueError: images or labels that would give a wrong number, or a split that does
             not fit ``cfg`` (no training normals; training anomalies at gamma 0, or none at
-            gamma > 0; a test split of one label), all before ``run_dir`` is written
+            gamma > 0; no test images), all before ``run_dir`` is written
             (docs/errors.md); a ``config.json`` there that is not a configuration.
         OSError: ``run_dir`` cannot be written (no space, read-only, no permission), naming
             the path.
@@ -767,6 +772,7 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
         "epochs": len(result.history),
         "d_resets": sum(h["d_resets"] for h in result.history),
         **batch_statistics,
+        **result.evaluation,
     })
 
 

@@ -509,7 +509,8 @@ def test_folder_layout_channels_holdout_and_formats(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         ds = load_dataset("folder", str(tmp_path), image_size=32)
     assert ds.train_images.shape == (8, 32, 32, 1)          # 20 % of 10 held out for testing
-    assert ds.test_labels.tolist() == [0, 0, 1, 1, 1] and ds.class_names == ("normal", "abnormal")
+    # abnormal/'s subfolders are defect types: class k is the k-th (test labels are classes).
+    assert ds.test_labels.tolist() == [0, 0, 1, 1, 1] and ds.class_names == ("normal", "scratch")
     assert not row_hashes(ds.train_images) & row_hashes(ds.test_images)
     write_images(tmp_path / "normal_test", 4, "RGB", fmt="jpg")  # one colour folder -> 3 channels
     with pytest.warns(UserWarning):

@@ -160,15 +160,15 @@ def test_fit_at_gamma_0_refuses_training_anomalies_it_would_leave_unused(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"train_normal": "empty"}, "no training normals"),
-    ({"test_labels": "all normal"}, r"both normal \(0\) and anomalous \(1\) images"),
-])
-def test_fit_refuses_a_split_it_cannot_train_or_score_before_writing(tmp_path, split, change, message):
-    if "train_normal" in change:
-        bad = dataclasses.replace(split, train_normal=split.train_normal[:0])
+@pytest.mark.parametrize("empty,message", [("train_normal", "no training normals"), ("test_images", "no test images")])
+def test_fit_refuses_a_split_it_cannot_train_or_score_before_writing(tmp_path, split, empty, message):
+    arrays = {"train_normal": split.train_normal}
+    if empty == "train_normal":
+        arrays["train_normal"] = split.train_normal[:0]
     else:
-        bad = dataclasses.replace(split, test_labels=np.zeros_like(split.test_labels))
+        arrays.update(test_images=split.test_images[:0], test_labels=split.test_labels[:0],
+                      test_classes=split.test_classes[:0])
+    bad = dataclasses.replace(split, **arrays)
     with pytest.raises(ValueError, match=message):
         fit(TINY, bad, run_dir=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()

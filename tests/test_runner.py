@@ -295,9 +295,10 @@ def test_score_command_reads_an_image_folder(benchmark_dir, tmp_path):
     (folder / "notes.txt").write_text("not an image")
     run_dir = benchmark_dir / "runs" / "gamma0" / "class0" / "seed0"
     with pytest.warns(UserWarning, match="skipped 1"):
-        assert score_cli.main(["--run", str(run_dir), "--images", str(folder), "--out", str(tmp_path / "o")]) == 0
+        assert score_cli.main(["--run", str(run_dir), "--images", str(folder), "--out", str(tmp_path / "o"),
+                               "--maps"]) == 0
     lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()
-    assert lines[0] == "file,score" and len(lines) == 4
+    assert lines[0] == "file,score,normalized_score,is_anomalous" and len(lines) == 4
     assert sorted(p.name for p in (tmp_path / "o" / "error_maps").glob("*.png")) == ["0.png", "1.png", "2.png"]
 
 
@@ -314,10 +315,10 @@ def test_score_command_interrupted_leaves_whole_files(benchmark_dir, tmp_path, m
 
     monkeypatch.setattr(score_command, "save_error_map", stopped_after_one_map)
     assert score_cli.main(["--run", str(run_dir), "--images", str(tmp_path / "x.npy"),
-                           "--out", str(tmp_path / "o")]) == INTERRUPTED
+                           "--out", str(tmp_path / "o"), "--maps"]) == INTERRUPTED
     assert "interrupted; each file" in capsys.readouterr().err
     lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()  # written whole before the maps
-    assert lines[0] == "file,score" and len(lines) == 4
+    assert lines[0] == "file,score,normalized_score,is_anomalous" and len(lines) == 4
     assert [p.name for p in (tmp_path / "o" / "error_maps").iterdir()] == [drawn[0].name]
 
 

@@ -1,6 +1,6 @@
-"""The command-line programs: ``jaxad-run`` (``experiments/run.py``) and ``jaxad-score``
-(``experiments/score.py``). Each module's ``main(argv)`` returns the exit status; the console
-scripts end with ``exit_with`` it."""
+"""The command-line programs: ``jaxad-run`` (``experiments/run.py``), ``jaxad-score``
+(``experiments/score.py``) and ``jaxad-images-demo`` (``experiments/images_demo.py``). Each
+module's ``main(argv)`` returns the exit status; the console scripts end with ``exit_with`` it."""
 
 from __future__ import annotations
 

@@ -3,13 +3,17 @@
     jaxad-run                                     # a few-minute demo on sklearn's digits
     jaxad-run --dataset mnist --backbone naive --data-dir DIR   # DIR: the raw MNIST IDX files
     jaxad-run --dataset cifar10 --backbone unetpp --gammas 0 0.01 0.05 --source tfds --resume
+    jaxad-run --dataset folder --data-dir DIR --image-size 64 --seeds 1   # your own images
+    jaxad-run --dataset mvtec --data-dir DIR --category bottle --image-size 128 --seeds 1
+    jaxad-run --config runs/x/runs/gamma0/class3/seed0/config.json         # repeat a run
 
 Every (normal class, gamma, seed) is one run; results.{json,csv,md} and plots are written to
 --out (default runs/<dataset>_<backbone>, which git ignores) after each run. Interrupt at any
 time; --resume continues. Every field of the configs in jaxad/config.py is a flag below, with
 its default there; the grid flags (--classes, --gammas, --seeds) stand for normal_class,
-gamma and seed. The options, the data and the reported numbers: docs/benchmarks.md; why the
-defaults that go beyond the paper: docs/fidelity-study.md.
+gamma and seed. --config starts from a run's saved config.json instead of the defaults. The
+options, the data and the reported numbers: docs/benchmarks.md; why the defaults that go
+beyond the paper: docs/fidelity-study.md.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
 from jaxad.cli import add_config_flags, config_changes, flag_words
 from jaxad.config import ExperimentConfig
 from jaxad.data import DATASETS, channels_of
+from jaxad.data.sources import IMAGE_FOLDERS, gamma_of
+from jaxad.files import read_json
 from jaxad.models import BACKBONES
 
 # With no --dataset: a small, fast setting on the embedded digits (a demo, not the paper's).
@@ -57,7 +63,15 @@ def parser() -> argparse.ArgumentParser:
                    help=f"default: the {DEMO_DATASET} demo ({DEMO_SEEDS} seed, {demo})")
     p.add_argument("--classes", type=int, nargs="+", help="normal classes (default: all)")
     p.add_argument("--seeds", type=int, help=f"seeds per setting (default {SEEDS}; demo {DEMO_SEEDS})")
-    p.add_argument("--gammas", type=float, nargs="+", default=[0.0], help="anomaly fractions (default 0)")
+    p.add_argument("--gammas", type=float, nargs="+",
+                   help="anomaly fractions (default 0; for image folders with abnormal_train/, a / (n + a): "
+                   "every training anomaly)")
+    p.add_argument("--config", metavar="FILE",
+                   help="start from a saved config.json (a run's) instead of the defaults: it repeats that run; "
+                   "flags given beside it change its fields")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write each run's epochs as TensorBoard scalars under OUT/tensorboard/ "
+                   "(pip install 'jaxad[tensorboard]')")
     p.add_argument("--out", help="output directory (default runs/<dataset>_<backbone>, ignored by git)")
     p.add_argument("--resume", action="store_true",
                    help="continue the benchmark in --out, or grow it (more --seeds, --classes or --gammas)")
@@ -82,16 +96,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser().parse_args(argv)
 
 
+def saved_config(path: str | Path) -> ExperimentConfig:
+    """The configuration in a saved ``config.json`` (a run directory's), or an error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path} does not exist: give a run's config.json "
+                                f"(OUT/runs/gamma*/class*/seed*/config.json)")
+    saved = read_json(path)
+    try:
+        return ExperimentConfig.from_dict(saved)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # from_dict names the field
+        raise ValueError(f"--config {path} is not a jaxad config.json ({err})") from None
+
+
 def base_config(args: argparse.Namespace) -> ExperimentConfig:
     """The configuration every run of the benchmark shares: the dataclass defaults (or the
-    demo's), the flags given, and the dataset's channels from its registry entry."""
-    dataset = args.dataset or DEMO_DATASET
-    changes = {**(DEMO if args.dataset is None else {}), **config_changes(args, skip=GRID_FIELDS)}
-    channels = channels_of(dataset, changes.get("data.data_dir"))
+    demo's, or ``--config``'s file), the flags given, and the dataset's channels from its
+    registry entry (image folders: from their files)."""
+    saved = saved_config(args.config) if args.config else None
+    dataset = args.dataset or (saved.data.dataset if saved else DEMO_DATASET)
+    demo = DEMO if args.dataset is None and saved is None else {}
+    changes = {**demo, **config_changes(args, skip=GRID_FIELDS)}
+    start = saved or ExperimentConfig()
+    if saved is not None and dataset != saved.data.dataset:  # its data fields describe another dataset
+        start = start.replace(**{"data.data_dir": None, "data.category": None})
+    data_dir = changes.get("data.data_dir", start.data.data_dir)
+    category = changes.get("data.category", start.data.category)
+    channels = channels_of(dataset, data_dir, category)
     if changes.setdefault("model.channels", channels) != channels:
         raise ValueError(f"--channels {changes['model.channels']} but {dataset}'s images have {channels}; "
                          f"leave --channels out to take the dataset's")
-    return ExperimentConfig().replace(**{"data.dataset": dataset, **changes})
+    return start.replace(**{"data.dataset": dataset, **changes})
 
 
 def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
@@ -100,15 +135,32 @@ def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
     base = base_config(args)
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds is how many seeds to run per setting, at least 1; got {args.seeds}")
-    classes = tuple(args.classes) if args.classes else tuple(range(DATASETS[base.data.dataset].protocol_classes))
+    data = base.data
+    if args.config:  # the saved run's grid point, unless flags name others
+        saved = saved_config(args.config)
+        classes = tuple(args.classes or (saved.data.normal_class,))
+        gammas = tuple(args.gammas or (saved.data.gamma,))
+        seeds = tuple(range(args.seeds)) if args.seeds is not None else (saved.seed,)
+        return BenchmarkSpec(base, classes, gammas, seeds)
+    classes = tuple(args.classes) if args.classes else tuple(range(DATASETS[data.dataset].protocol_classes))
+    if data.dataset in IMAGE_FOLDERS and classes != (0,):
+        raise ValueError(f"--classes {' '.join(map(str, classes))}: an image folder data set has one normal class, "
+                         f"0 (its normal images); leave --classes out")
+    data_gamma = gamma_of(data.dataset, data.data_dir, data.category)
+    gammas = tuple(args.gammas) if args.gammas else (data_gamma,)
+    if data.dataset in IMAGE_FOLDERS and any(g > 0 for g in gammas) and data_gamma == 0:
+        raise ValueError(f"--gammas {' '.join(map(str, gammas))}: gamma > 0 trains on labelled anomalies, and "
+                         f"{data.data_dir} has none: put them in {Path(data.data_dir or 'DIR') / 'abnormal_train'}/")
     seeds = args.seeds if args.seeds is not None else (DEMO_SEEDS if args.dataset is None else SEEDS)
-    return BenchmarkSpec(base, classes, tuple(args.gammas), tuple(range(seeds)))
+    return BenchmarkSpec(base, classes, gammas, tuple(range(seeds)))
 
 
 def output_dir(args: argparse.Namespace, spec: BenchmarkSpec) -> Path:
     """--out, or ``runs/<dataset>_<backbone>``: outside the committed ``results/``, and ignored by
     git (``/runs/`` in .gitignore), so the demo leaves a clone clean."""
-    return Path(args.out or f"runs/{spec.base.data.dataset}_{spec.base.model.backbone}")
+    data = spec.base.data
+    name = data.dataset if data.category is None else f"{data.dataset}_{data.category}"
+    return Path(args.out or f"runs/{name}_{spec.base.model.backbone}")
 
 
 def resume_command(command: str, args: argparse.Namespace) -> str:
@@ -178,7 +230,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = output_dir(args, spec)
-    if args.dataset is None:
+    if args.dataset is None and not args.config:
         print(f"No --dataset: running the demo on sklearn's {DEMO_DATASET} "
               f"({len(spec.classes)} classes, width {spec.base.model.width}, "
               f"{spec.base.train.epochs} epochs, batch {spec.base.train.batch_size}).")
@@ -188,12 +240,17 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         return 2
     if args.merge_from:
         return merge(args, spec, out, f"{prog} " + " ".join(shlex.quote(a) for a in without_merge_flags(argv)))
+    data = spec.base.data
+    if data.dataset in IMAGE_FOLDERS and not args.gammas and not args.config and spec.gammas != (0.0,):
+        print(f"{data.data_dir} has training anomalies (abnormal_train/): gamma = a / (n + a) = {spec.gammas[0]:.4g}, "
+              f"each run trains on all of them")
     print(f"devices: {device_summary()}; output: {out}")
     command = f"{prog} " + " ".join(shlex.quote(a) for a in argv)
     try:
         rows = run_benchmark(spec, out, resume=args.resume, devices=args.devices,
                              models_at_once=args.models_at_once, command=command.strip(),
-                             progress=not args.no_progress, keep_checkpoints=args.keep_checkpoints)
+                             progress=not args.no_progress, keep_checkpoints=args.keep_checkpoints,
+                             tensorboard=args.tensorboard)
     except BenchmarkMismatchError as err:
         print(f"error: {err}", file=sys.stderr)
         words = [flag_words(name, held) for name, held, _ in err.fields]
@@ -209,7 +266,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
               f"{resume_command(command, args)} (the finished runs and the checkpoints written are kept)",
               file=sys.stderr)
         return FILE_ERROR
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

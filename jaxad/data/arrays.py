@@ -13,7 +13,11 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A labelled train/test dataset, preprocessed: float32 NHWC in [-1, 1], square images."""
+    """A labelled train/test dataset, preprocessed: float32 NHWC in [-1, 1], square images.
+
+    ``test_masks``: where a data set marks its anomalies' pixels, (n_test, H, W) booleans
+    (True = anomalous; all False for a normal image); None otherwise.
+    """
 
     name: str
     train_images: np.ndarray
@@ -22,6 +26,7 @@ class Dataset:
     test_labels: np.ndarray
     num_classes: int
     class_names: tuple[str, ...]
+    test_masks: np.ndarray | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

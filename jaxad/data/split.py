@@ -27,13 +27,20 @@ MIN_ANOMALIES_PER_BATCH = 32
 
 @dataclasses.dataclass(frozen=True)
 class OneClassSplit:
-    """Training normals and injected anomalies; the labelled test set."""
+    """Training normals and injected anomalies; the labelled test set.
+
+    ``test_masks``: (n_test, H, W) booleans marking anomalous pixels, where the data has masks
+    (pixel metrics are computed from them); None otherwise. ``class_names``: the name of each
+    value of ``test_classes`` (a folder's defect types), where known.
+    """
 
     train_normal: np.ndarray   # (n, H, W, C)
     train_anomaly: np.ndarray  # (a, H, W, C); a = 0 when gamma = 0
     test_images: np.ndarray
     test_labels: np.ndarray    # 0 normal (the normal class), 1 anomaly
     test_classes: np.ndarray   # original class label of each test image
+    test_masks: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_labels(self.test_labels)
@@ -42,6 +49,13 @@ class OneClassSplit:
         if np.ndim(self.test_classes) != 1 or len(self.test_classes) != len(self.test_images):
             raise ValueError(f"{len(self.test_images)} test images but test_classes of shape "
                              f"{np.shape(self.test_classes)}: give the class of each test image")
+        if self.test_masks is not None and np.shape(self.test_masks) != np.shape(self.test_images)[:3]:
+            raise ValueError(f"test_masks must be one (H, W) mask per test image, {np.shape(self.test_images)[:3]}; "
+                             f"got shape {np.shape(self.test_masks)}")
+
+    def class_name(self, value: int) -> str:
+        """The name of class ``value`` of ``test_classes`` (its number where no names are known)."""
+        return self.class_names[value] if 0 <= value < len(self.class_names) else str(value)
 
 
 def check_labels(labels) -> None:
@@ -206,7 +220,7 @@ def _check_classes(dataset: Dataset, normal_class: int,
 def check_one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
                           anomaly_classes: Iterable[int] | None = None) -> None:
     """Raise the ``ValueError`` that ``one_class_split`` with these arguments would raise (a
-    class out of range, too few images for gamma's anomalies, a test split of one label),
+    class out of range, too few images for gamma's anomalies, an empty test split),
     without copying any image: a benchmark checks each of its splits before it writes anything."""
     check_gamma(gamma)
     chosen = _check_classes(dataset, normal_class, anomaly_classes)
@@ -218,12 +232,11 @@ def check_one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.
         raise ValueError(f"gamma {gamma} with {n_normal} normals rounds to 0 anomalies")
     pool = int(np.sum(np.isin(dataset.train_labels, chosen)))
     if a > pool:
+        most = f"; gamma at most {pool / (n_normal + pool):.4g} uses them all" if pool else ""
         raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
-                         f"{pool} training images in {dataset.name}")
-    test_classes = np.asarray(dataset.test_labels)
-    if not np.any(test_classes == normal_class) or np.all(test_classes == normal_class):
-        raise ValueError(f"{dataset.name}: the test split needs both normal and anomalous images "
-                         f"for class {normal_class}")
+                         f"{pool} training images in {dataset.name}{most}")
+    if len(dataset.test_labels) == 0:
+        raise ValueError(f"{dataset.name}: the test split holds no image")
 
 
 def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
@@ -244,10 +257,11 @@ def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
     return OneClassSplit(train_normal=train_normal, train_anomaly=dataset.train_images[drawn],
                          test_images=dataset.test_images,
                          test_labels=(test_classes != normal_class).astype(np.int32),
-                         test_classes=test_classes)
+                         test_classes=test_classes, test_masks=dataset.test_masks,
+                         class_names=tuple(dataset.class_names))
 
 
 def load_split(cfg, seed: int = 0) -> OneClassSplit:
     """``load_dataset`` then ``one_class_split`` for a ``jaxad.config.DataConfig``."""
-    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.source, cfg.image_size)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.source, cfg.image_size, cfg.category)
     return one_class_split(dataset, cfg.normal_class, cfg.gamma, cfg.anomaly_classes, seed)
