@@ -57,6 +57,7 @@ from jaxad.allocator import restart_with_fast_malloc
 from jaxad.clipping import RunningNormClipState, clip_by_running_norm, running_norm
 from jaxad.commands.run import build_spec, parse_args
 from jaxad.data import OneClassSplit, gather_batch, load_split
+from jaxad.files import write_text_atomic
 from jaxad.losses import contextual_adversarial_loss, contextual_loss
 from jaxad.metrics import auroc
 from jaxad.runs import NORMAL_ERROR_IMAGES, epoch_inputs, jitted_train_step, load_training_state
@@ -357,7 +358,7 @@ def main(argv: list[str]) -> int:
     for record in replay(state, cfg, load_split(cfg.data, seed=cfg.seed), epochs, gradients, anatomy,
                          line_search_step):
         records.append(record)  # written after each epoch: an interrupted replay keeps what it did
-        out.write_text(json.dumps({"config": json.loads(cfg.to_json()), "epochs": records}))
+        write_text_atomic(out, json.dumps({"config": json.loads(cfg.to_json()), "epochs": records}))
     return 0
 
 

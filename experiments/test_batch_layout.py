@@ -29,6 +29,7 @@ import numpy as np
 from jaxad import ExperimentConfig, load_run
 from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_split
+from jaxad.files import write_text_atomic
 from jaxad.metrics import auroc
 from jaxad.runs import as_scored, batch_statistics_aurocs, score
 from jaxad.selection import choose_scoring_generator
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = [row for run_dir in run_dirs for row in run_rows(run_dir, args.data_dir, args.batch_size, args.checkpoints)]
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        write_text_atomic(args.json, json.dumps(rows, indent=1))
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from typing import Any, Literal, Sequence
 
@@ -88,6 +89,8 @@ class ModelConfig:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.width <= 0:
             raise ValueError(f"width must be positive, got {self.width}")
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be at least 1, got {self.latent_dim}")
         problem = BACKBONES[self.backbone].image_size_problem(self.image_size)
         if problem:
             raise ValueError(f"the {self.backbone} backbone {problem}, got {self.image_size}")
@@ -239,6 +242,9 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name in ("beta1", "beta2"):  # Adam divides by 1 - beta ** t
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,6 +372,45 @@ def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _json_value(name: str, value: Any, tp: Any) -> Any:
+    """``value`` as read from JSON, checked against the field type ``tp`` (tuples come as lists);
+    a ``ValueError`` names the field ``name`` and the type wanted."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _json_value(name, value, inner[0]) if len(inner) == 1 else value
+    if origin is typing.Literal:
+        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
+            raise ValueError(f"{name} must be one of {args}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        return tuple(_json_value(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
+    wanted = {bool: ((bool,), "true or false"), int: ((int,), "a whole number"),
+              float: ((int, float), "a number"), str: ((str,), "a string")}.get(tp)
+    if wanted is not None and (not isinstance(value, wanted[0]) or (tp is not bool and isinstance(value, bool))):
+        raise ValueError(f"{name} must be {wanted[1]}, got {value!r}")
+    return value
+
+
+def _fields_from_dict(cls: type, values: Any, section: str) -> dict[str, Any]:
+    """The keyword arguments of ``cls`` that the JSON object ``values`` (config section ``section``)
+    gives, each checked by ``_json_value``; an unknown field is refused."""
+    prefix = f"{section}." if section else ""
+    if not isinstance(values, dict):
+        raise ValueError(f"{section} must be a JSON object of fields, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(prefix + u for u in unknown)} "
+                         f"({cls.__name__} has {', '.join(sorted(known))})")
+    return {name: _json_value(prefix + name, value, hints[name]) for name, value in values.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """One run's whole configuration: (dataset, backbone, normal class, gamma, seed) and the rest.
@@ -430,21 +475,26 @@ class ExperimentConfig:
 
         Returns:
             The ``ExperimentConfig``; fields the dict predates take ``ADDED_LATER``'s values.
+
+        Raises:
+            ValueError: a hand-edited or damaged dict: an unknown section or field, one missing,
+                or a value of the wrong type (``"0.5"`` for a float); the message names it.
         """
+        if not isinstance(d, dict):
+            raise ValueError(f"a configuration is a JSON object of sections, got {type(d).__name__}")
         d = upgrade_config_dict(d)
-        data, model, train = dict(d["data"]), d["model"], d["train"]
-        if data.get("anomaly_classes") is not None:
-            data["anomaly_classes"] = tuple(data["anomaly_classes"])
-        return cls(
-            model=ModelConfig(**model),
-            loss=LossConfig(**d["loss"]),
-            train=TrainConfig(**train),
-            data=DataConfig(**data),
-            seed=d["seed"],
-            paper_protocol=d["paper_protocol"],
-            test_both_generators=d["test_both_generators"],
-            threshold_quantile=d["threshold_quantile"],
-        )
+        sections = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "data": DataConfig}
+        top_fields = [f.name for f in dataclasses.fields(cls) if f.name not in sections]
+        unknown = sorted(set(d) - set(sections) - set(top_fields))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(unknown)}; a configuration holds the sections "
+                             f"{', '.join(sections)} and {', '.join(top_fields)}")
+        missing = sorted({"loss", "data", "seed", "paper_protocol"} - set(d))
+        if missing:
+            raise ValueError(f"the configuration lacks {', '.join(missing)}")
+        values = {name: _fields_from_dict(section_cls, d[name], name) for name, section_cls in sections.items()}
+        top = _fields_from_dict(cls, {name: d[name] for name in top_fields if name in d}, "")
+        return cls(**{name: section_cls(**values[name]) for name, section_cls in sections.items()}, **top)
 
     def replace(self, **changes: Any) -> "ExperimentConfig":
         """A copy with some fields changed; dotted names reach into the sections.

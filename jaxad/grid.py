@@ -19,24 +19,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
 import signal
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import checkpoint, report
+from jaxad import checkpoint, locks, parallel, report
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
-from jaxad.data import DATASETS, Dataset, OneClassSplit, batch_composition, load_dataset, one_class_split
+from jaxad.data import (DATASETS, Dataset, OneClassSplit, batch_composition, check_one_class_split, load_dataset,
+                        one_class_split)
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
+from jaxad.checkpoint import CheckpointError
 from jaxad.runs import (ConfigMismatchError, check_run_data, fit, fit_many, is_complete, load_run,
-                        run_config_differences, split_fingerprint)
+                        load_training_state, run_config_differences, split_fingerprint)
 from jaxad.metrics import roc
 from jaxad.tensorboard import EpochWriter, check_installed
 from jaxad.train import AGADState, reconstruct
@@ -96,28 +99,14 @@ class BenchmarkMismatchError(ValueError):
         self.fields = list(fields)
 
 
-class BenchmarkLockedError(RuntimeError):
-    """An output directory that another process is running a benchmark in."""
-
-
-@contextlib.contextmanager
-def locked(out_dir: Path) -> Iterator[None]:
-    """Hold ``out_dir/.lock`` (``flock``) for the block, or raise ``BenchmarkLockedError``.
+def locked(out_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold ``out_dir``'s lock (``jaxad.locks``) for the block, or raise ``DirectoryLockedError``.
 
     The kernel releases the lock when its process ends, even on ``kill -9``: a stale lock
     file never blocks a later run.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "a") as lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BenchmarkLockedError(f"another process is running the benchmark in {out_dir}; wait for it "
-                                       f"to finish (or stop it), or choose another --out directory") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    return locks.locked(out_dir, f"another process is running the benchmark in {out_dir}; wait for it "
+                                 f"to finish (or stop it), or choose another --out directory")
 
 
 def finished_runs(spec: BenchmarkSpec, out_dir: Path) -> int:
@@ -125,47 +114,61 @@ def finished_runs(spec: BenchmarkSpec, out_dir: Path) -> int:
     return sum(is_complete(run_dir_of(out_dir, cfg)) for cfg in spec.runs())
 
 
-def _prepare_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> bool:
-    """Check or write ``benchmark.json``; True when ``out_dir`` holds this benchmark, finished.
+def _check_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> tuple[bool, bool]:
+    """``(finished, to_mark)``: whether ``out_dir`` holds this benchmark, finished, and whether its
+    ``benchmark.json`` is to be written (``mark_out_dir``) once everything else is checked. Writes
+    nothing: a refused command leaves nothing behind that blocks the corrected one.
 
     A benchmark grows on ``resume``: ``spec`` may add classes, gammas or seeds to the one in
     ``out_dir`` (same base configuration); its finished runs are kept and ``benchmark.json``
     rewritten to ``spec``."""
     marker = out_dir / "benchmark.json"
+    if not marker.exists():
+        return False, True
     identity = json.loads(json.dumps(spec.identity()))
-    if marker.exists():
-        saved = read_json(marker)
-        if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
-            saved["base"] = upgrade_config_dict(saved["base"])
-        before, now = _comparable(saved, saved.get("gammas")), _comparable(identity, identity["gammas"])
-        if before != now:
-            added = _added_by(saved, identity)
-            if added is None:
-                differs = sorted(k for k in now if before.get(k) != now[k])
-                fields = _field_differences(before.get("base"), now["base"])
-                listed = "".join(f"\n  {name}: {held} there, {asked} asked" for name, held, asked in fields)
-                raise BenchmarkMismatchError(
-                    f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
-                    f"choose another --out directory{', or ask for its configuration:' if fields else ''}{listed}",
-                    fields)
-            if added and not resume:
-                raise FileExistsError(
-                    f"{out_dir} holds a smaller benchmark: this one adds "
-                    f"{'; '.join(f'{axis} {values}' for axis, values in added.items())}; pass --resume to "
-                    f"extend it (its finished runs are kept) or choose another --out directory")
-            if resume:  # grown, or its grid only reordered: from now on the new grid
-                write_json_atomic(marker, identity)
-        done, planned = finished_runs(spec, out_dir), len(spec.runs())
-        if done == planned:
-            return True
-        if not resume:
-            raise FileExistsError(f"{out_dir} already holds this benchmark, unfinished ({done} of {planned} runs "
-                                  f"done): pass --resume to continue it (finished runs are kept) or choose "
-                                  f"another --out directory")
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(marker, identity)
-    return False
+    saved = read_json(marker, dict)
+    if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
+        saved["base"] = upgrade_config_dict(saved["base"])
+    before, now = _comparable(saved, saved.get("gammas")), _comparable(identity, identity["gammas"])
+    to_mark = False
+    if before != now:
+        added = _added_by(saved, identity)
+        if added is None:
+            differs = sorted(k for k in now if before.get(k) != now[k])
+            fields = _field_differences(before.get("base"), now["base"])
+            listed = "".join(f"\n  {name}: {held} there, {asked} asked" for name, held, asked in fields)
+            raise BenchmarkMismatchError(
+                f"{out_dir} holds a different benchmark (differs in: {', '.join(differs)}); "
+                f"choose another --out directory{', or ask for its configuration:' if fields else ''}{listed}",
+                fields)
+        if added and not resume:
+            raise FileExistsError(
+                f"{out_dir} holds a smaller benchmark: this one adds "
+                f"{'; '.join(f'{axis} {values}' for axis, values in added.items())}; pass --resume to "
+                f"extend it (its finished runs are kept) or choose another --out directory")
+        to_mark = resume  # grown, or its grid only reordered: from now on the new grid
+    done, planned = finished_runs(spec, out_dir), len(spec.runs())
+    if done == planned:
+        return True, to_mark
+    if not resume:
+        raise FileExistsError(f"{out_dir} already holds this benchmark, unfinished ({done} of {planned} runs "
+                              f"done): pass --resume to continue it (finished runs are kept) or choose "
+                              f"another --out directory")
+    return False, to_mark
+
+
+def mark_out_dir(spec: BenchmarkSpec, out_dir: Path) -> None:
+    """Write ``out_dir/benchmark.json``: what the benchmark there runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "benchmark.json", spec.identity())
+
+
+def check_benchmark_data(spec: BenchmarkSpec, dataset: Dataset) -> None:
+    """Refuse a benchmark that ``dataset`` cannot split for every class and gamma (a class out of
+    range, too few images for gamma's anomalies), before any of its runs is written."""
+    for gamma in spec.gammas:
+        for normal_class in spec.classes:
+            check_one_class_split(dataset, normal_class, gamma, spec.base.data.anomaly_classes)
 
 
 def _comparable(marked: dict[str, Any], gammas: Any) -> dict[str, Any]:
@@ -200,7 +203,7 @@ def _added_by(saved: dict[str, Any], identity: dict[str, Any]) -> dict[str, list
 
 
 def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
-    result = read_json(run_dir / "result.json")
+    result = read_json(run_dir / "result.json", dict)
     if result.get("status") == "complete" and "epochs_count_from" not in result:
         # Written when epochs counted from 0: the tables count from 1 (the file is left as it is).
         result = {**result, "best_epoch": result["best_epoch"] + 1, "epochs_count_from": 1}
@@ -231,7 +234,7 @@ def draw_run_pictures(run_dir: Path, split: OneClassSplit, scores: np.ndarray, l
 def missing_pictures(run_dir: Path) -> list[str]:
     """The pictures a complete run's directory lacks (none for an unfinished or failed run)."""
     marker = run_dir / "result.json"
-    if not marker.exists() or read_json(marker).get("status") != "complete":
+    if not marker.exists() or read_json(marker, dict).get("status") != "complete":
         return []
     return [name for name in RUN_PICTURES if not (run_dir / name).exists()]
 
@@ -240,15 +243,18 @@ def redraw_missing_pictures(run_dir: Path, split: OneClassSplit) -> list[str]:
     """Draw the pictures a complete run lacks (it was stopped after ``result.json``, its
     completion marker, was written and before they were): score extremes from ``scores.npz``,
     reconstructions from its final checkpoint. Returns the names drawn; a run copied without
-    checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so. A run
+    checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so; one
+    whose ``scores.npz`` cannot be read gets none (``_final_scores`` warns). A run
     made on other data than ``split`` raises ``DataMismatchError`` (``runs.check_run_data``)."""
     missing = missing_pictures(run_dir)
     if not missing:
         return []
     check_run_data(run_dir, split_fingerprint(split))
-    result = read_json(run_dir / "result.json")
-    with np.load(run_dir / "scores.npz") as saved:
-        scores, labels = saved["scores"], saved["labels"]
+    result = read_json(run_dir / "result.json", dict)
+    saved = _final_scores(run_dir)
+    if saved is None:  # its warning says how to score the run, and draw its pictures, again
+        return []
+    scores, labels = saved
     state = None
     final = result.get("checkpoints", {}).get("final")
     if "reconstructions.png" in missing:
@@ -270,6 +276,43 @@ def _raise_interrupt(signum, frame):
     raise _Interrupted(f"signal {signum}")
 
 
+def finished_history(run_dir: Path) -> list[dict[str, Any]] | None:
+    """A finished run's ``history.json``. One missing or damaged is written afresh from the history
+    its final checkpoint saved (the same records), with a warning; None, with a warning, when
+    no checkpoint is left to hold it (a run merged without checkpoints)."""
+    path = run_dir / "history.json"
+    try:
+        return read_json(path, list)
+    except FileNotFoundError:
+        problem = "is missing"
+    except ValueError:
+        problem = "is damaged"
+    try:
+        _, _, history, epoch = load_training_state(run_dir)
+    except (FileNotFoundError, ValueError, CheckpointError):
+        warnings.warn(f"{path} {problem} and no checkpoint of the run holds its history: the run is left out of "
+                      f"auroc_per_epoch.png", stacklevel=2)
+        return None
+    write_json_atomic(path, history)
+    warnings.warn(f"{path} {problem}: written afresh from the history its checkpoint of epoch {epoch} saved",
+                  stacklevel=2)
+    return history
+
+
+def _final_scores(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A finished run's final test scores and labels from ``scores.npz``; None, with a warning
+    saying how to have them again, when the file is missing or damaged."""
+    path = run_dir / "scores.npz"
+    try:
+        with np.load(path) as saved:
+            return saved["scores"], saved["labels"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        warnings.warn(f"{path} cannot be read ({type(err).__name__}: {err}); the run is left out of score_boxes.png "
+                      f"and roc.png. To score it again from its final checkpoint, delete {run_dir / 'result.json'} "
+                      f"and run the benchmark with --resume", stacklevel=2)
+        return None
+
+
 def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None,
                   num_classes: int | None = None) -> list[dict[str, Any]]:
     """Collect every finished run under ``out_dir`` into results.{json,csv,md} and the plots."""
@@ -282,12 +325,14 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
         rows.append(row)
         if row["status"] != "complete" or row["final_auroc"] is None:  # failed, or no test anomaly to plot
             continue
-        key = (cfg.data.gamma, cfg.data.normal_class)
-        histories.setdefault(key, []).append(read_json(run_dir / "history.json"))
+        history = finished_history(run_dir)
+        if history is not None:
+            histories.setdefault((cfg.data.gamma, cfg.data.normal_class), []).append(history)
         if cfg.seed == spec.seeds[0] and cfg.data.gamma == spec.gammas[0]:
-            with np.load(run_dir / "scores.npz") as z:
-                boxes[cfg.data.normal_class] = (z["scores"], z["labels"])
-                fpr, tpr = roc(z["labels"], z["scores"])
+            saved = _final_scores(run_dir)
+            if saved is not None:
+                boxes[cfg.data.normal_class] = saved
+                fpr, tpr = roc(saved[1], saved[0])
                 curves[cfg.data.normal_class] = (fpr, tpr, row["final_auroc"])
     base = spec.base
     num_classes = num_classes or len(spec.classes)
@@ -329,7 +374,8 @@ def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str |
             raise ValueError(f"{source} is the output directory itself; name the directories to copy from")
     copied = []
     with locked(out_dir):
-        _prepare_out_dir(spec, out_dir, resume=True)
+        _, to_mark = _check_out_dir(spec, out_dir, resume=True)
+        plan = []  # every run checked before any is copied: a refused merge leaves nothing behind
         for cfg in spec.runs():
             target = run_dir_of(out_dir, cfg)
             if is_complete(target):
@@ -341,11 +387,19 @@ def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str |
             differences = run_config_differences(run, cfg)
             if differences:
                 raise ConfigMismatchError(f"{run} holds a run of another configuration than this benchmark's "
-                                          f"({'; '.join(differences)}); nothing more was copied")
+                                          f"({'; '.join(differences)}); nothing was copied")
+            plan.append((run, target))
+        if to_mark:
+            mark_out_dir(spec, out_dir)
+        for run, target in plan:
             # Copied beside the target, then renamed: an interrupted merge leaves no half-copied run.
             staging = target.with_name(target.name + ".merging")
             shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(run, staging, ignore=None if checkpoints else shutil.ignore_patterns("checkpoints"))
+            try:
+                shutil.copytree(run, staging, ignore=None if checkpoints else shutil.ignore_patterns("checkpoints"))
+            except BaseException:  # a full disk, an interrupt: no half copy is left behind
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
@@ -384,6 +438,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     """
     out_dir = Path(out_dir)
     checkpoint.check_keep_recent(keep_checkpoints)
+    parallel.check_device_count(devices)
     if tensorboard:
         if models_at_once:
             raise ValueError("TensorBoard logging writes each run's epochs as fit reports them, one run at a "
@@ -404,7 +459,8 @@ def classes_in_protocol(dataset: Dataset) -> int:
 def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: int, models_at_once: bool,
                    command: str | None, progress: bool,
                    keep_checkpoints: int | None, tensorboard: bool = False) -> list[dict[str, Any]]:
-    if _prepare_out_dir(spec, out_dir, resume) and not resume:
+    finished_before, to_mark = _check_out_dir(spec, out_dir, resume)
+    if finished_before and not resume:
         rows = [_row(cfg, run_dir_of(out_dir, cfg), out_dir) for cfg in spec.runs()]
         failed = sum(row["status"] == "failed" for row in rows)
         tqdm.write(f"{out_dir} holds this benchmark, finished: {len(rows)} run(s)"
@@ -414,6 +470,9 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
     base = spec.base
     dataset = load_dataset(base.data.dataset, base.data.data_dir, base.data.source, base.data.image_size,
                            base.data.category)
+    check_benchmark_data(spec, dataset)
+    if to_mark:
+        mark_out_dir(spec, out_dir)
 
     def split_of(cfg: ExperimentConfig):
         return one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma, cfg.data.anomaly_classes,
@@ -438,8 +497,11 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
         try:
             result = fit(cfg, split, run_dir=run_dir, devices=devices, progress=progress,
                          keep_checkpoints=keep_checkpoints, on_epoch=writer)
-        except FloatingPointError as err:
-            tqdm.write(f"run {run_dir} stopped: {err}; its last good checkpoint is kept")
+        except FloatingPointError as err:  # a non-finite loss or score: the run diverged
+            history = run_dir / "history.json"
+            good = len(read_json(history, list)) if history.exists() else 0
+            tqdm.write(f"run {run_dir} stopped: {err}; " + (f"its last good checkpoint, of epoch {good}, is kept"
+                                                            if good else "it failed in its first epoch"))
             write_json_atomic(run_dir / "result.json", {"status": "failed", "error": str(err)})
             return
         finally:

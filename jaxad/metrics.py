@@ -19,6 +19,7 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve in percent; label 1 = anomaly, higher score = more anomalous.
 
     ``labels`` must be the numbers 0 (normal) and 1 (anomaly): ``check_labels`` refuses others.
+    ``scores`` must be finite: NaN or inf ranks nowhere, and is refused.
     """
     labels, scores = np.asarray(labels), np.asarray(scores)
     check_labels(labels)
@@ -26,6 +27,9 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
         raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
     if len(np.unique(labels)) != 2:
         raise ValueError("AUROC needs both normal (0) and anomalous (1) test images")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{int(np.sum(~np.isfinite(scores)))} of {len(scores)} scores are NaN or inf: they rank "
+                         f"nowhere; a model that gives them has diverged")
     return 100.0 * float(roc_auc_score(labels, scores))
 
 

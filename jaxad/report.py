@@ -179,7 +179,7 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
         failed = sum(v["failed"] for v in s["per_class"].values())
         if failed:
             lines.append("")
-            lines.append(f"{failed} run(s) failed (non-finite loss); see their result.json.")
+            lines.append(f"{failed} run(s) failed (a non-finite loss or score); see their result.json.")
         lines.append("")
     if len(summary) > 1 or any(paper_summary(dataset, backbone, g) for g in summary):
         lines += ["## By gamma (avg +- SD among classes; paper Table 2)", "",

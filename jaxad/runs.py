@@ -33,6 +33,7 @@ checkpoint steps keep their 0-based names.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -41,14 +42,14 @@ import time
 import warnings
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import checkpoint, parallel, xla
+from jaxad import checkpoint, locks, parallel, xla
 from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.ema import recalibrate_ema_statistics
@@ -155,19 +156,30 @@ def score(state: AGADState, images: np.ndarray, batch_size: int = SCORE_BATCH,
             running ones.
 
     Returns:
-        One score per image, a float32 array of shape (N,); higher is more anomalous.
+        One score per image, a float32 array of shape (N,); higher is more anomalous. No
+        images give no scores.
 
     Raises:
         ValueError: images of the wrong dtype, range, shape or channels, or with NaN or inf.
+        FloatingPointError: scores that are not finite: the model diverged (``fit`` stops
+            such a run as it does one whose loss is not finite).
     """
     check_state_images(state, images)
     images = np.asarray(images, np.float32)
+    if len(images) == 0:
+        return np.zeros(0, np.float32)
     if use_batch_statistics:
-        return np.concatenate([np.asarray(_score_step(state, images[i:i + batch_size], True))
-                               for i in range(0, len(images), batch_size)])
-    batches, mask = padded_batches(images, batch_size)
-    scores = np.concatenate([np.asarray(_score_step(state, b)) for b in batches])
-    return scores[mask.reshape(-1)]
+        scores = np.concatenate([np.asarray(_score_step(state, images[i:i + batch_size], True))
+                                 for i in range(0, len(images), batch_size)])
+    else:
+        batches, mask = padded_batches(images, batch_size)
+        scores = np.concatenate([np.asarray(_score_step(state, b)) for b in batches])[mask.reshape(-1)]
+    if not np.all(np.isfinite(scores)):
+        # Caught where they arise, as a non-finite loss is: an AUROC of them would be meaningless.
+        raise FloatingPointError(f"the scores of {int(np.sum(~np.isfinite(scores)))} of {len(scores)} images are "
+                                 f"not finite (NaN or inf): the model has diverged; lower the learning rate or "
+                                 f"the loss weights")
+    return scores
 
 
 def normal_first(labels: np.ndarray) -> np.ndarray:
@@ -223,9 +235,29 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
             for key in sorted(saved.keys() | current.keys()) if saved.get(key) != current.get(key)]
 
 
+def read_run_config(run_dir: str | Path) -> ExperimentConfig:
+    """The configuration in ``run_dir/config.json``; a file that does not describe one (an
+    unknown field, a value of the wrong type, damaged JSON) raises ``ValueError`` naming it."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
+    try:
+        saved = read_json(path)
+    except ValueError as err:  # not "delete it": nothing else says which configuration trained the run
+        raise ValueError(f"{path} is damaged, not valid JSON ({err.__cause__}); restore it from a copy: it "
+                         f"alone says which configuration trained the run") from err
+    try:
+        return ExperimentConfig.from_dict(saved)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a configuration jaxad can read: {err}; restore it from a copy, "
+                         f"or correct it") from err
+
+
 def run_config_differences(run_dir: Path, cfg: ExperimentConfig) -> list[str]:
     """How the run in ``run_dir`` (its ``config.json``, in any earlier layout) differs from ``cfg``,
-    field by field; empty when it is ``cfg``'s run (fields that cannot change it are left out)."""
+    field by field; empty when it is ``cfg``'s run (fields that cannot change it are left out).
+    A ``config.json`` that ``read_run_config`` refuses raises its ``ValueError``."""
+    read_run_config(run_dir)
     saved = upgrade_config_dict(read_json(run_dir / "config.json"))
     current = json.loads(cfg.to_json())
     return config_differences(without_inert_fields(saved, [saved["data"]["gamma"]]),
@@ -238,7 +270,7 @@ def check_run_data(run_dir: Path, fingerprint: dict[str, str]) -> None:
     existed has none and passes)."""
     if not (run_dir / "data.json").exists():
         return
-    saved = read_json(run_dir / "data.json")
+    saved = read_json(run_dir / "data.json", dict)
     differ = [name for name in FINGERPRINTED if saved.get(name) != fingerprint[name]]
     if differ:
         raise DataMismatchError(
@@ -261,6 +293,11 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
             check_run_data(run_dir, fingerprint)
             return
     else:
+        checkpoints = run_dir / "checkpoints"
+        if checkpoints.is_dir() and any(step.name.isdigit() for step in checkpoints.iterdir()):
+            raise ConfigMismatchError(
+                f"{run_dir} holds checkpoints but no config.json, so nothing says which configuration trained "
+                f"them; restore its config.json from a copy, or choose another run_dir (or delete {run_dir})")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config_file, json.loads(cfg.to_json()))
     write_json_atomic(data_file, fingerprint)  # runs from before data.json existed record theirs now
@@ -268,8 +305,27 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
 
 def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
     """``check_images`` on every array of the split, and a warning for images that look [0, 1]-scaled;
-    a batch size with no room for normals beside the anomalies gamma > 0 asks for is refused."""
-    batch_composition(cfg.train.batch_size, cfg.data.gamma, cfg.train.min_anomalies_per_batch)
+    a batch size with no room for normals beside the anomalies gamma > 0 asks for is refused, as
+    are a split without training normals or test images, and training anomalies that gamma
+    would leave unused (gamma 0) or ask for in vain (gamma > 0, none in the split)."""
+    gamma = cfg.data.gamma
+    batch_composition(cfg.train.batch_size, gamma, cfg.train.min_anomalies_per_batch)
+    if len(split.train_normal) == 0:
+        raise ValueError("the split holds no training normals: fit trains on normal images "
+                         "(OneClassSplit.train_normal, (n, H, W, C) with n >= 1)")
+    anomalies = len(split.train_anomaly)
+    if gamma == 0 and anomalies:
+        raise ValueError(
+            f"the split holds {anomalies} training anomalies but data.gamma is 0, so fit would train without "
+            f"them: set data.gamma to their fraction, here {anomalies / (anomalies + len(split.train_normal)):.4g} "
+            f"(cfg.replace(**{{'data.gamma': ...}})), or pass the split without them "
+            f"(dataclasses.replace(split, train_anomaly=split.train_anomaly[:0]))")
+    if gamma > 0 and not anomalies:
+        raise ValueError(f"data.gamma is {gamma} but the split holds no training anomalies: give the split its "
+                         f"anomalies (OneClassSplit.train_anomaly), or set data.gamma to 0")
+    if len(split.test_images) == 0:
+        raise ValueError("the split holds no test images: fit scores the test split after every epoch "
+                         "(OneClassSplit.test_images, with test_labels)")
     check_images(split.train_normal, cfg.model)
     check_images(split.test_images, cfg.model)
     if len(split.train_anomaly):
@@ -287,6 +343,25 @@ def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if history and history[0].get("epoch") == 0:
         return [{**record, "epoch": record["epoch"] + 1} for record in history]
     return history
+
+
+@contextlib.contextmanager
+def _writing(run_dirs: Sequence[str | Path | None]) -> Iterator[None]:
+    """Hold the lock (``jaxad.locks``) of each run directory for the block: one writer per run
+    directory, so two processes never train into one (each would overwrite the other's files)."""
+    if any(isinstance(d, str) and not d.strip() for d in run_dirs):  # Path("") would be the current directory
+        raise ValueError("run_dir is an empty path; give a directory, or None to train without one")
+    named = [Path(d) for d in run_dirs if d is not None]
+    resolved = [d.resolve() for d in named]
+    twice = sorted({str(d) for d, r in zip(named, resolved) if resolved.count(r) > 1})
+    if twice:
+        raise ValueError(f"run_dirs name {', '.join(twice)} more than once; give each run its own directory")
+    with contextlib.ExitStack() as stack:
+        for run_dir in named:
+            stack.enter_context(locks.locked(
+                run_dir, f"another process (or fit call) is training the run in {run_dir}; wait for it to "
+                         f"finish (or stop it), or choose another run_dir"))
+        yield
 
 
 def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClassSplit, state: AGADState,
@@ -407,8 +482,7 @@ def _finish(run_dir, cfg: ExperimentConfig, split: OneClassSplit, state: AGADSta
 def _close(managers) -> None:
     for manager in managers:
         if manager is not None:
-            manager.wait_until_finished()
-            manager.close()
+            checkpoint.close(manager)
 
 
 _EpochInputs = tuple[np.ndarray, np.ndarray, jax.Array]  # per step: normal indices, anomaly indices, key
@@ -594,8 +668,16 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     Raises:
         ConfigMismatchError: ``run_dir`` holds a run of another configuration.
         DataMismatchError: ``run_dir`` holds a run trained on other data (``data.json``).
-        FloatingPointError: a loss turned NaN or inf; the last good checkpoint is kept.
-        ValueError: images or labels that would give a wrong number (docs/errors.md).
+        DirectoryLockedError: another process (or ``fit`` call) is training in ``run_dir``:
+            a run directory has one writer at a time (``jaxad.locks``).
+        FloatingPointError: a loss or the test scores turned NaN or inf; the last good
+            checkpoint is kept.
+        ValueError: images or labels that would give a wrong number, or a split that does
+            not fit ``cfg`` (no training normals; training anomalies at gamma 0, or none at
+            gamma > 0; no test images), all before ``run_dir`` is written
+            (docs/errors.md); a ``config.json`` there that is not a configuration.
+        OSError: ``run_dir`` cannot be written (no space, read-only, no permission), naming
+            the path.
         TypeError: ``split`` is not a ``OneClassSplit`` (e.g. a path meant for ``run_dir``).
     """
     if split is not None and not isinstance(split, OneClassSplit):
@@ -608,8 +690,9 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
     state = create_train_state(cfg, jax.random.key(cfg.seed), axis_name=axis_name)
     desc = (f"{cfg.data.dataset}/{cfg.model.backbone} class {cfg.data.normal_class} "
             f"gamma {cfg.data.gamma} seed {cfg.seed}")
-    return _fit_models(_one_model_layout(n_devices), [cfg], [split], [state], [run_dir],
-                       _anomaly_images(split), desc, progress, on_epoch, keep_checkpoints)[0]
+    with _writing([run_dir]):
+        return _fit_models(_one_model_layout(n_devices), [cfg], [split], [state], [run_dir],
+                           _anomaly_images(split), desc, progress, on_epoch, keep_checkpoints)[0]
 
 
 def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], *,
@@ -634,8 +717,9 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
         One ``RunResult`` per configuration, in order.
 
     Raises:
-        ValueError: configurations that differ in more than the seed, or splits of other
-            normal images or anomaly counts.
+        ValueError: configurations that differ in more than the seed, splits of other normal
+            images or anomaly counts, or one run directory named twice; and as ``fit``.
+        DirectoryLockedError, FloatingPointError, OSError: as ``fit``.
     """
     cfgs, splits = list(cfgs), list(splits)
     run_dirs = list(run_dirs) if run_dirs is not None else [None] * len(cfgs)
@@ -651,9 +735,10 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
     states = [create_train_state(c, jax.random.key(c.seed)) for c in cfgs]
     anomaly_images = np.stack([_anomaly_images(s) for s in splits])
     cfg = cfgs[0]
-    return _fit_models(_MODELS_AT_ONCE, cfgs, splits, states, run_dirs, anomaly_images,
-                       f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", progress,
-                       keep_checkpoints=keep_checkpoints)
+    with _writing(run_dirs):
+        return _fit_models(_MODELS_AT_ONCE, cfgs, splits, states, run_dirs, anomaly_images,
+                           f"{len(cfgs)} models: class {cfg.data.normal_class} gamma {cfg.data.gamma}", progress,
+                           keep_checkpoints=keep_checkpoints)
 
 
 def save_final_scores(run_dir: Path, scores: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> None:
@@ -708,9 +793,12 @@ def load_run(run_dir: str | Path, epoch: int | str | None = None,
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a run directory.
-        CheckpointError: that epoch's checkpoint was not kept, or cannot be read; the message
-            lists the epochs that were kept.
-        ValueError: ``generator="average"`` for a run that kept no EMA.
+        CheckpointError: that epoch's checkpoint was not kept, or cannot be read, or holds
+            another model than ``config.json`` describes; the message lists the epochs kept.
+            (A checkpoint that a run training there removes while it is read is looked up
+            again.)
+        ValueError: ``generator="average"`` for a run that kept no EMA, or a ``config.json``
+            that is not a configuration (an unknown field, a value of the wrong type).
     """
     if generator not in (None, "live", "average"):
         raise ValueError(f"generator is 'live', 'average' or None (the one that scored), got {generator!r}")
@@ -732,11 +820,9 @@ def load_training_state(run_dir: str | Path, epoch: int | str | None = None
     (counting from 1). ``epoch`` as in ``load_run``. Training it on with the batches and keys of
     ``epoch_inputs`` replays the run's next epochs."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise FileNotFoundError(f"{run_dir} is not a jaxad run directory (no config.json)")
-    cfg = ExperimentConfig.from_dict(read_json(run_dir / "config.json"))
+    cfg = read_run_config(run_dir)
     state = create_train_state(cfg, jax.random.key(cfg.seed))
-    manager = checkpoint.checkpoint_manager(run_dir / "checkpoints")
+    manager = checkpoint.checkpoint_manager(run_dir / "checkpoints", read_only=True)
     try:
         arrays, saved, restored_epoch = checkpoint.restore(manager, state.arrays(), epoch)
     finally:
@@ -748,5 +834,5 @@ def load_training_state(run_dir: str | Path, epoch: int | str | None = None
 def is_complete(run_dir: str | Path) -> bool:
     """Whether a run directory holds a finished run (its ``result.json`` was written)."""
     path = Path(run_dir) / "result.json"
-    return path.exists() and read_json(path).get("status") in ("complete", "failed")
+    return path.exists() and read_json(path, dict).get("status") in ("complete", "failed")
 

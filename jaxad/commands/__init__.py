@@ -4,11 +4,53 @@ module's ``main(argv)`` returns the exit status; the console scripts end with ``
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
+# The operating system refused a file operation (no space left, a read-only file system, no
+# permission): sysexits.h's EX_IOERR, apart from 2, a refusal of the command itself.
+FILE_ERROR = 74
+
+
+class _BackgroundWriteErrors(logging.Filter):
+    """Log records of a checkpoint write that failed in the background: orbax's, each with its
+    traceback, and asyncio's for the writes' failures nobody retrieved."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        background = "orbax" in record.pathname or record.name == "asyncio"
+        return not (record.levelno >= logging.ERROR and background)
+
+
+def quiet_background_write_errors() -> None:
+    """Leave out the log records and tracebacks of checkpoint writes that failed in the
+    background (a full disk gives dozens): the failure reaches the command as an ``OSError``,
+    which it reports in one line (``os_error_line``)."""
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).addFilter(_BackgroundWriteErrors())
+    previous = sys.unraisablehook
+
+    def unraisable(report: Any) -> None:
+        # The writes still under way when one failed call back into the event loop orbax
+        # closed on the failure; each callback's error is reported as unraisable.
+        if not (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"):
+            previous(report)
+
+    sys.unraisablehook = unraisable
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an ``OSError`` the operating system raised: the path, what it said, and
+    what to do (``/out/runs/.../checkpoints: No space left on device; free some space``)."""
+    what = str(err) if err.filename is None else f"{err.filename}: {err.strerror}"
+    advice = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+              errno.EROFS: "make it writable", errno.EACCES: "check its permissions",
+              errno.EPERM: "check its permissions",
+              errno.ENOTDIR: "a part of the path is a file"}.get(err.errno, "fix the cause")
+    return f"{what}; {advice}"
 
 
 def exit_with(status: int) -> NoReturn:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from jaxad.allocator import restart_with_fast_malloc
-from jaxad.commands import INTERRUPTED, exit_with
+from jaxad.commands import FILE_ERROR, INTERRUPTED, exit_with, os_error_line, quiet_background_write_errors
 from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, device_summary, finished_runs, merge_runs, run_benchmark
 from jaxad.checkpoint import KEEP_RECENT, check_keep_recent
 from jaxad.cli import add_config_flags, config_changes, flag_words
@@ -102,10 +102,11 @@ def saved_config(path: str | Path) -> ExperimentConfig:
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} does not exist: give a run's config.json "
                                 f"(OUT/runs/gamma*/class*/seed*/config.json)")
+    saved = read_json(path)
     try:
-        return ExperimentConfig.from_dict(read_json(path))
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"--config {path} is not a jaxad config.json ({type(err).__name__}: {err})") from None
+        return ExperimentConfig.from_dict(saved)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # from_dict names the field
+        raise ValueError(f"--config {path} is not a jaxad config.json ({err})") from None
 
 
 def base_config(args: argparse.Namespace) -> ExperimentConfig:
@@ -188,7 +189,14 @@ def merge(args: argparse.Namespace, spec: BenchmarkSpec, out: Path, command: str
     try:
         copied = merge_runs(spec, out, args.merge_from, checkpoints=not args.merge_without_checkpoints,
                             command=command)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except OSError as err:
+        if err.errno is None:  # a refusal of a path given (raised by jaxad, not the system)
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"error: {os_error_line(err)}, then run the same command again (the runs copied are whole)",
+              file=sys.stderr)
+        return FILE_ERROR
+    except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     done, planned = finished_runs(spec, out), len(spec.runs())
@@ -215,6 +223,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run the benchmark ``argv`` asks for; the exit status (2 refused, 1 a run failed, 130
     interrupted). ``prog`` is how the command is spelled in results.md and the resume hint."""
     args = parse_args(argv)
+    quiet_background_write_errors()
     try:
         spec = build_spec(args)
     except (ValueError, FileNotFoundError) as err:
@@ -249,7 +258,15 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             print(f"to continue the benchmark there, add: {' '.join(shlex.join(w) for w in words)}",
                   file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as err:
+    except OSError as err:
+        if err.errno is None:  # a refusal of a path given (raised by jaxad, not the system)
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"error: {os_error_line(err)}, or choose another --out; then continue with: "
+              f"{resume_command(command, args)} (the finished runs and the checkpoints written are kept)",
+              file=sys.stderr)
+        return FILE_ERROR
+    except (ValueError, RuntimeError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from jaxad.data.split import (
     OneClassSplit,
     anomaly_count,
     batch_composition,
+    check_one_class_split,
     epoch_indices,
     gather_batch,
     load_split,
@@ -29,8 +30,8 @@ from jaxad.data.tfds_source import read_tfds_dataset, tfds_original_order, tfds_
 
 __all__ = [
     "DATASETS", "Dataset", "DatasetInfo", "MIN_ANOMALIES_PER_BATCH", "OneClassSplit",
-    "anomaly_count", "batch_composition", "channels_of", "epoch_indices", "gather_batch", "load_dataset",
-    "load_folder", "load_images", "load_split", "make_dataset", "one_class_split", "padded_batches",
+    "anomaly_count", "batch_composition", "channels_of", "check_one_class_split", "epoch_indices", "gather_batch",
+    "load_dataset", "load_folder", "load_images", "load_split", "make_dataset", "one_class_split", "padded_batches",
     "raw_files_present", "read_cifar_dataset", "read_digits", "read_idx", "read_idx_dataset",
     "read_tfds_dataset", "resize_images", "steps_per_epoch", "tfds_original_order",
     "tfds_records_to_arrays", "to_unit_range",

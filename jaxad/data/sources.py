@@ -67,7 +67,8 @@ def _load_benchmark(name: str) -> Callable[[str | Path | None, str, int, str | N
     """The loader of a distributed benchmark: its raw files in data_dir, or TFDS."""
     def load(data_dir: str | Path | None, source: str, image_size: int, category: str | None) -> Dataset:
         if data_dir is not None and not Path(data_dir).expanduser().is_dir() and source != "tfds":
-            raise FileNotFoundError(f"data_dir {data_dir} does not exist: give the folder holding the raw "
+            problem = "is a file, not a folder" if Path(data_dir).expanduser().exists() else "does not exist"
+            raise FileNotFoundError(f"data_dir {data_dir} {problem}: give the folder holding the raw "
                                     f"{name} files ({expected_raw_files(name)}), or source 'tfds' (--source tfds) "
                                     f"to let TensorFlow Datasets download into a new folder")
         if source == "raw" or (source == "auto" and raw_files_present(data_dir, name)):

@@ -46,6 +46,9 @@ class OneClassSplit:
         check_labels(self.test_labels)
         if len(self.test_labels) != len(self.test_images):
             raise ValueError(f"{len(self.test_images)} test images but {len(self.test_labels)} test labels")
+        if np.ndim(self.test_classes) != 1 or len(self.test_classes) != len(self.test_images):
+            raise ValueError(f"{len(self.test_images)} test images but test_classes of shape "
+                             f"{np.shape(self.test_classes)}: give the class of each test image")
         if self.test_masks is not None and np.shape(self.test_masks) != np.shape(self.test_images)[:3]:
             raise ValueError(f"test_masks must be one (H, W) mask per test image, {np.shape(self.test_images)[:3]}; "
                              f"got shape {np.shape(self.test_masks)}")
@@ -214,32 +217,44 @@ def _check_classes(dataset: Dataset, normal_class: int,
     return chosen
 
 
+def check_one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
+                          anomaly_classes: Iterable[int] | None = None) -> None:
+    """Raise the ``ValueError`` that ``one_class_split`` with these arguments would raise (a
+    class out of range, too few images for gamma's anomalies, an empty test split),
+    without copying any image: a benchmark checks each of its splits before it writes anything."""
+    check_gamma(gamma)
+    chosen = _check_classes(dataset, normal_class, anomaly_classes)
+    n_normal = int(np.sum(dataset.train_labels == normal_class))
+    if n_normal == 0:
+        raise ValueError(f"{dataset.name}: no training images of class {normal_class}")
+    a = anomaly_count(n_normal, gamma)
+    if gamma > 0 and a == 0:
+        raise ValueError(f"gamma {gamma} with {n_normal} normals rounds to 0 anomalies")
+    pool = int(np.sum(np.isin(dataset.train_labels, chosen)))
+    if a > pool:
+        most = f"; gamma at most {pool / (n_normal + pool):.4g} uses them all" if pool else ""
+        raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
+                         f"{pool} training images in {dataset.name}{most}")
+    if len(dataset.test_labels) == 0:
+        raise ValueError(f"{dataset.name}: the test split holds no image")
+
+
 def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
                     anomaly_classes: Iterable[int] | None = None, seed: int = 0) -> OneClassSplit:
     """The one-class protocol for ``normal_class``, with a fraction ``gamma`` of anomalies.
 
     Anomalies are drawn without replacement (seeded) from the training images of
     ``anomaly_classes`` (default: every other class); the test set is the whole test split.
+    Arguments that make no split raise ``ValueError`` (``check_one_class_split``).
     """
-    check_gamma(gamma)
+    check_one_class_split(dataset, normal_class, gamma, anomaly_classes)
     chosen = _check_classes(dataset, normal_class, anomaly_classes)
     train_normal = dataset.train_images[dataset.train_labels == normal_class]
-    if len(train_normal) == 0:
-        raise ValueError(f"{dataset.name}: no training images of class {normal_class}")
-    a = anomaly_count(len(train_normal), gamma)
-    if gamma > 0 and a == 0:
-        raise ValueError(f"gamma {gamma} with {len(train_normal)} normals rounds to 0 anomalies")
     pool = np.flatnonzero(np.isin(dataset.train_labels, chosen))
-    if a > len(pool):
-        most = f"; gamma at most {len(pool) / (len(train_normal) + len(pool)):.4g} uses them all" if len(pool) else ""
-        raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
-                         f"{len(pool)} training images in {dataset.name}{most}")
-    drawn = np.sort(np.random.default_rng(seed).choice(pool, size=a, replace=False))
-    train_anomaly = dataset.train_images[drawn]
+    drawn = np.sort(np.random.default_rng(seed).choice(pool, size=anomaly_count(len(train_normal), gamma),
+                                                       replace=False))
     test_classes = np.asarray(dataset.test_labels, dtype=np.int32)
-    if len(test_classes) == 0:
-        raise ValueError(f"{dataset.name}: the test split holds no image")
-    return OneClassSplit(train_normal=train_normal, train_anomaly=train_anomaly,
+    return OneClassSplit(train_normal=train_normal, train_anomaly=dataset.train_images[drawn],
                          test_images=dataset.test_images,
                          test_labels=(test_classes != normal_class).astype(np.int32),
                          test_classes=test_classes, test_masks=dataset.test_masks,
