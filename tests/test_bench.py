@@ -18,6 +18,8 @@ from jaxad.models import layers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import bench  # noqa: E402
 
+pytestmark = pytest.mark.long  # the whole benchmark, tiny nets: every step it times compiles
+
 
 def test_quick_benchmark_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"

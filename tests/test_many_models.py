@@ -66,6 +66,7 @@ def test_epoch_records_with_anomalies_keep_the_extremes_and_the_training_evidenc
     assert kept == f"checkpoints/{together[0].selected_epoch}" and (run_dirs[0] / kept).is_dir()
 
 
+@pytest.mark.long  # a study script (rescore_statistics)
 def test_a_saved_epoch_rescored_with_and_without_the_anomalies_statistics(trained_at_once):
     _, _, _, run_dirs = trained_at_once
     live, _ = load_run(run_dirs[0], generator="live")
@@ -83,6 +84,7 @@ def test_a_saved_epoch_rescored_with_and_without_the_anomalies_statistics(traine
     assert average["normals only"] != pytest.approx(average["saved"], abs=1e-6)
 
 
+@pytest.mark.long  # a study script (rescore_statistics)
 def test_at_gamma_0_the_shared_pseudo_anomaly_pass_can_be_left_out_of_the_statistics(tmp_path):
     # --pseudo-anomaly-bn shared: G(x_hat) also updates the running statistics scoring uses.
     # Recomputed from the normal pass alone, the same weights score as shared_no_update would.

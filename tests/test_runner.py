@@ -270,6 +270,7 @@ def test_score_command_reproduces_the_run_scores(benchmark_dir, tmp_path):
         np.testing.assert_allclose(scored, z["scores"], rtol=1e-5)
 
 
+@pytest.mark.long  # a study script
 def test_test_batch_layout_rescores_kept_checkpoints_under_each_test_time_layout(benchmark_dir, tmp_path):
     labels = np.array([1, 0, 1, 1, 0])
     assert normal_first(labels).tolist() == [1, 4, 0, 2, 3]  # GANomaly's one-class test layout
@@ -370,6 +371,7 @@ def test_auroc_by_anomaly_class_scores_normals_against_each_class_alone():
         auroc_by_anomaly_class(labels, scores, classes[:-1])
 
 
+@pytest.mark.long  # a study script
 def test_auroc_by_class_reads_a_run_and_marks_classes_without_training_anomalies(benchmark_dir, capsys):
     run_dir = benchmark_dir / "runs" / "gamma0" / "class3" / "seed0"
     assert auroc_by_class.main([str(run_dir)]) == 0
@@ -379,6 +381,7 @@ def test_auroc_by_class_reads_a_run_and_marks_classes_without_training_anomalies
     assert len(row) == 2 + 9 and all(cell.endswith("(unseen)") for cell in row[2:])  # gamma 0: no anomaly seen
 
 
+@pytest.mark.long  # a study script
 def test_auroc_by_class_marks_only_the_classes_left_out_of_training_as_unseen(tmp_path):
     np.savez(tmp_path / "scores.npz", labels=np.array([0, 1, 1]), scores=np.array([0.1, 0.9, 0.5]),
              classes=np.array([8, 1, 7]))
@@ -387,6 +390,7 @@ def test_auroc_by_class_marks_only_the_classes_left_out_of_training_as_unseen(tm
     assert per_class == {1: 100.0, 7: 100.0} and overall == 100.0 and seen == {1}
 
 
+@pytest.mark.long  # a study script
 def test_auroc_by_class_names_the_run_dirs_that_have_not_finished(tmp_path, capsys):
     (tmp_path / "still_training").mkdir()
     with pytest.raises(SystemExit) as exit_info:
@@ -396,6 +400,7 @@ def test_auroc_by_class_names_the_run_dirs_that_have_not_finished(tmp_path, caps
     assert "not a finished run" in message and "still_training" in message
 
 
+@pytest.mark.long  # a study script
 def test_rewrite_final_scores_repairs_scores_saved_with_batch_statistics(benchmark_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(benchmark_dir / "runs" / "gamma0" / "class3" / "seed0", run_dir)

@@ -15,6 +15,8 @@ from jaxad.data import load_split
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 import step_terms  # noqa: E402
 
+pytestmark = pytest.mark.long  # a study script: each replay compiles its own steps
+
 RUN_FLAGS = ["--dataset", "digits", "--classes", "3", "--gammas", "0", "--seeds", "1", "--epochs", "2",
              "--width", "0.125", "--batch-size", "32"]
 REPLAYED = ("g_contextual", "g_contextual_adversarial", "g_adversarial", "d_loss")
