@@ -313,9 +313,13 @@ def _final_scores(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
 
-def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None,
-                  num_classes: int | None = None) -> list[dict[str, Any]]:
-    """Collect every finished run under ``out_dir`` into results.{json,csv,md} and the plots."""
+BENCHMARK_PICTURES = ("auroc_per_epoch.png", "score_boxes.png", "roc.png")  # drawn in the output directory
+
+
+def _collect(spec: BenchmarkSpec, out_dir: Path) -> tuple[list[dict[str, Any]], dict, dict, dict]:
+    """The finished runs under ``out_dir``: their table rows, and what the benchmark's pictures
+    draw (histories by (gamma, class); the first seed's and gamma's final scores and ROC curves
+    by class)."""
     rows, histories, boxes, curves = [], {}, {}, {}
     for cfg in spec.runs():
         run_dir = run_dir_of(out_dir, cfg)
@@ -334,6 +338,26 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
                 boxes[cfg.data.normal_class] = saved
                 fpr, tpr = roc(saved[1], saved[0])
                 curves[cfg.data.normal_class] = (fpr, tpr, row["final_auroc"])
+    return rows, histories, boxes, curves
+
+
+def _draw(out_dir: Path, histories: dict, boxes: dict, curves: dict) -> list[str]:
+    """Draw the benchmark's pictures that have something to show; returns their names."""
+    drawn = []
+    if histories:
+        report.plot_auroc_per_epoch(histories, out_dir / "auroc_per_epoch.png")
+        drawn.append("auroc_per_epoch.png")
+    if boxes:
+        report.plot_score_boxes(boxes, out_dir / "score_boxes.png")
+        report.plot_roc_curves(curves, out_dir / "roc.png")
+        drawn += ["score_boxes.png", "roc.png"]
+    return drawn
+
+
+def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None,
+                  num_classes: int | None = None) -> list[dict[str, Any]]:
+    """Collect every finished run under ``out_dir`` into results.{json,csv,md} and the plots."""
+    rows, histories, boxes, curves = _collect(spec, out_dir)
     base = spec.base
     num_classes = num_classes or len(spec.classes)
     summary = report.summarise(rows) if rows else {}
@@ -344,12 +368,53 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
     if rows:
         write_text_atomic(out_dir / "results.md", report.markdown_tables(
             rows, base.data.dataset, base.model.backbone, num_classes, len(spec.seeds), command))
-    if histories:
-        report.plot_auroc_per_epoch(histories, out_dir / "auroc_per_epoch.png")
-    if boxes:
-        report.plot_score_boxes(boxes, out_dir / "score_boxes.png")
-        report.plot_roc_curves(curves, out_dir / "roc.png")
+    _draw(out_dir, histories, boxes, curves)
     return rows
+
+
+def read_spec(out_dir: str | Path) -> BenchmarkSpec:
+    """The benchmark an output directory holds, as its ``benchmark.json`` describes it (in this
+    version's config layout or an earlier one).
+
+    Args:
+        out_dir: a benchmark output directory (``jaxad-run --out``).
+
+    Returns:
+        The ``BenchmarkSpec`` its runs were made by.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no ``benchmark.json``.
+        ValueError: a ``benchmark.json`` that does not describe a benchmark.
+    """
+    marker = Path(out_dir) / "benchmark.json"
+    if not marker.exists():
+        raise FileNotFoundError(f"{out_dir} is not a benchmark output directory (no benchmark.json)")
+    saved = read_json(marker, dict)
+    try:
+        classes, gammas, seeds = (tuple(saved[axis]) for axis in GRID_AXES)
+        base = {**saved["base"], "seed": seeds[0],
+                "data": {**saved["base"]["data"], "normal_class": classes[0], "gamma": gammas[0]}}
+        return BenchmarkSpec(ExperimentConfig.from_dict(base), classes, gammas, seeds)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise ValueError(f"{marker} does not describe a benchmark ({type(err).__name__}: {err})") from None
+
+
+def redraw_pictures(out_dir: str | Path) -> list[str]:
+    """Draw a benchmark's pictures again (``BENCHMARK_PICTURES``) from its runs' ``history.json``
+    and ``scores.npz``, leaving its tables and runs as they are.
+
+    Args:
+        out_dir: a benchmark output directory.
+
+    Returns:
+        The names of the pictures drawn (none when no run has finished).
+
+    Raises:
+        FileNotFoundError, ValueError: as ``read_spec``.
+    """
+    out_dir = Path(out_dir)
+    _, histories, boxes, curves = _collect(read_spec(out_dir), out_dir)
+    return _draw(out_dir, histories, boxes, curves)
 
 
 def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str | Path], *,

@@ -148,7 +148,7 @@ def test_model_and_data_image_sides_are_checked_when_the_config_is_built():
     assert ExperimentConfig().replace(**{"model.image_size": 64, "data.image_size": 64}).model.image_size == 64
 
 
-@pytest.mark.parametrize("script", ["jaxad-run", "jaxad-score"])
+@pytest.mark.parametrize("script", ["jaxad-run", "jaxad-score", "jaxad-redraw"])
 def test_console_scripts_point_at_the_commands(script, capsys):
     target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"][script]
     module, function = target.split(":")

@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RESULTS_PAGES = [ROOT / "results" / "README.md", ROOT / "results" / "ablations" / "README.md"]
-PROGRAMS = {"jaxad-run": "jaxad/commands/run.py", "jaxad-score": "jaxad/commands/score.py"}
+PROGRAMS = {"jaxad-run": "jaxad/commands/run.py", "jaxad-score": "jaxad/commands/score.py",
+            "jaxad-redraw": "jaxad/commands/redraw.py"}
 
 
 def code_blocks(text: str) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_ru
 from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, merge_runs, run_benchmark
 from jaxad.checkpoint import CheckpointError
 from jaxad.commands import INTERRUPTED
+from jaxad.commands import redraw as redraw_command
 from jaxad.commands import score as score_command
 from jaxad.runs import DataMismatchError, normal_first
 from jaxad.data import load_split
@@ -60,6 +61,26 @@ def test_benchmark_writes_every_file(benchmark_dir):
             # with --paper-protocol, whose batch-statistics figures differ and are recorded beside it.
             final = json.loads((run_dir / "result.json").read_text())
             assert auroc(z["labels"], z["scores"]) == pytest.approx(final["final_auroc"], abs=1e-6)
+
+
+def test_redraw_draws_a_benchmarks_pictures_from_runs_kept_without_checkpoints(benchmark_dir, tmp_path, capsys):
+    # As results/ keeps a benchmark: tables, per-run JSON and scores; no checkpoint, no picture.
+    kept = tmp_path / "kept"
+    shutil.copytree(benchmark_dir, kept, ignore=shutil.ignore_patterns("checkpoints", "*.png", "*.lock"))
+    tables = {name: (kept / name).read_bytes() for name in ("results.json", "results.csv", "results.md")}
+    assert redraw_command.main([str(kept)]) == 0
+    assert "auroc_per_epoch.png, score_boxes.png, roc.png" in capsys.readouterr().out
+    for name in grid.BENCHMARK_PICTURES:
+        drawn = (kept / name).read_bytes()
+        assert drawn[:8] == b"\x89PNG\r\n\x1a\n" and len(drawn) > 1000, name
+    assert {name: (kept / name).read_bytes() for name in tables} == tables  # the tables are left as they are
+    assert not list(kept.glob("runs/*/*/*/*.png"))  # per-run pictures need checkpoints or the data
+
+
+def test_redraw_refuses_a_directory_that_holds_no_benchmark(tmp_path, capsys):
+    assert redraw_command.main([str(tmp_path)]) == 2
+    assert "not a benchmark output directory" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_tables_agree_with_results_json(benchmark_dir):
