@@ -1,7 +1,7 @@
 """The paper's one-class protocol as a grid: every (normal class, gamma, seed) of one dataset and backbone.
 
 The library behind the runner (``experiments/run.py``, ``jaxad-run``). Named for the grid so
-that it is not confused with ``experiments/bench.py``, which times the train step against a
+that it is not confused with ``speed/bench.py``, which times the train step against a
 PyTorch reference (this module was ``jaxad/benchmark.py``).
 
     spec = BenchmarkSpec(base=ExperimentConfig(...), classes=range(10), gammas=(0.0,), seeds=(0, 1, 2))

@@ -1,13 +1,10 @@
 """Two settings' per-epoch curves side by side, read as the defaults report them."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import compare_curves  # noqa: E402
-from test_ablation_table import epoch, write_run  # noqa: E402
+from studies import compare_curves
+from test_ablation_table import write_run
+from test_analysis import epoch
 
 pytestmark = pytest.mark.long  # a study script
 

@@ -21,6 +21,7 @@ import pytest
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, grid, load_run, locks, runs, score
 from jaxad.checkpoint import CheckpointError
+from jaxad.commands import run as run_cli
 from jaxad.data import OneClassSplit, load_split
 from jaxad.files import write_json_atomic, write_text_atomic
 from jaxad.locks import DirectoryLockedError
@@ -28,8 +29,6 @@ from jaxad.metrics import auroc
 from jaxad.runs import read_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import run as run_cli  # noqa: E402
 
 TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2))
 

@@ -11,24 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_run, report, score
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_run, report
 from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, merge_runs, run_benchmark
 from jaxad.checkpoint import CheckpointError
 from jaxad.commands import INTERRUPTED
 from jaxad.commands import redraw as redraw_command
+from jaxad.commands import run as run_cli
 from jaxad.commands import score as score_command
 from jaxad.runs import DataMismatchError, normal_first
 from jaxad.data import load_split
 from jaxad.metrics import auroc, auroc_by_anomaly_class
+from studies import auroc_by_class, batch_layout
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import auroc_by_class  # noqa: E402
-import rewrite_final_scores  # noqa: E402
-import run as run_cli  # noqa: E402
-import score as score_cli  # noqa: E402
-import test_batch_layout  # noqa: E402
-
 TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2))
 
 
@@ -283,7 +278,7 @@ def test_score_command_reproduces_the_run_scores(benchmark_dir, tmp_path):
     split = load_split(cfg.data)
     # Running statistics in both, whatever the run's --paper-protocol: an image scores alone.
     np.save(tmp_path / "test.npy", split.test_images)
-    assert score_cli.main(["--run", str(run_dir), "--images", str(tmp_path / "test.npy"),
+    assert score_command.main(["--run", str(run_dir), "--images", str(tmp_path / "test.npy"),
                            "--out", str(tmp_path / "scored"), "--no-maps"]) == 0
     with open(tmp_path / "scored" / "scores.csv") as f:
         scored = [float(r["score"]) for r in csv.DictReader(f)]
@@ -292,10 +287,10 @@ def test_score_command_reproduces_the_run_scores(benchmark_dir, tmp_path):
 
 
 @pytest.mark.long  # a study script
-def test_test_batch_layout_rescores_kept_checkpoints_under_each_test_time_layout(benchmark_dir, tmp_path):
+def test_batch_layout_rescores_kept_checkpoints_under_each_test_time_layout(benchmark_dir, tmp_path):
     labels = np.array([1, 0, 1, 1, 0])
     assert normal_first(labels).tolist() == [1, 4, 0, 2, 3]  # GANomaly's one-class test layout
-    assert test_batch_layout.main([str(benchmark_dir), "--checkpoints", "final", "best",
+    assert batch_layout.main([str(benchmark_dir), "--checkpoints", "final", "best",
                                    "--json", str(tmp_path / "rows.json")]) == 0
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [(r["class"], r["checkpoint"]) for r in rows] == [("0", "final"), ("0", "best"), ("3", "final"), ("3", "best")]
@@ -317,7 +312,7 @@ def test_score_command_reads_an_image_folder(benchmark_dir, tmp_path):
     (folder / "notes.txt").write_text("not an image")
     run_dir = benchmark_dir / "runs" / "gamma0" / "class0" / "seed0"
     with pytest.warns(UserWarning, match="skipped 1"):
-        assert score_cli.main(["--run", str(run_dir), "--images", str(folder), "--out", str(tmp_path / "o"),
+        assert score_command.main(["--run", str(run_dir), "--images", str(folder), "--out", str(tmp_path / "o"),
                                "--maps"]) == 0
     lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()
     assert lines[0] == "file,score,normalized_score,is_anomalous" and len(lines) == 4
@@ -336,7 +331,7 @@ def test_score_command_interrupted_leaves_whole_files(benchmark_dir, tmp_path, m
         path.write_bytes(b"png")
 
     monkeypatch.setattr(score_command, "save_error_map", stopped_after_one_map)
-    assert score_cli.main(["--run", str(run_dir), "--images", str(tmp_path / "x.npy"),
+    assert score_command.main(["--run", str(run_dir), "--images", str(tmp_path / "x.npy"),
                            "--out", str(tmp_path / "o"), "--maps"]) == INTERRUPTED
     assert "interrupted; each file" in capsys.readouterr().err
     lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()  # written whole before the maps
@@ -354,7 +349,7 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
         run_cli.parse_args(["--dataset", "imagenet"])
     with pytest.raises(SystemExit):
         run_cli.parse_args(["--no-such-option"])
-    assert score_cli.main(["--run", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
+    assert score_command.main(["--run", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
 
 
 def test_score_extremes_picks_the_highest_and_lowest_scores_in_a_stable_order():
@@ -419,24 +414,6 @@ def test_auroc_by_class_names_the_run_dirs_that_have_not_finished(tmp_path, caps
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "not a finished run" in message and "still_training" in message
-
-
-@pytest.mark.long  # a study script
-def test_rewrite_final_scores_repairs_scores_saved_with_batch_statistics(benchmark_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(benchmark_dir / "runs" / "gamma0" / "class3" / "seed0", run_dir)
-    state, cfg = load_run(run_dir)
-    split = load_split(cfg.data)
-    # What --paper-protocol runs saved before 59e72fe: the final scores with test-batch statistics.
-    np.savez(run_dir / "scores.npz", scores=score(state, split.test_images, use_batch_statistics=True),
-             labels=split.test_labels, classes=split.test_classes)
-    assert rewrite_final_scores.main([str(run_dir)]) == 0
-    result = json.loads((run_dir / "result.json").read_text())
-    with np.load(run_dir / "scores.npz") as z:
-        assert auroc(z["labels"], z["scores"]) == pytest.approx(result["final_auroc"], abs=1e-6)
-    (run_dir / "result.json").write_text(json.dumps({**result, "final_auroc": result["final_auroc"] - 1}))
-    with pytest.raises(ValueError, match="nothing written"):
-        rewrite_final_scores.main([str(run_dir)])
 
 
 def test_runs_made_apart_merge_into_one_benchmark_without_training(benchmark_dir, tmp_path):

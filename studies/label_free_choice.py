@@ -1,7 +1,7 @@
 """The label-free choice of generator (``TrainConfig.pick_generator``), applied afterwards to
 finished runs that kept an EMA but did not record it (run before the choice existed).
 
-    python experiments/label_free_choice.py results/mnist_naive [more benchmark output dirs ...]
+    python -m studies.label_free_choice results/mnist_naive [more benchmark output dirs ...]
 
 For each run's final checkpoint: the mean score of up to 1,024 training normals under the
 averaged and under the live generator (with the training anomalies' AUROC, what ``fit`` now

@@ -2,12 +2,12 @@
 
 From the start of a run (any run.py flags; the first class, gamma and seed they name):
 
-    python experiments/step_terms.py OUT.json --dataset mnist --data-dir DIR \\
+    python -m studies.step_terms OUT.json --dataset mnist --data-dir DIR \\
         --gammas 0.05 --classes 2 --epochs 4 [any run.py flag, e.g. --freeze-bn]
 
 From a saved epoch of a run directory, replaying the next epochs (e.g. the epoch a run fell):
 
-    python experiments/step_terms.py OUT.json --run RUN_DIR --after-epoch 11 --epochs 2 [--gradients] [--anatomy]
+    python -m studies.step_terms OUT.json --run RUN_DIR --after-epoch 11 --epochs 2 [--gradients] [--anatomy]
         [--line-search STEP]  # after that step: the errors along G's update, at fractions of it
         [--clip-g-norm C]   # a counterfactual: the same epochs with G's gradient clipped
         [--clip-g-factor K] # ... clipped at K times its running norm (--g-grad-clip-factor)
@@ -251,7 +251,7 @@ def layer_table(layers: dict[str, np.ndarray], largest: int = 2) -> str:
 
 
 def from_run_arguments(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="step_terms.py OUT.json", description="replay epochs of a saved run")
+    p = argparse.ArgumentParser(prog="python -m studies.step_terms OUT.json", description="replay epochs of a saved run")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory (runs/gamma*/class*/seed*)")
     p.add_argument("--after-epoch", required=True, type=int, help="the saved epoch to start from (counting from 1)")
     p.add_argument("--epochs", type=int, default=1, help="how many epochs to replay after it (default 1)")

@@ -1,6 +1,6 @@
 """One markdown table for an ablation study: one row per (setting, class, seed) run.
 
-    python experiments/ablation_table.py results/ablations/auxiliary_ema [more output dirs ...]
+    python -m studies.ablation_table results/ablations/auxiliary_ema [more output dirs ...]
 
 Reads every ``runs/gamma*/class*/seed*/history.json`` under each benchmark output directory
 (finished or not) and prints, per run: epochs done, final AUROC, test-selected AUROC (best
@@ -13,9 +13,9 @@ one it chose), and the
 final ``g_contextual_adversarial`` (L1 between G(x_hat) and x_hat; 2 is the most possible).
 Where a run recorded both generators' training evidence (``train_normal_score``, and at gamma
 > 0 ``train_auroc``; ``jaxad.selection``), two more columns give the label-free choice between
-them: at each epoch, the generator with the better evidence (``label_free_choice``). Where a run
-recorded it, three more give the label-free selected epoch (``RunResult.selected_epoch``: the
-best evidence over epochs and generators, ``label_free_selection``): its AUROC, the
+them: at each epoch, the generator with the better evidence (``jaxad.analysis.label_free_choice``).
+Where a run recorded it, three more give the label-free selected epoch (``RunResult.selected_epoch``:
+the best evidence over epochs and generators, ``jaxad.analysis.label_free_selection``): its AUROC, the
 epoch, and the epochs after 3 at which a run stopped there would have reported below 50.
 Where the choice could be made, its lowest epoch after epoch 3 and its largest fall from one
 epoch to the next after epoch 3 (what a reader of the reported curve sees), and the live G's
@@ -32,8 +32,8 @@ import json
 import sys
 from pathlib import Path
 
+from jaxad.analysis import average_generator_auroc, label_free_choice, label_free_selection
 from jaxad.runs import BATCH_STATISTICS_AUROCS
-from jaxad.selection import EVIDENCE, choose_scoring_generator, select_epoch
 
 COLUMNS = ("setting", "class", "seed", "epochs", "final", "test-selected", "<80 after 3", "<50 after 3",
            "final (batch stats)", "best (batch stats)", "final (normals first)", "best (normals first)",
@@ -66,58 +66,13 @@ def largest_drop_after_3(values: list[float]) -> float | None:
     return max((before - after for before, after in zip(values[2:], values[3:])), default=None)
 
 
-def label_free_choice(history: list[dict[str, float]]) -> list[float]:
-    """Per epoch, the AUROC of whichever generator (averaged or live) reconstructs the training
-    normals better: a choice made without any test label. Empty if the run did not record both."""
-    keys = ("train_normal_score", "train_normal_score_live_generator", "auroc_live_generator")
-    if not all(k in h for h in history for k in keys):
-        return []
-    return [_chosen(h)[1] for h in history]
-
-
-def recorded_evidence(record: dict[str, float]) -> dict[str, dict[str, float]]:
-    """Both generators' training evidence (``jaxad.selection``) in an epoch that recorded both."""
-    # Runs with pick_generator record the average's own evidence; earlier ones scored with it.
-    evidence = {}
-    for name in ("average", "live"):
-        fallback = record if name == "average" else {}
-        evidence[name] = {key: record.get(f"{key}_{name}_generator", fallback.get(key)) for key in EVIDENCE}
-        evidence[name] = {key: value for key, value in evidence[name].items() if value is not None}
-    return evidence
-
-
-def _chosen(record: dict[str, float]) -> tuple[dict[str, float], float]:
-    """(training evidence, AUROC) of the generator ``choose_scoring_generator`` picks in an
-    epoch that recorded both generators."""
-    evidence = recorded_evidence(record)
-    generator = choose_scoring_generator(evidence, pick=True)
-    return evidence[generator], _average(record) if generator == "average" else record["auroc_live_generator"]
-
-
-def label_free_selection(history: list[dict[str, float]]) -> tuple[list[float], list[int]]:
-    """Per epoch e, what a run stopped after e reports as its label-free selected model: the
-    AUROC, and the epoch, that ``jaxad.runs.select_epoch`` picks from epochs 1..e, each epoch
-    scored by the generator ``label_free_choice`` picks (as with ``pick_generator``). Empty
-    lists if the run recorded no training-normal score."""
-    if not all("train_normal_score" in h for h in history):
-        return [], []
-    scored = [_chosen(h) if "train_normal_score_live_generator" in h else (h, h["auroc"]) for h in history]
-    epochs = [select_epoch([evidence for evidence, _ in scored[:e]]) for e in range(1, len(scored) + 1)]
-    return [scored[e - 1][1] for e in epochs], epochs
-
-
-def _average(record: dict[str, float]) -> float:
-    """The averaged generator's AUROC of an epoch (runs before pick_generator scored with it)."""
-    return record.get("auroc_average_generator", record["auroc"])
-
-
 def run_row(setting: str, history_file: Path) -> Row:
     """The figures of one run's ``history.json``, by column (None: not recorded); ``table`` rounds
     them for print, ``summary`` averages them unrounded."""
     history = json.loads(history_file.read_text())
     auroc = [h["auroc"] for h in history]
     live = [h["auroc_live_generator"] for h in history if "auroc_live_generator" in h]
-    average = [_average(h) for h in history] if live else []
+    average = [average_generator_auroc(h) for h in history] if live else []
     chosen = label_free_choice(history)
     selected, selected_epochs = label_free_selection(history)
     seed_dir, class_dir = history_file.parent, history_file.parent.parent

@@ -5,8 +5,6 @@ The fast formulations it measures are tested equal to the plain ones in test_lay
 """
 
 import json
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import jax
@@ -14,9 +12,7 @@ import pytest
 
 from jaxad.config import ExperimentConfig
 from jaxad.models import layers
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import bench  # noqa: E402
+from speed import bench
 
 pytestmark = pytest.mark.long  # the whole benchmark, tiny nets: every step it times compiles
 

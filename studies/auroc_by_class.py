@@ -1,6 +1,6 @@
 """AUROC of a finished run's final scores, normals against each anomaly class alone.
 
-    python experiments/auroc_by_class.py RUN_DIR [RUN_DIR ...]
+    python -m studies.auroc_by_class RUN_DIR [RUN_DIR ...]
 
 Reads each run's ``scores.npz`` (the final epoch's test scores, with every test image's class)
 and ``config.json``, and prints one markdown row per run: the AUROC over all anomalies, then per

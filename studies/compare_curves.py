@@ -1,12 +1,12 @@
 """Per-epoch AUROC of two or more benchmark settings side by side, one panel per normal class.
 
-    python experiments/compare_curves.py results/ablations/mnist_naive_3seeds results/ablations/ema_3seeds \
+    python -m studies.compare_curves results/ablations/mnist_naive_3seeds results/ablations/ema_3seeds \
         --vs results/ablations/clip3_gamma0 --seed 0 --out clip3_curves.png
 
 Each ``--vs`` group (the first positional group is the reference) is one or more benchmark
 output directories read as one setting, so a table split over directories reads whole. Per
 class and setting the plot draws the reported curve as the defaults report it (the per-epoch
-label-free choice of generator, ``ablation_table.label_free_choice``; the recorded ``auroc``
+label-free choice of generator, ``jaxad.analysis.label_free_choice``; the recorded ``auroc``
 where a run kept one generator) as a solid line, and the live generator's as a dotted one.
 Falls show where people would rather look than read: the reported curve of one setting
 dropping for single epochs while the other's holds.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ablation_table import label_free_choice
+from jaxad.analysis import label_free_choice
 from jaxad.files import save_figure_atomic
 from jaxad.report import pyplot
 

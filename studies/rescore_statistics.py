@@ -14,7 +14,7 @@ pseudo-anomaly pass G(x_hat) also updates the running statistics: "normals only"
 the ``shared_no_update`` variant, which trains identically (every training pass normalises
 with its own batch statistics) and differs only in what scoring normalises with.
 
-    python experiments/rescore_statistics.py RUN_DIR [RUN_DIR ...] --epoch 15 \\
+    python -m studies.rescore_statistics RUN_DIR [RUN_DIR ...] --epoch 15 \\
         --data-dir DIR    # DIR: the raw dataset files, if not where the run read them
 
 Prints, per run and generator (live, and the average when the run kept one), the test AUROC

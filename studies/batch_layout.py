@@ -1,6 +1,6 @@
 """How much the GANomaly lineage's test-time protocol moves AUROC, on finished runs.
 
-    python experiments/test_batch_layout.py OUT_DIR [more benchmark output dirs ...]
+    python -m studies.batch_layout OUT_DIR [more benchmark output dirs ...]
 
 GANomaly and Skip-GANomaly score test images in training-mode BatchNorm (each batch
 normalised by its own statistics) and build their one-class test set as the normal test
@@ -31,10 +31,8 @@ from jaxad.checkpoint import CheckpointError
 from jaxad.data import load_split
 from jaxad.files import write_text_atomic
 from jaxad.metrics import auroc
+from jaxad.analysis import chosen_generator
 from jaxad.runs import as_scored, batch_statistics_aurocs, score
-from jaxad.selection import choose_scoring_generator
-
-from ablation_table import recorded_evidence  # a sibling script (experiments/ is on sys.path)
 
 LAYOUTS = ("running", "batch, mixed", "batch, normal first")
 
@@ -54,8 +52,7 @@ def scoring_generator(state, history: list[dict], epoch: int):
     record = history[epoch - 1]
     if "scoring_generator" in record or "train_normal_score_live_generator" not in record:
         return state
-    chosen = choose_scoring_generator(recorded_evidence(record), pick=True)
-    return as_scored(state, {"scoring_generator": chosen})
+    return as_scored(state, {"scoring_generator": chosen_generator(record)})
 
 
 def run_rows(run_dir: Path, data_dir: str | None, batch_size: int, kept: list[str]) -> list[dict[str, str]]:

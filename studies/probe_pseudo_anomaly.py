@@ -1,6 +1,6 @@
 """What does a trained AGAD generator fail on? A probe of the contextual adversarial term.
 
-    python experiments/probe_pseudo_anomaly.py RUN_DIR [RUN_DIR ...] [--epoch N] [--live-generator]
+    python -m studies.probe_pseudo_anomaly RUN_DIR [RUN_DIR ...] [--epoch N] [--live-generator]
 
 G is trained to reconstruct normal images x and to FAIL on its own reconstructions x_hat.
 If it learnt "fail on what is not a normal digit", its failure would follow content: large
