@@ -32,8 +32,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import checkpoint, locks, parallel, report
-from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
+from jaxad import checkpoint, compat, locks, parallel, report
+from jaxad.config import ExperimentConfig, without_inert_fields
 from jaxad.data import (DATASETS, Dataset, OneClassSplit, batch_composition, check_one_class_split, load_dataset,
                         one_class_split)
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
@@ -128,7 +128,7 @@ def _check_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> tuple[bo
     identity = json.loads(json.dumps(spec.identity()))
     saved = read_json(marker, dict)
     if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
-        saved["base"] = upgrade_config_dict(saved["base"])
+        saved["base"] = compat.upgrade_config_dict(saved["base"])
     before, now = _comparable(saved, saved.get("gammas")), _comparable(identity, identity["gammas"])
     to_mark = False
     if before != now:
@@ -203,10 +203,7 @@ def _added_by(saved: dict[str, Any], identity: dict[str, Any]) -> dict[str, list
 
 
 def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
-    result = read_json(run_dir / "result.json", dict)
-    if result.get("status") == "complete" and "epochs_count_from" not in result:
-        # Written when epochs counted from 0: the tables count from 1 (the file is left as it is).
-        result = {**result, "best_epoch": result["best_epoch"] + 1, "epochs_count_from": 1}
+    result = compat.result_counting_from_one(read_json(run_dir / "result.json", dict))
     return {"dataset": cfg.data.dataset, "backbone": cfg.model.backbone,
             "normal_class": cfg.data.normal_class, "gamma": cfg.data.gamma, "seed": cfg.seed,
             "run_dir": str(run_dir.relative_to(out_dir)), **result}

@@ -49,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import checkpoint, locks, parallel, xla
-from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
+from jaxad import checkpoint, compat, locks, parallel, xla
+from jaxad.config import ExperimentConfig, without_inert_fields
 from jaxad.data import OneClassSplit, batch_composition, epoch_indices, load_split, padded_batches
 from jaxad.ema import recalibrate_ema_statistics
 from jaxad.evaluation import evaluate_run
@@ -258,7 +258,7 @@ def run_config_differences(run_dir: Path, cfg: ExperimentConfig) -> list[str]:
     field by field; empty when it is ``cfg``'s run (fields that cannot change it are left out).
     A ``config.json`` that ``read_run_config`` refuses raises its ``ValueError``."""
     read_run_config(run_dir)
-    saved = upgrade_config_dict(read_json(run_dir / "config.json"))
+    saved = compat.upgrade_config_dict(read_json(run_dir / "config.json"))
     current = json.loads(cfg.to_json())
     return config_differences(without_inert_fields(saved, [saved["data"]["gamma"]]),
                               without_inert_fields(current, [current["data"]["gamma"]]))
@@ -266,9 +266,9 @@ def run_config_differences(run_dir: Path, cfg: ExperimentConfig) -> list[str]:
 
 def check_run_data(run_dir: Path, fingerprint: dict[str, str]) -> None:
     """Raise ``DataMismatchError`` unless the run in ``run_dir`` was made on the split whose
-    ``split_fingerprint`` is ``fingerprint`` (its ``data.json``; a run from before data.json
-    existed has none and passes)."""
-    if not (run_dir / "data.json").exists():
+    ``split_fingerprint`` is ``fingerprint`` (its ``data.json``; a run that predates it
+    passes, ``compat.predates_data_fingerprint``)."""
+    if compat.predates_data_fingerprint(run_dir):
         return
     saved = read_json(run_dir / "data.json", dict)
     differ = [name for name in FINGERPRINTED if saved.get(name) != fingerprint[name]]
@@ -289,7 +289,7 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
             raise ConfigMismatchError(
                 f"{run_dir} holds a run of another configuration ({'; '.join(differences)}); "
                 f"choose another run_dir or delete it")
-        if data_file.exists():
+        if not compat.predates_data_fingerprint(run_dir):
             check_run_data(run_dir, fingerprint)
             return
     else:
@@ -300,7 +300,7 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
                 f"them; restore its config.json from a copy, or choose another run_dir (or delete {run_dir})")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config_file, json.loads(cfg.to_json()))
-    write_json_atomic(data_file, fingerprint)  # runs from before data.json existed record theirs now
+    write_json_atomic(data_file, fingerprint)  # a run that predated data.json records it now
 
 
 def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
@@ -337,14 +337,6 @@ def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
                       "scaled to [0, 1], convert them with x * 2 - 1", stacklevel=3)
 
 
-def numbered_from_one(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """History records with ``"epoch"`` counting from 1; those of run directories written when
-    epochs counted from 0 are renumbered (a copy; the argument is left as it is)."""
-    if history and history[0].get("epoch") == 0:
-        return [{**record, "epoch": record["epoch"] + 1} for record in history]
-    return history
-
-
 @contextlib.contextmanager
 def _writing(run_dirs: Sequence[str | Path | None]) -> Iterator[None]:
     """Hold the lock (``jaxad.locks``) of each run directory for the block: one writer per run
@@ -375,7 +367,7 @@ def _open_run(run_dir: str | Path | None, cfg: ExperimentConfig, split: OneClass
     if manager.latest_step() is None:
         return manager, state, [], 0
     arrays, saved, _ = checkpoint.restore_latest_intact(manager, state.arrays())
-    history = numbered_from_one(saved["epochs"])
+    history = compat.numbered_from_one(saved["epochs"])
     return manager, state.replace(**arrays), history, len(history)
 
 
@@ -767,7 +759,7 @@ def _write_run(run_dir: Path, result: RunResult) -> None:
         "selected_epoch": result.selected_epoch,
         "best_auroc": result.best_auroc,
         "best_epoch": result.best_epoch,
-        "epochs_count_from": 1,  # absent in run directories written when best_epoch counted from 0
+        compat.EPOCHS_COUNT_FROM: 1,
         "checkpoints": checkpoints,
         "epochs": len(result.history),
         "d_resets": sum(h["d_resets"] for h in result.history),
@@ -828,7 +820,7 @@ def load_training_state(run_dir: str | Path, epoch: int | str | None = None
     finally:
         manager.close()
     # Each checkpoint saves the history as it stood at its epoch.
-    return state.replace(**arrays), cfg, numbered_from_one(saved.get("epochs", [])), restored_epoch
+    return state.replace(**arrays), cfg, compat.numbered_from_one(saved.get("epochs", [])), restored_epoch
 
 
 def is_complete(run_dir: str | Path) -> bool:

@@ -22,7 +22,8 @@ from jaxad.commands import run as run_cli
 from jaxad.commands import score as score_cli
 from jaxad.data import OneClassSplit, load_folder, load_split
 from jaxad.files import write_json_atomic
-from jaxad.runs import ConfigMismatchError, DataMismatchError, numbered_from_one, progress_postfix
+from jaxad.compat import numbered_from_one
+from jaxad.runs import ConfigMismatchError, DataMismatchError, progress_postfix
 from jaxad.metrics import auroc
 from jaxad.train import check_images, create_train_state
 
