@@ -39,7 +39,6 @@ import hashlib
 import io
 import json
 import time
-import warnings
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -57,8 +56,8 @@ from jaxad.evaluation import evaluate_run
 from jaxad.files import read_json, write_bytes_atomic, write_json_atomic
 from jaxad.metrics import auroc, auroc_if_defined
 from jaxad.selection import choose_scoring_generator, select_epoch
-from jaxad.train import (AGADState, check_finite, check_images, check_state_images, create_train_state,
-                         indexed_train_step, live_generator, score_step)
+from jaxad.train import AGADState, create_train_state, indexed_train_step, live_generator, score_step
+from jaxad.validation import check_finite, check_split, check_state_images
 
 # The compiled step fit runs for one model on one device: a script that calls it with the
 # inputs of ``epoch_inputs`` replays a run's steps bit for bit (a plain ``jax.jit`` compiles
@@ -301,40 +300,6 @@ def _check_run_dir(run_dir: Path, cfg: ExperimentConfig, split: OneClassSplit) -
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(config_file, json.loads(cfg.to_json()))
     write_json_atomic(data_file, fingerprint)  # a run that predated data.json records it now
-
-
-def _check_split(cfg: ExperimentConfig, split: OneClassSplit) -> None:
-    """``check_images`` on every array of the split, and a warning for images that look [0, 1]-scaled;
-    a batch size with no room for normals beside the anomalies gamma > 0 asks for is refused, as
-    are a split without training normals or test images, and training anomalies that gamma
-    would leave unused (gamma 0) or ask for in vain (gamma > 0, none in the split)."""
-    gamma = cfg.data.gamma
-    batch_composition(cfg.train.batch_size, gamma, cfg.train.min_anomalies_per_batch)
-    if len(split.train_normal) == 0:
-        raise ValueError("the split holds no training normals: fit trains on normal images "
-                         "(OneClassSplit.train_normal, (n, H, W, C) with n >= 1)")
-    anomalies = len(split.train_anomaly)
-    if gamma == 0 and anomalies:
-        raise ValueError(
-            f"the split holds {anomalies} training anomalies but data.gamma is 0, so fit would train without "
-            f"them: set data.gamma to their fraction, here {anomalies / (anomalies + len(split.train_normal)):.4g} "
-            f"(cfg.replace(**{{'data.gamma': ...}})), or pass the split without them "
-            f"(dataclasses.replace(split, train_anomaly=split.train_anomaly[:0]))")
-    if gamma > 0 and not anomalies:
-        raise ValueError(f"data.gamma is {gamma} but the split holds no training anomalies: give the split its "
-                         f"anomalies (OneClassSplit.train_anomaly), or set data.gamma to 0")
-    if len(split.test_images) == 0:
-        raise ValueError("the split holds no test images: fit scores the test split after every epoch "
-                         "(OneClassSplit.test_images, with test_labels)")
-    check_images(split.train_normal, cfg.model)
-    check_images(split.test_images, cfg.model)
-    if len(split.train_anomaly):
-        check_images(split.train_anomaly, cfg.model)
-    # In [-1, 1], a whole training set with no pixel darker than mid-grey is all but unheard of;
-    # [0, 1] pixels pass the range check and would train and score without complaint.
-    if float(np.min(split.train_normal)) >= 0 and float(np.min(split.test_images)) >= 0:
-        warnings.warn("every training and test pixel lies in [0, 1], not [-1, 1]: if the images were "
-                      "scaled to [0, 1], convert them with x * 2 - 1", stacklevel=3)
 
 
 @contextlib.contextmanager
@@ -676,7 +641,7 @@ def fit(cfg: ExperimentConfig, split: OneClassSplit | None = None, *, run_dir: s
         raise TypeError(f"fit's second argument is a OneClassSplit, got {type(split).__name__} {split!r:.60}; "
                         f"pass a run directory as run_dir=..., e.g. fit(cfg, run_dir='runs/x')")
     split = split if split is not None else load_split(cfg.data, seed=cfg.seed)
-    _check_split(cfg, split)
+    check_split(cfg, split)
     n_devices = parallel.check_device_count(devices)
     axis_name = parallel.AXIS if n_devices > 1 else None
     state = create_train_state(cfg, jax.random.key(cfg.seed), axis_name=axis_name)
@@ -723,7 +688,7 @@ def fit_many(cfgs: Sequence[ExperimentConfig], splits: Sequence[OneClassSplit], 
            s.train_anomaly.shape != splits[0].train_anomaly.shape for s in splits):
         raise ValueError("fit_many needs splits of the same normal images and anomaly count")
     for cfg, split in zip(cfgs, splits):
-        _check_split(cfg, split)
+        check_split(cfg, split)
     states = [create_train_state(c, jax.random.key(c.seed)) for c in cfgs]
     anomaly_images = np.stack([_anomaly_images(s) for s in splits])
     cfg = cfgs[0]
