@@ -8,7 +8,7 @@ PyTorch reference (this module was ``jaxad/benchmark.py``).
     rows = run_benchmark(spec, "runs/mnist_naive", resume=True)
 
 The output directory holds ``benchmark.json`` (what is being run), ``runs/gamma*/class*/seed*/``
-(one run directory each, see ``jaxad.runs``), and after every run ``results.json``,
+(one run directory each, see ``jaxad.rundir``), and after every run ``results.json``,
 ``results.csv``, ``results.md`` and the plots (with ``tensorboard``, ``tensorboard/gamma*/class*/seed*/``
 holds each run's event files). A finished run is never run again (pictures it
 lacks, if it was stopped before they were drawn, are drawn on resume); an unfinished one restarts
@@ -38,8 +38,9 @@ from jaxad.data import (DATASETS, Dataset, OneClassSplit, batch_composition, che
                         one_class_split)
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.checkpoint import CheckpointError
-from jaxad.runs import (ConfigMismatchError, check_run_data, fit, fit_many, is_complete, load_run,
-                        load_training_state, run_config_differences, split_fingerprint)
+from jaxad.loop import fit, fit_many
+from jaxad.rundir import (ConfigMismatchError, check_run_data, is_complete, load_run, load_training_state,
+                          run_config_differences, split_fingerprint)
 from jaxad.metrics import roc
 from jaxad.tensorboard import EpochWriter, check_installed
 from jaxad.train import AGADState, reconstruct
@@ -242,7 +243,7 @@ def redraw_missing_pictures(run_dir: Path, split: OneClassSplit) -> list[str]:
     reconstructions from its final checkpoint. Returns the names drawn; a run copied without
     checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so; one
     whose ``scores.npz`` cannot be read gets none (``_final_scores`` warns). A run
-    made on other data than ``split`` raises ``DataMismatchError`` (``runs.check_run_data``)."""
+    made on other data than ``split`` raises ``DataMismatchError`` (``rundir.check_run_data``)."""
     missing = missing_pictures(run_dir)
     if not missing:
         return []
@@ -488,7 +489,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     """Run every (class, gamma, seed) of ``spec`` not yet finished under ``out_dir``; return the rows.
 
     ``models_at_once`` trains the seeds of each (class, gamma) together, the step vmapped over
-    a model axis (``jaxad.runs.fit_many``); otherwise runs go one by one, data-parallel over
+    a model axis (``jaxad.loop.fit_many``); otherwise runs go one by one, data-parallel over
     ``devices``. A run whose loss turns NaN is stopped with a message (its last good
     checkpoint kept, its result.json marked failed) and the benchmark goes on. SIGTERM and
     Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped;

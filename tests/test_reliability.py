@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, grid, load_run, locks, runs, score
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, grid, load_run, locks, loop, score
 from jaxad.checkpoint import CheckpointError
 from jaxad.commands import run as run_cli
 from jaxad.data import OneClassSplit, load_split
@@ -282,7 +282,7 @@ def test_a_diverged_model_scores_raise_floating_point_error_not_an_auroc_error(t
 
 
 def test_a_run_whose_scores_turn_non_finite_stops_and_the_benchmark_goes_on(tmp_path, capsys, monkeypatch):
-    real_fit, real_score_step = grid.fit, runs._score_step
+    real_fit, real_score_step = grid.fit, loop._score_step
 
     def nan_scores(state, images, *args):
         return np.full(len(images), np.nan, np.float32)
@@ -292,10 +292,10 @@ def test_a_run_whose_scores_turn_non_finite_stops_and_the_benchmark_goes_on(tmp_
             return real_fit(cfg, split, **kwargs)
         kwargs.pop("on_epoch", None)
         try:
-            return real_fit(cfg, split, on_epoch=lambda *_: monkeypatch.setattr(runs, "_score_step", nan_scores),
+            return real_fit(cfg, split, on_epoch=lambda *_: monkeypatch.setattr(loop, "_score_step", nan_scores),
                             **kwargs)
         finally:
-            monkeypatch.setattr(runs, "_score_step", real_score_step)
+            monkeypatch.setattr(loop, "_score_step", real_score_step)
 
     monkeypatch.setattr(grid, "fit", class_0_diverges_in_epoch_2)
     out = tmp_path / "out"

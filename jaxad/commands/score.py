@@ -28,7 +28,8 @@ from jaxad.detection import Detections, decide, run_threshold, unfinished_note
 from jaxad.files import save_figure_atomic, write_text_atomic
 from jaxad.maps import raw_error_maps, reconstructions, smooth, threshold_level
 from jaxad.report import pyplot, show_image
-from jaxad.runs import load_run, score
+from jaxad.loop import score
+from jaxad.rundir import load_run
 from jaxad.train import AGADState
 from jaxad.validation import check_images
 
