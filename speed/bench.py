@@ -1,4 +1,4 @@
-"""Performance benchmark: jaxad against a PyTorch reference of the same networks and step.
+"""Speed measurements: jaxad against a PyTorch reference of the same networks and step.
 
 One run measures, for each backbone and channel count at 32x32:
 
@@ -280,7 +280,7 @@ def clip_cost(cfg: ExperimentConfig, reps: int, upsample_impl: str,
               options: dict | None) -> dict[str, Any]:
     """The naive step with jaxad's default clip of G's gradient against the paper's plain Adam.
 
-    The benchmark's rows time the paper's step; a run with the defaults also takes one global
+    The main rows time the paper's step; a run with the defaults also takes one global
     norm of G's gradient and updates its running norm each step (docs/fidelity-study.md, 5.5).
     """
     default = ExperimentConfig().train.g_grad_clip_factor
@@ -426,7 +426,7 @@ def run_formulations(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_result(path: str | None, result: dict[str, Any], quiet: bool = False) -> None:
-    """The benchmark's figures as JSON at ``path`` (--out), when one is given; written
+    """The figures as JSON at ``path`` (--out), when one is given; written
     atomically, so an interrupted write leaves the previous file whole."""
     if path:
         write_text_atomic(path, json.dumps(result, indent=2, default=str))

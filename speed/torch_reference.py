@@ -3,7 +3,7 @@
 
 The networks of docs/method.md with the AdvProp auxiliary BatchNorm, GANomaly's weight
 initialisation, and the same G-then-D step at gamma = 0. Importing this module imports torch
-(``pip install -e ".[bench]"``); the speed benchmark runs without it.
+(``pip install -e ".[bench]"``); ``speed.bench`` runs without it.
 """
 
 from __future__ import annotations

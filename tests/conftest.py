@@ -2,7 +2,7 @@
 
 ``python -m pytest -q`` runs the default suite, what ``.ci/run`` runs (a few minutes on two
 cores). ``python -m pytest -q -m long`` runs the long tests, marked ``long``: the study
-scripts and the speed benchmark run end to end, real training to a quality bar, and the
+scripts and the speed measurements (speed/) run end to end, real training to a quality bar, and the
 multi-device checks in subprocesses. ``pyproject.toml`` leaves them out
 by default (``addopts``); a ``-m`` given on the command line replaces that.
 

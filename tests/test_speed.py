@@ -1,4 +1,4 @@
-"""The benchmark runs end to end (tiny nets, one repetition; no timing is checked), and so does
+"""``speed.bench`` runs end to end (tiny nets, one repetition; no timing is checked), and so does
 its --formulations table.
 
 The fast formulations it measures are tested equal to the plain ones in test_layers.py.
@@ -14,10 +14,10 @@ from jaxad.config import ExperimentConfig
 from jaxad.models import layers
 from speed import bench
 
-pytestmark = pytest.mark.long  # the whole benchmark, tiny nets: every step it times compiles
+pytestmark = pytest.mark.long  # every measurement, tiny nets: each step it times compiles
 
 
-def test_quick_benchmark_runs_and_writes_json(tmp_path):
+def test_a_quick_run_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     result = bench.main(["--quick", "--backbones", "naive", "--channels", "1", "--out", str(out)])
     saved = json.loads(out.read_text())
@@ -47,7 +47,7 @@ def test_quick_benchmark_runs_and_writes_json(tmp_path):
             assert counted == pytest.approx(row["model_flops_per_image"]["step"], rel=0.02)
 
 
-def test_a_benchmark_cut_short_keeps_the_rows_it_finished(tmp_path, monkeypatch):
+def test_a_run_cut_short_keeps_the_rows_it_finished(tmp_path, monkeypatch):
     out = tmp_path / "bench.json"
 
     def time_limit(*args, **kwargs):  # e.g. `timeout` on a lent GPU, after the main rows
