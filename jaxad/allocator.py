@@ -10,7 +10,7 @@ steps nothing is faulted in again. The naive train step at batch 256 went from 1
 
 These are ``GLIBC_TUNABLES``, read once when a process starts, so a running program cannot
 take them up: ``restart_with_fast_malloc()`` re-executes the running script with them set.
-The runner, the scoring script and the benchmark call it under ``if __name__ == "__main__"``;
+The runner, the scoring script and ``speed.bench`` call it under ``if __name__ == "__main__"``;
 research code can do the same, or start Python with the variable set. The price is that
 memory freed during training stays with the process until it exits. Set
 ``JAXAD_DEFAULT_MALLOC=1`` to keep glibc's defaults.

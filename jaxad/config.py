@@ -14,6 +14,8 @@ import types
 import typing
 from typing import Any, Literal, Sequence
 
+from jaxad import compat
+
 # How the generator's pseudo-anomaly pass G(x_hat) is batch-normalised (see ModelConfig).
 PseudoAnomalyBN = Literal["auxiliary", "shared", "shared_no_update", "normal_batch"]
 PSEUDO_ANOMALY_BN: tuple[str, ...] = typing.get_args(PseudoAnomalyBN)
@@ -298,21 +300,6 @@ class DataConfig:
         check_category(self.dataset, self.category)
 
 
-# Fields added after run directories were first written, with the value that describes what
-# the versions without them did (not today's default): a run directory that lacks one was
-# made that way, and resuming it with another value is refused as another configuration.
-ADDED_LATER: dict[str, dict[str, Any]] = {
-    # ExperimentConfig's own fields. Runs made before it stored no threshold: its default, which
-    # their unfinished runs store when resumed.
-    "": {"threshold_quantile": 0.99, "test_both_generators": False},
-    "data": {"category": None},
-    "loss": {"anomaly_adversarial_target": 0},
-    "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,
-              "g_grad_clip_factor": None, "g_update_rms_clip": None,
-              "anomalies_update_statistics": True, "anomaly_bn": "own"},
-}
-
-
 # Fields only the anomaly branch reads: with gamma = 0 there are no anomalies and they cannot
 # change a run, so a run or benchmark made with other values of them is the same one (a
 # default changed for gamma > 0 does not stop a gamma-0 benchmark from resuming).
@@ -351,24 +338,6 @@ def without_inert_fields(d: dict[str, Any], gammas: Sequence[float]) -> dict[str
         section, name = dotted.split(".")
         if isinstance(d.get(section), dict):
             d[section].pop(name, None)
-    return d
-
-
-def upgrade_config_dict(d: dict[str, Any]) -> dict[str, Any]:
-    """A config dict (``ExperimentConfig.to_dict()``, or a section-keyed part of one) as this
-    version lays it out: what earlier versions wrote in ``config.json`` and ``benchmark.json``
-    moved to where the field now lives, and fields they predate given the value that
-    describes them (``ADDED_LATER``). The input is not changed."""
-    d = {**ADDED_LATER[""], **d, "model": dict(d.get("model", {})), "train": dict(d.get("train", {}))}
-    for section, fields in ADDED_LATER.items():
-        if section:
-            d[section] = {**fields, **d.get(section, {})}
-    model, train = d["model"], d["train"]
-    # The switch moved to ModelConfig (it decides G's parameters); before, it was TrainConfig.advprop.
-    if "pseudo_anomaly_bn" in train:
-        model["pseudo_anomaly_bn"] = train.pop("pseudo_anomaly_bn")
-    if "advprop" in train:
-        model["pseudo_anomaly_bn"] = "auxiliary" if train.pop("advprop") else "shared"
     return d
 
 
@@ -474,7 +443,8 @@ class ExperimentConfig:
             d: section-keyed dicts, as ``config.json`` or ``benchmark.json`` holds them.
 
         Returns:
-            The ``ExperimentConfig``; fields the dict predates take ``ADDED_LATER``'s values.
+            The ``ExperimentConfig``; a dict of an earlier layout is read as ``jaxad.compat``
+            says (fields it predates take the value that describes it).
 
         Raises:
             ValueError: a hand-edited or damaged dict: an unknown section or field, one missing,
@@ -482,7 +452,7 @@ class ExperimentConfig:
         """
         if not isinstance(d, dict):
             raise ValueError(f"a configuration is a JSON object of sections, got {type(d).__name__}")
-        d = upgrade_config_dict(d)
+        d = compat.upgrade_config_dict(d)
         sections = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "data": DataConfig}
         top_fields = [f.name for f in dataclasses.fields(cls) if f.name not in sections]
         unknown = sorted(set(d) - set(sections) - set(top_fields))

@@ -21,7 +21,8 @@ from jaxad import thresholds
 from jaxad.config import ExperimentConfig
 from jaxad.data import load_split
 from jaxad.files import read_json
-from jaxad.runs import load_run, score
+from jaxad.loop import score
+from jaxad.rundir import load_run
 from jaxad.train import AGADState
 
 

@@ -1,14 +1,14 @@
 """The paper's one-class protocol as a grid: every (normal class, gamma, seed) of one dataset and backbone.
 
 The library behind the runner (``experiments/run.py``, ``jaxad-run``). Named for the grid so
-that it is not confused with ``experiments/bench.py``, which times the train step against a
+that it is not confused with ``speed/bench.py``, which times the train step against a
 PyTorch reference (this module was ``jaxad/benchmark.py``).
 
     spec = BenchmarkSpec(base=ExperimentConfig(...), classes=range(10), gammas=(0.0,), seeds=(0, 1, 2))
     rows = run_benchmark(spec, "runs/mnist_naive", resume=True)
 
 The output directory holds ``benchmark.json`` (what is being run), ``runs/gamma*/class*/seed*/``
-(one run directory each, see ``jaxad.runs``), and after every run ``results.json``,
+(one run directory each, see ``jaxad.rundir``), and after every run ``results.json``,
 ``results.csv``, ``results.md`` and the plots (with ``tensorboard``, ``tensorboard/gamma*/class*/seed*/``
 holds each run's event files). A finished run is never run again (pictures it
 lacks, if it was stopped before they were drawn, are drawn on resume); an unfinished one restarts
@@ -32,14 +32,15 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxad import checkpoint, locks, parallel, report
-from jaxad.config import ExperimentConfig, upgrade_config_dict, without_inert_fields
+from jaxad import checkpoint, compat, locks, parallel, report
+from jaxad.config import ExperimentConfig, without_inert_fields
 from jaxad.data import (DATASETS, Dataset, OneClassSplit, batch_composition, check_one_class_split, load_dataset,
                         one_class_split)
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.checkpoint import CheckpointError
-from jaxad.runs import (ConfigMismatchError, check_run_data, fit, fit_many, is_complete, load_run,
-                        load_training_state, run_config_differences, split_fingerprint)
+from jaxad.loop import fit, fit_many
+from jaxad.rundir import (ConfigMismatchError, check_run_data, is_complete, load_run, load_training_state,
+                          run_config_differences, split_fingerprint)
 from jaxad.metrics import roc
 from jaxad.tensorboard import EpochWriter, check_installed
 from jaxad.train import AGADState, reconstruct
@@ -128,7 +129,7 @@ def _check_out_dir(spec: BenchmarkSpec, out_dir: Path, resume: bool) -> tuple[bo
     identity = json.loads(json.dumps(spec.identity()))
     saved = read_json(marker, dict)
     if isinstance(saved.get("base"), dict):  # written by an earlier version's config layout
-        saved["base"] = upgrade_config_dict(saved["base"])
+        saved["base"] = compat.upgrade_config_dict(saved["base"])
     before, now = _comparable(saved, saved.get("gammas")), _comparable(identity, identity["gammas"])
     to_mark = False
     if before != now:
@@ -203,10 +204,7 @@ def _added_by(saved: dict[str, Any], identity: dict[str, Any]) -> dict[str, list
 
 
 def _row(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
-    result = read_json(run_dir / "result.json", dict)
-    if result.get("status") == "complete" and "epochs_count_from" not in result:
-        # Written when epochs counted from 0: the tables count from 1 (the file is left as it is).
-        result = {**result, "best_epoch": result["best_epoch"] + 1, "epochs_count_from": 1}
+    result = compat.result_counting_from_one(read_json(run_dir / "result.json", dict))
     return {"dataset": cfg.data.dataset, "backbone": cfg.model.backbone,
             "normal_class": cfg.data.normal_class, "gamma": cfg.data.gamma, "seed": cfg.seed,
             "run_dir": str(run_dir.relative_to(out_dir)), **result}
@@ -245,7 +243,7 @@ def redraw_missing_pictures(run_dir: Path, split: OneClassSplit) -> list[str]:
     reconstructions from its final checkpoint. Returns the names drawn; a run copied without
     checkpoints (``--merge-without-checkpoints``) gets no reconstructions, and says so; one
     whose ``scores.npz`` cannot be read gets none (``_final_scores`` warns). A run
-    made on other data than ``split`` raises ``DataMismatchError`` (``runs.check_run_data``)."""
+    made on other data than ``split`` raises ``DataMismatchError`` (``rundir.check_run_data``)."""
     missing = missing_pictures(run_dir)
     if not missing:
         return []
@@ -313,9 +311,13 @@ def _final_scores(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
 
-def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None,
-                  num_classes: int | None = None) -> list[dict[str, Any]]:
-    """Collect every finished run under ``out_dir`` into results.{json,csv,md} and the plots."""
+BENCHMARK_PICTURES = ("auroc_per_epoch.png", "score_boxes.png", "roc.png")  # drawn in the output directory
+
+
+def _collect(spec: BenchmarkSpec, out_dir: Path) -> tuple[list[dict[str, Any]], dict, dict, dict]:
+    """The finished runs under ``out_dir``: their table rows, and what the benchmark's pictures
+    draw (histories by (gamma, class); the first seed's and gamma's final scores and ROC curves
+    by class)."""
     rows, histories, boxes, curves = [], {}, {}, {}
     for cfg in spec.runs():
         run_dir = run_dir_of(out_dir, cfg)
@@ -334,6 +336,26 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
                 boxes[cfg.data.normal_class] = saved
                 fpr, tpr = roc(saved[1], saved[0])
                 curves[cfg.data.normal_class] = (fpr, tpr, row["final_auroc"])
+    return rows, histories, boxes, curves
+
+
+def _draw(out_dir: Path, histories: dict, boxes: dict, curves: dict) -> list[str]:
+    """Draw the benchmark's pictures that have something to show; returns their names."""
+    drawn = []
+    if histories:
+        report.plot_auroc_per_epoch(histories, out_dir / "auroc_per_epoch.png")
+        drawn.append("auroc_per_epoch.png")
+    if boxes:
+        report.plot_score_boxes(boxes, out_dir / "score_boxes.png")
+        report.plot_roc_curves(curves, out_dir / "roc.png")
+        drawn += ["score_boxes.png", "roc.png"]
+    return drawn
+
+
+def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None,
+                  num_classes: int | None = None) -> list[dict[str, Any]]:
+    """Collect every finished run under ``out_dir`` into results.{json,csv,md} and the plots."""
+    rows, histories, boxes, curves = _collect(spec, out_dir)
     base = spec.base
     num_classes = num_classes or len(spec.classes)
     summary = report.summarise(rows) if rows else {}
@@ -344,12 +366,53 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
     if rows:
         write_text_atomic(out_dir / "results.md", report.markdown_tables(
             rows, base.data.dataset, base.model.backbone, num_classes, len(spec.seeds), command))
-    if histories:
-        report.plot_auroc_per_epoch(histories, out_dir / "auroc_per_epoch.png")
-    if boxes:
-        report.plot_score_boxes(boxes, out_dir / "score_boxes.png")
-        report.plot_roc_curves(curves, out_dir / "roc.png")
+    _draw(out_dir, histories, boxes, curves)
     return rows
+
+
+def read_spec(out_dir: str | Path) -> BenchmarkSpec:
+    """The benchmark an output directory holds, as its ``benchmark.json`` describes it (in this
+    version's config layout or an earlier one).
+
+    Args:
+        out_dir: a benchmark output directory (``jaxad-run --out``).
+
+    Returns:
+        The ``BenchmarkSpec`` its runs were made by.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no ``benchmark.json``.
+        ValueError: a ``benchmark.json`` that does not describe a benchmark.
+    """
+    marker = Path(out_dir) / "benchmark.json"
+    if not marker.exists():
+        raise FileNotFoundError(f"{out_dir} is not a benchmark output directory (no benchmark.json)")
+    saved = read_json(marker, dict)
+    try:
+        classes, gammas, seeds = (tuple(saved[axis]) for axis in GRID_AXES)
+        base = {**saved["base"], "seed": seeds[0],
+                "data": {**saved["base"]["data"], "normal_class": classes[0], "gamma": gammas[0]}}
+        return BenchmarkSpec(ExperimentConfig.from_dict(base), classes, gammas, seeds)
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise ValueError(f"{marker} does not describe a benchmark ({type(err).__name__}: {err})") from None
+
+
+def redraw_pictures(out_dir: str | Path) -> list[str]:
+    """Draw a benchmark's pictures again (``BENCHMARK_PICTURES``) from its runs' ``history.json``
+    and ``scores.npz``, leaving its tables and runs as they are.
+
+    Args:
+        out_dir: a benchmark output directory.
+
+    Returns:
+        The names of the pictures drawn (none when no run has finished).
+
+    Raises:
+        FileNotFoundError, ValueError: as ``read_spec``.
+    """
+    out_dir = Path(out_dir)
+    _, histories, boxes, curves = _collect(read_spec(out_dir), out_dir)
+    return _draw(out_dir, histories, boxes, curves)
 
 
 def merge_runs(spec: BenchmarkSpec, out_dir: str | Path, sources: Sequence[str | Path], *,
@@ -426,7 +489,7 @@ def run_benchmark(spec: BenchmarkSpec, out_dir: str | Path, *, resume: bool = Fa
     """Run every (class, gamma, seed) of ``spec`` not yet finished under ``out_dir``; return the rows.
 
     ``models_at_once`` trains the seeds of each (class, gamma) together, the step vmapped over
-    a model axis (``jaxad.runs.fit_many``); otherwise runs go one by one, data-parallel over
+    a model axis (``jaxad.loop.fit_many``); otherwise runs go one by one, data-parallel over
     ``devices``. A run whose loss turns NaN is stopped with a message (its last good
     checkpoint kept, its result.json marked failed) and the benchmark goes on. SIGTERM and
     Ctrl-C stop cleanly: checkpoints are flushed and ``resume=True`` continues where it stopped;

@@ -16,7 +16,8 @@ from scipy import ndimage
 
 from jaxad import xla
 from jaxad.data import padded_batches
-from jaxad.train import AGADState, check_state_images, reconstruct
+from jaxad.train import AGADState, reconstruct
+from jaxad.validation import check_state_images
 
 MAP_BATCH = 256
 SIGMA_AT_256 = 4.0

@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 from jax import lax
@@ -29,6 +28,9 @@ from jaxad.losses import (AnomalyTerms, NormalTerms, adversarial_loss, bce, cont
                           generator_normal_loss, l1, latent_loss, reconstruction_error)
 from jaxad.models import build_discriminator, build_generator
 from jaxad.models.layers import BN_MOMENTUM, DEFAULT_UPSAMPLE, UpsampleImpl
+# The input checks live in jaxad.validation; these names are also jaxad.train's, as documented.
+from jaxad.validation import (IMAGE_RANGE_TOLERANCE, ImageShape, check_finite, check_image_range,  # noqa: F401
+                              check_images, check_state_images)
 
 Batch = dict[str, jax.Array]  # {"normal": (Bn, H, W, C), "anomaly": (Ba, H, W, C), Ba may be 0}
 Metrics = dict[str, jax.Array]
@@ -561,69 +563,3 @@ def score_step(state: AGADState, images: jax.Array, use_batch_statistics: bool =
     if not isinstance(images, jax.core.Tracer):
         check_state_images(state, images)
     return reconstruction_error(images, reconstruct(state, images, use_batch_statistics))
-
-
-def check_finite(tree, what: str) -> None:
-    """Raise ``FloatingPointError`` naming the first non-finite entry of a (host) pytree."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        value = np.asarray(leaf)
-        if not np.all(np.isfinite(value)):
-            name = jax.tree_util.keystr(path)
-            raise FloatingPointError(f"{what}{name} is not finite (NaN or inf): {value.ravel()[:4]}")
-
-
-IMAGE_RANGE_TOLERANCE = 1e-3  # how far outside [-1, 1] a pixel may lie (resampling rounding)
-
-
-def check_images(images, model_cfg) -> None:
-    """Refuse, before any jitted code runs, images the networks cannot take.
-
-    ``images`` must be float (N, side, side, channels) with ``model_cfg``'s ``image_size`` and
-    ``channels``, no NaN or inf, and values in [-1, 1] (within ``IMAGE_RANGE_TOLERANCE``).
-    Integer pixels (uint8) and floats in [0, 255] would train and score without complaint and
-    give meaningless scores, so they are refused with the conversion to apply.
-
-        check_images(np.zeros((8, 32, 32, 1), np.float32), ModelConfig())   # passes
-        check_images(np.zeros((8, 32, 32, 1), np.uint8), ModelConfig())     # ValueError
-    """
-    shape = tuple(np.shape(images))
-    expected = (model_cfg.image_size, model_cfg.image_size, model_cfg.channels)
-    if len(shape) != 4:
-        one_image = " (one image: pass images[None])" if len(shape) == 3 else ""
-        raise ValueError(f"images must be NHWC (N, {expected[0]}, {expected[1]}, {expected[2]}), "
-                         f"got shape {shape}{one_image}")
-    if shape[3] != model_cfg.channels:
-        raise ValueError(f"the model takes {model_cfg.channels}-channel images, got {shape[3]} channels "
-                         f"(shape {shape}); set ModelConfig.channels to match the data")
-    if shape[1:3] != expected[:2]:
-        raise ValueError(f"the model takes {expected[0]}x{expected[1]} images, got {shape[1]}x{shape[2]}; "
-                         f"set ModelConfig.image_size or resize the data")
-    values = np.asarray(images)
-    if not np.issubdtype(values.dtype, np.floating):
-        raise ValueError(f"images must be float32 in [-1, 1], got dtype {values.dtype}; convert pixels "
-                         f"in [0, 255] with x.astype(np.float32) / 127.5 - 1")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("images contain NaN or inf")
-    if values.size:
-        check_image_range(float(values.min()), float(values.max()))
-
-
-def check_image_range(low: float, high: float) -> None:
-    """Refuse images whose values span ``[low, high]`` outside [-1, 1], saying how to convert."""
-    if low >= -1 - IMAGE_RANGE_TOLERANCE and high <= 1 + IMAGE_RANGE_TOLERANCE:
-        return
-    hint = ("they look like pixels in [0, 255]: convert with x / 127.5 - 1" if low >= 0 and high <= 255
-            else "rescale them to [-1, 1]")
-    raise ValueError(f"images must lie in [-1, 1], got values in [{low:.4g}, {high:.4g}]; {hint}")
-
-
-class ImageShape(NamedTuple):
-    """The images a state's networks take: what ``check_images`` reads from a config."""
-
-    image_size: int
-    channels: int
-
-
-def check_state_images(state: AGADState, images) -> None:
-    """``check_images`` against the side and channels of the networks ``state`` holds."""
-    check_images(images, ImageShape(state.discriminator.image_size, state.generator.channels))

@@ -1,4 +1,10 @@
-"""Suite-wide settings.
+"""Suite-wide settings, and the two suites.
+
+``python -m pytest -q`` runs the default suite, what ``.ci/run`` runs (a few minutes on two
+cores). ``python -m pytest -q -m long`` runs the long tests, marked ``long``: the study
+scripts and the speed measurements (speed/) run end to end, real training to a quality bar, and the
+multi-device checks in subprocesses. ``pyproject.toml`` leaves them out
+by default (``addopts``); a ``-m`` given on the command line replaces that.
 
 The tests build tiny networks and run them for a few steps, where XLA's optimisation passes
 cost more time than they save: most of them are off (``JAX_DISABLE_MOST_OPTIMIZATIONS``,
@@ -6,8 +12,7 @@ set before jax is imported so that the subprocesses tests start inherit it), XLA
 fusion emitters too (``XLA_FLAGS``, likewise inherited), and compiled
 programs are shared through a compilation cache kept for the session. A module whose
 run time dominates, real training to a quality bar, sets ``pytestmark = pytest.mark.optimized``
-and compiles with every pass. ``pytest -m "not slow"`` leaves out the multi-device
-subprocess checks for a quick local run; ``.ci/run`` runs everything.
+and compiles with every pass.
 """
 
 import atexit
@@ -36,7 +41,8 @@ FLAG = "jax_disable_most_optimizations"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "optimized: compile with all of XLA's optimisations (run-time bound module)")
-    config.addinivalue_line("markers", "slow: multi-device checks in subprocesses (minutes; .ci/run runs them)")
+    config.addinivalue_line("markers", "long: study scripts, full trainings and multi-device checks "
+                                       "(minutes; run with -m long, left out of the default suite)")
 
 
 @pytest.fixture(autouse=True, scope="module")

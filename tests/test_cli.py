@@ -3,7 +3,7 @@
 import argparse
 import dataclasses
 import importlib
-import sys
+import runpy
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -148,7 +148,7 @@ def test_model_and_data_image_sides_are_checked_when_the_config_is_built():
     assert ExperimentConfig().replace(**{"model.image_size": 64, "data.image_size": 64}).model.image_size == 64
 
 
-@pytest.mark.parametrize("script", ["jaxad-run", "jaxad-score"])
+@pytest.mark.parametrize("script", ["jaxad-run", "jaxad-score", "jaxad-redraw"])
 def test_console_scripts_point_at_the_commands(script, capsys):
     target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"][script]
     module, function = target.split(":")
@@ -158,12 +158,7 @@ def test_console_scripts_point_at_the_commands(script, capsys):
     assert exit_.value.code == 0 and "--help" in capsys.readouterr().out
 
 
-def test_the_scripts_in_experiments_are_the_commands():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import run as run_script
-        import score as score_script
-    finally:
-        sys.path.remove(str(ROOT / "experiments"))
-    assert run_script.main is run_command.main
-    assert score_script.main is importlib.import_module("jaxad.commands.score").main
+@pytest.mark.parametrize("script, command", [("run", "run"), ("score", "score"), ("images_demo", "images_demo")])
+def test_the_scripts_in_experiments_are_the_commands(script, command):
+    module = runpy.run_path(str(ROOT / "experiments" / f"{script}.py"))  # as a module, not as __main__
+    assert module["main"] is importlib.import_module(f"jaxad.commands.{command}").main

@@ -1,11 +1,12 @@
 """Two settings' per-epoch curves side by side, read as the defaults report them."""
 
-import sys
-from pathlib import Path
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import compare_curves  # noqa: E402
-from test_ablation_table import epoch, write_run  # noqa: E402
+from studies import compare_curves
+from test_ablation_table import write_run
+from test_analysis import epoch
+
+pytestmark = pytest.mark.long  # a study script
 
 
 def test_each_setting_draws_its_reported_and_live_curves(tmp_path):

@@ -1,25 +1,30 @@
 """README.md and docs/*.md as written: every command parses, every link resolves.
 
-Each ``python experiments/X.py ...``, ``jaxad-run ...`` and ``jaxad-score ...`` command in a
-code block or an inline code span is parsed by its program's own argument parser, which is
+Each ``python experiments/X.py ...``, ``python -m studies.X ...`` (or ``speed.X``),
+``jaxad-run ...``, ``jaxad-score ...`` and ``jaxad-redraw ...`` command in a code block or an
+inline code span is parsed by its program's own argument parser, which is
 stopped right after parsing: nothing trains, nothing is read. The commands that made the
 committed tables (the READMEs under results/) are held to the same. The README's Python example
 runs in ``test_readme.py``; here every Python block must at least compile.
 """
 
 import argparse
-import importlib.util
+import importlib
 import re
+import runpy
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-RESULTS_PAGES = [ROOT / "results" / "README.md", ROOT / "results" / "ablations" / "README.md"]
-PROGRAMS = {"jaxad-run": "jaxad/commands/run.py", "jaxad-score": "jaxad/commands/score.py"}
+# The pages that record how the committed results and studies were made.
+RESULTS_PAGES = [ROOT / "results" / "README.md", ROOT / "results" / "ablations" / "README.md",
+                 ROOT / "studies" / "README.md", ROOT / "speed" / "README.md"]
+RUN_AS_MODULES = ("studies", "speed")  # folders whose programs run as `python -m FOLDER.NAME`
+PROGRAMS = {"jaxad-run": "jaxad/commands/run.py", "jaxad-score": "jaxad/commands/score.py",
+            "jaxad-redraw": "jaxad/commands/redraw.py"}
 
 
 def code_blocks(text: str) -> list[tuple[str, str]]:
@@ -60,8 +65,11 @@ def program_calls(line: str) -> list[tuple[str, list[str]]]:
             command = command[1:]
         if command[:1] == ["timeout"]:
             command = command[2:]
-        if command[:1] in (["python"], ["python3"]) and len(command) > 1 and command[1].startswith("experiments/"):
+        python = command[:1] in (["python"], ["python3"])
+        if python and len(command) > 1 and command[1].startswith("experiments/"):
             found.append((command[1], command[2:]))
+        elif python and command[1:2] == ["-m"] and len(command) > 2 and command[2].split(".")[0] in RUN_AS_MODULES:
+            found.append((command[2].replace(".", "/") + ".py", command[3:]))
         elif command[:1] and command[0] in PROGRAMS:
             found.append((PROGRAMS[command[0]], command[1:]))
     return found
@@ -79,11 +87,11 @@ class Parsed(Exception):
 
 
 def load_program(path: str):
-    """The module of a program file (experiments/ on sys.path for its sibling imports)."""
-    spec = importlib.util.spec_from_file_location(f"_doc_{Path(path).stem}", ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module of a program file: a script of experiments/ loaded from its file, any other
+    imported by its module name (the repository's root is on the tests' path)."""
+    if path.startswith("experiments/"):
+        return runpy.run_path(str(ROOT / path))["main"]
+    return importlib.import_module(path.removesuffix(".py").replace("/", ".")).main
 
 
 CALLS = documented_calls()
@@ -91,16 +99,15 @@ CALLS = documented_calls()
 
 def test_the_pages_show_the_programs():
     programs = {program for _, program, _ in CALLS}
-    assert {"experiments/run.py", "experiments/score.py", "experiments/bench.py",
-            "jaxad/commands/score.py"} <= programs
+    assert {"experiments/run.py", "experiments/score.py", "speed/bench.py", "studies/ablation_table.py",
+            "jaxad/commands/score.py", "jaxad/commands/redraw.py"} <= programs
 
 
 @pytest.mark.parametrize("page, program, argv", CALLS, ids=[f"{p}: {Path(g).name} {' '.join(a)}"[:100]
                                                           for p, g, a in CALLS])
 def test_each_documented_command_parses(page, program, argv, monkeypatch):
     assert (ROOT / program).exists(), f"{page} runs {program}, which does not exist"
-    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
-    module = load_program(program)
+    main = load_program(program)
     parse_args = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(parser, args=None, namespace=None):
@@ -108,7 +115,7 @@ def test_each_documented_command_parses(page, program, argv, monkeypatch):
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     try:
-        module.main(argv)
+        main(argv)
     except Parsed:
         return
     except SystemExit as exit:  # --help, or a refusal by the parser (its message is on stderr)
@@ -152,7 +159,8 @@ def test_every_link_resolves(page):
 
 
 def test_nothing_points_outside_the_repository():
-    sources = [*sorted((ROOT / "jaxad").rglob("*.py")), *sorted((ROOT / "experiments").glob("*.py"))]
+    sources = [*sorted((ROOT / "jaxad").rglob("*.py")),
+               *(path for folder in ("experiments", "studies", "speed") for path in sorted((ROOT / folder).glob("*.py")))]
     for path in [*PAGES, *RESULTS_PAGES, ROOT / "BUILD_NOTES.md", ROOT / "CHANGELOG.md", *sources]:
         text = path.read_text()
         assert "../shared" not in text and "/work/" not in text, path.relative_to(ROOT)

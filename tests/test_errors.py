@@ -18,16 +18,16 @@ import pytest
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, checkpoint, fit, load_run, report, score, score_step
 from jaxad.grid import BenchmarkSpec, _row, classes_in_protocol, locked, run_dir_of
 from jaxad.checkpoint import CheckpointError
+from jaxad.commands import run as run_cli
+from jaxad.commands import score as score_cli
 from jaxad.data import OneClassSplit, load_folder, load_split
 from jaxad.files import write_json_atomic
-from jaxad.runs import ConfigMismatchError, DataMismatchError, numbered_from_one, progress_postfix
+from jaxad.compat import numbered_from_one
+from jaxad.runs import ConfigMismatchError, DataMismatchError, progress_postfix
 from jaxad.metrics import auroc
 from jaxad.train import check_images, create_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import run as run_cli  # noqa: E402
-import score as score_cli  # noqa: E402
 
 TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=1))
 

@@ -8,7 +8,8 @@ import pytest
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit
 from jaxad.data import load_split
 
-pytestmark = pytest.mark.optimized  # 2 x 25 epochs: run time, not compile time, dominates
+# 2 x 25 epochs: run time, not compile time, dominates.
+pytestmark = [pytest.mark.long, pytest.mark.optimized]
 
 # Digit 8 is the hard class here: an untrained net scores it near chance.
 CFG = ExperimentConfig(model=ModelConfig(width=0.25), train=TrainConfig(batch_size=32, epochs=25)).replace(

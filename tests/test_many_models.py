@@ -2,20 +2,17 @@
 such runs record and keep at gamma > 0."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, load_run, score
+from jaxad.commands import run as run_cli
 from jaxad.data import load_dataset, one_class_split
 from jaxad.metrics import auroc
 from jaxad.runs import NORMAL_ERROR_IMAGES
 from jaxad.selection import select_epoch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import rescore_statistics  # noqa: E402
+from studies import rescore_statistics
 
 BASE = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2, min_anomalies_per_batch=8))
 
@@ -66,6 +63,7 @@ def test_epoch_records_with_anomalies_keep_the_extremes_and_the_training_evidenc
     assert kept == f"checkpoints/{together[0].selected_epoch}" and (run_dirs[0] / kept).is_dir()
 
 
+@pytest.mark.long  # a study script (rescore_statistics)
 def test_a_saved_epoch_rescored_with_and_without_the_anomalies_statistics(trained_at_once):
     _, _, _, run_dirs = trained_at_once
     live, _ = load_run(run_dirs[0], generator="live")
@@ -83,6 +81,7 @@ def test_a_saved_epoch_rescored_with_and_without_the_anomalies_statistics(traine
     assert average["normals only"] != pytest.approx(average["saved"], abs=1e-6)
 
 
+@pytest.mark.long  # a study script (rescore_statistics)
 def test_at_gamma_0_the_shared_pseudo_anomaly_pass_can_be_left_out_of_the_statistics(tmp_path):
     # --pseudo-anomaly-bn shared: G(x_hat) also updates the running statistics scoring uses.
     # Recomputed from the normal pass alone, the same weights score as shared_no_update would.
@@ -107,7 +106,6 @@ def test_fit_many_refuses_configs_that_differ_beyond_the_seed():
 
 
 def test_runner_trains_the_seeds_of_a_class_at_once(tmp_path):
-    import run as run_cli  # experiments/, on the path above
 
     assert run_cli.main(["--dataset", "digits", "--classes", "4", "--seeds", "2", "--epochs", "1",
                          "--batch-size", "32", "--width", "0.125", "--models-at-once", "--out", str(tmp_path),

@@ -12,7 +12,7 @@ import pytest
 CHECKS = Path(__file__).with_name("parallel_checks.py")
 
 
-pytestmark = pytest.mark.slow  # minutes: every check compiles on two (fake) devices
+pytestmark = pytest.mark.long  # minutes: every check compiles on two (fake) devices
 
 # The full step (gradients, Adam's moments, BatchNorm, the anomaly branch's cross-device means,
 # the D-reset decision) on the naive net: pmap with and without anomalies, shard_map (default

@@ -19,8 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, grid, load_run, locks, runs, score
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, fit_many, grid, load_run, locks, loop, score
 from jaxad.checkpoint import CheckpointError
+from jaxad.commands import run as run_cli
 from jaxad.data import OneClassSplit, load_split
 from jaxad.files import write_json_atomic, write_text_atomic
 from jaxad.locks import DirectoryLockedError
@@ -28,8 +29,6 @@ from jaxad.metrics import auroc
 from jaxad.runs import read_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import run as run_cli  # noqa: E402
 
 TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2))
 
@@ -283,7 +282,7 @@ def test_a_diverged_model_scores_raise_floating_point_error_not_an_auroc_error(t
 
 
 def test_a_run_whose_scores_turn_non_finite_stops_and_the_benchmark_goes_on(tmp_path, capsys, monkeypatch):
-    real_fit, real_score_step = grid.fit, runs._score_step
+    real_fit, real_score_step = grid.fit, loop._score_step
 
     def nan_scores(state, images, *args):
         return np.full(len(images), np.nan, np.float32)
@@ -293,10 +292,10 @@ def test_a_run_whose_scores_turn_non_finite_stops_and_the_benchmark_goes_on(tmp_
             return real_fit(cfg, split, **kwargs)
         kwargs.pop("on_epoch", None)
         try:
-            return real_fit(cfg, split, on_epoch=lambda *_: monkeypatch.setattr(runs, "_score_step", nan_scores),
+            return real_fit(cfg, split, on_epoch=lambda *_: monkeypatch.setattr(loop, "_score_step", nan_scores),
                             **kwargs)
         finally:
-            monkeypatch.setattr(runs, "_score_step", real_score_step)
+            monkeypatch.setattr(loop, "_score_step", real_score_step)
 
     monkeypatch.setattr(grid, "fit", class_0_diverges_in_epoch_2)
     out = tmp_path / "out"

@@ -11,23 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_run, report, score
+from jaxad import ExperimentConfig, ModelConfig, TrainConfig, fit, grid, load_run, report
 from jaxad.grid import BenchmarkMismatchError, BenchmarkSpec, merge_runs, run_benchmark
 from jaxad.checkpoint import CheckpointError
 from jaxad.commands import INTERRUPTED
+from jaxad.commands import redraw as redraw_command
+from jaxad.commands import run as run_cli
 from jaxad.commands import score as score_command
 from jaxad.runs import DataMismatchError, normal_first
 from jaxad.data import load_split
 from jaxad.metrics import auroc, auroc_by_anomaly_class
+from studies import auroc_by_class, batch_layout
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-import auroc_by_class  # noqa: E402
-import rewrite_final_scores  # noqa: E402
-import run as run_cli  # noqa: E402
-import score as score_cli  # noqa: E402
-import test_batch_layout  # noqa: E402
-
 TINY = ExperimentConfig(model=ModelConfig(width=0.125), train=TrainConfig(batch_size=32, epochs=2))
 
 
@@ -60,6 +56,26 @@ def test_benchmark_writes_every_file(benchmark_dir):
             # with --paper-protocol, whose batch-statistics figures differ and are recorded beside it.
             final = json.loads((run_dir / "result.json").read_text())
             assert auroc(z["labels"], z["scores"]) == pytest.approx(final["final_auroc"], abs=1e-6)
+
+
+def test_redraw_draws_a_benchmarks_pictures_from_runs_kept_without_checkpoints(benchmark_dir, tmp_path, capsys):
+    # As results/ keeps a benchmark: tables, per-run JSON and scores; no checkpoint, no picture.
+    kept = tmp_path / "kept"
+    shutil.copytree(benchmark_dir, kept, ignore=shutil.ignore_patterns("checkpoints", "*.png", "*.lock"))
+    tables = {name: (kept / name).read_bytes() for name in ("results.json", "results.csv", "results.md")}
+    assert redraw_command.main([str(kept)]) == 0
+    assert "auroc_per_epoch.png, score_boxes.png, roc.png" in capsys.readouterr().out
+    for name in grid.BENCHMARK_PICTURES:
+        drawn = (kept / name).read_bytes()
+        assert drawn[:8] == b"\x89PNG\r\n\x1a\n" and len(drawn) > 1000, name
+    assert {name: (kept / name).read_bytes() for name in tables} == tables  # the tables are left as they are
+    assert not list(kept.glob("runs/*/*/*/*.png"))  # per-run pictures need checkpoints or the data
+
+
+def test_redraw_refuses_a_directory_that_holds_no_benchmark(tmp_path, capsys):
+    assert redraw_command.main([str(tmp_path)]) == 2
+    assert "not a benchmark output directory" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_tables_agree_with_results_json(benchmark_dir):
@@ -262,7 +278,7 @@ def test_score_command_reproduces_the_run_scores(benchmark_dir, tmp_path):
     split = load_split(cfg.data)
     # Running statistics in both, whatever the run's --paper-protocol: an image scores alone.
     np.save(tmp_path / "test.npy", split.test_images)
-    assert score_cli.main(["--run", str(run_dir), "--images", str(tmp_path / "test.npy"),
+    assert score_command.main(["--run", str(run_dir), "--images", str(tmp_path / "test.npy"),
                            "--out", str(tmp_path / "scored"), "--no-maps"]) == 0
     with open(tmp_path / "scored" / "scores.csv") as f:
         scored = [float(r["score"]) for r in csv.DictReader(f)]
@@ -270,10 +286,11 @@ def test_score_command_reproduces_the_run_scores(benchmark_dir, tmp_path):
         np.testing.assert_allclose(scored, z["scores"], rtol=1e-5)
 
 
-def test_test_batch_layout_rescores_kept_checkpoints_under_each_test_time_layout(benchmark_dir, tmp_path):
+@pytest.mark.long  # a study script
+def test_batch_layout_rescores_kept_checkpoints_under_each_test_time_layout(benchmark_dir, tmp_path):
     labels = np.array([1, 0, 1, 1, 0])
     assert normal_first(labels).tolist() == [1, 4, 0, 2, 3]  # GANomaly's one-class test layout
-    assert test_batch_layout.main([str(benchmark_dir), "--checkpoints", "final", "best",
+    assert batch_layout.main([str(benchmark_dir), "--checkpoints", "final", "best",
                                    "--json", str(tmp_path / "rows.json")]) == 0
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [(r["class"], r["checkpoint"]) for r in rows] == [("0", "final"), ("0", "best"), ("3", "final"), ("3", "best")]
@@ -295,7 +312,7 @@ def test_score_command_reads_an_image_folder(benchmark_dir, tmp_path):
     (folder / "notes.txt").write_text("not an image")
     run_dir = benchmark_dir / "runs" / "gamma0" / "class0" / "seed0"
     with pytest.warns(UserWarning, match="skipped 1"):
-        assert score_cli.main(["--run", str(run_dir), "--images", str(folder), "--out", str(tmp_path / "o"),
+        assert score_command.main(["--run", str(run_dir), "--images", str(folder), "--out", str(tmp_path / "o"),
                                "--maps"]) == 0
     lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()
     assert lines[0] == "file,score,normalized_score,is_anomalous" and len(lines) == 4
@@ -314,7 +331,7 @@ def test_score_command_interrupted_leaves_whole_files(benchmark_dir, tmp_path, m
         path.write_bytes(b"png")
 
     monkeypatch.setattr(score_command, "save_error_map", stopped_after_one_map)
-    assert score_cli.main(["--run", str(run_dir), "--images", str(tmp_path / "x.npy"),
+    assert score_command.main(["--run", str(run_dir), "--images", str(tmp_path / "x.npy"),
                            "--out", str(tmp_path / "o"), "--maps"]) == INTERRUPTED
     assert "interrupted; each file" in capsys.readouterr().err
     lines = (tmp_path / "o" / "scores.csv").read_text().splitlines()  # written whole before the maps
@@ -332,7 +349,7 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
         run_cli.parse_args(["--dataset", "imagenet"])
     with pytest.raises(SystemExit):
         run_cli.parse_args(["--no-such-option"])
-    assert score_cli.main(["--run", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
+    assert score_command.main(["--run", str(tmp_path), "--images", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
 
 
 def test_score_extremes_picks_the_highest_and_lowest_scores_in_a_stable_order():
@@ -370,6 +387,7 @@ def test_auroc_by_anomaly_class_scores_normals_against_each_class_alone():
         auroc_by_anomaly_class(labels, scores, classes[:-1])
 
 
+@pytest.mark.long  # a study script
 def test_auroc_by_class_reads_a_run_and_marks_classes_without_training_anomalies(benchmark_dir, capsys):
     run_dir = benchmark_dir / "runs" / "gamma0" / "class3" / "seed0"
     assert auroc_by_class.main([str(run_dir)]) == 0
@@ -379,6 +397,7 @@ def test_auroc_by_class_reads_a_run_and_marks_classes_without_training_anomalies
     assert len(row) == 2 + 9 and all(cell.endswith("(unseen)") for cell in row[2:])  # gamma 0: no anomaly seen
 
 
+@pytest.mark.long  # a study script
 def test_auroc_by_class_marks_only_the_classes_left_out_of_training_as_unseen(tmp_path):
     np.savez(tmp_path / "scores.npz", labels=np.array([0, 1, 1]), scores=np.array([0.1, 0.9, 0.5]),
              classes=np.array([8, 1, 7]))
@@ -387,6 +406,7 @@ def test_auroc_by_class_marks_only_the_classes_left_out_of_training_as_unseen(tm
     assert per_class == {1: 100.0, 7: 100.0} and overall == 100.0 and seen == {1}
 
 
+@pytest.mark.long  # a study script
 def test_auroc_by_class_names_the_run_dirs_that_have_not_finished(tmp_path, capsys):
     (tmp_path / "still_training").mkdir()
     with pytest.raises(SystemExit) as exit_info:
@@ -394,23 +414,6 @@ def test_auroc_by_class_names_the_run_dirs_that_have_not_finished(tmp_path, caps
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "not a finished run" in message and "still_training" in message
-
-
-def test_rewrite_final_scores_repairs_scores_saved_with_batch_statistics(benchmark_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(benchmark_dir / "runs" / "gamma0" / "class3" / "seed0", run_dir)
-    state, cfg = load_run(run_dir)
-    split = load_split(cfg.data)
-    # What --paper-protocol runs saved before 59e72fe: the final scores with test-batch statistics.
-    np.savez(run_dir / "scores.npz", scores=score(state, split.test_images, use_batch_statistics=True),
-             labels=split.test_labels, classes=split.test_classes)
-    assert rewrite_final_scores.main([str(run_dir)]) == 0
-    result = json.loads((run_dir / "result.json").read_text())
-    with np.load(run_dir / "scores.npz") as z:
-        assert auroc(z["labels"], z["scores"]) == pytest.approx(result["final_auroc"], abs=1e-6)
-    (run_dir / "result.json").write_text(json.dumps({**result, "final_auroc": result["final_auroc"] - 1}))
-    with pytest.raises(ValueError, match="nothing written"):
-        rewrite_final_scores.main([str(run_dir)])
 
 
 def test_runs_made_apart_merge_into_one_benchmark_without_training(benchmark_dir, tmp_path):

@@ -1,9 +1,7 @@
-"""experiments/step_terms.py replays a run's steps: from its start, or from a saved epoch (to look
+"""studies/step_terms.py replays a run's steps: from its start, or from a saved epoch (to look
 inside an epoch where a run fell). Both retrace what ``fit`` recorded."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +9,9 @@ import pytest
 from jaxad import fit
 from jaxad.commands.run import build_spec, parse_args
 from jaxad.data import load_split
+from studies import step_terms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import step_terms  # noqa: E402
+pytestmark = pytest.mark.long  # a study script: each replay compiles its own steps
 
 RUN_FLAGS = ["--dataset", "digits", "--classes", "3", "--gammas", "0", "--seeds", "1", "--epochs", "2",
              "--width", "0.125", "--batch-size", "32"]

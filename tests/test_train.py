@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxad.config import ExperimentConfig, ModelConfig, upgrade_config_dict, without_inert_fields
+from jaxad.compat import upgrade_config_dict
+from jaxad.config import ExperimentConfig, ModelConfig, without_inert_fields
 from jaxad.runs import config_differences
 from jaxad.train import (_apply, _reconstruct_normal, _reconstruct_pseudo, check_images, create_train_state,
                          generator_passes, live_generator, reconstruct, score_step, train_step)

@@ -1,5 +1,6 @@
 """The command-line programs: ``jaxad-run`` (``experiments/run.py``), ``jaxad-score``
-(``experiments/score.py``) and ``jaxad-images-demo`` (``experiments/images_demo.py``). Each
+(``experiments/score.py``), ``jaxad-images-demo`` (``experiments/images_demo.py``) and
+``jaxad-redraw`` (a benchmark's pictures from its saved runs). Each
 module's ``main(argv)`` returns the exit status; the console scripts end with ``exit_with`` it."""
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ from jaxad.detection import Detections, decide, run_threshold, unfinished_note
 from jaxad.files import save_figure_atomic, write_text_atomic
 from jaxad.maps import raw_error_maps, reconstructions, smooth, threshold_level
 from jaxad.report import pyplot, show_image
-from jaxad.runs import load_run, score
-from jaxad.train import AGADState, check_images
+from jaxad.loop import score
+from jaxad.rundir import load_run
+from jaxad.train import AGADState
+from jaxad.validation import check_images
 
 MAP_LEVEL_MAX = 2.0  # heat maps are drawn from 0 to twice the threshold's per-pixel level
 

@@ -167,7 +167,7 @@ def default_formulation_name(backend: str | None = None) -> str:
     faster than XLA's own ops; ``"xla"`` on every other backend (TPU). ``backend`` defaults to
     ``jax.default_backend()``.
 
-    ``experiments/bench.py --formulations`` times each formulation on the backend it runs on.
+    ``python -m speed.bench --formulations`` times each formulation on the backend it runs on.
     """
     return "rewrites" if (backend or jax.default_backend()) in REWRITES_MEASURED_FASTER else "xla"
 
