@@ -93,16 +93,40 @@ def test_fast_conv_in_nn_conv_keeps_parameters_and_outputs():
     np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), atol=1e-5)
 
 
-def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient_after_relu():
+def flax_max_pool(x: jax.Array) -> jax.Array:
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient_even_with_ties():
     pre = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-    x = jax.nn.relu(pre)
-    np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
     dy = jax.random.normal(jax.random.key(1), (2, 4, 4, 3))
-    grads = [jax.grad(lambda p: jnp.sum(pool(jax.nn.relu(p)) * dy))(pre)
-             for pool in (max_pool_2x2, lambda h: nn.max_pool(h, (2, 2), strides=(2, 2)))]
-    np.testing.assert_array_equal(grads[0], grads[1])
+    # After a ReLU most windows tie at 0; rounded to halves, many tie at their maximum.
+    for x in (pre, jax.nn.relu(pre), jnp.round(2 * pre) / 2):
+        np.testing.assert_array_equal(max_pool_2x2(x), flax_max_pool(x))
+        grads = [jax.grad(lambda h: jnp.sum(pool(h) * dy))(x) for pool in (max_pool_2x2, flax_max_pool)]
+        np.testing.assert_array_equal(grads[0], grads[1])
     odd = jax.random.normal(jax.random.key(2), (1, 5, 5, 2))
-    np.testing.assert_array_equal(max_pool_2x2(odd), nn.max_pool(odd, (2, 2), strides=(2, 2)))
+    np.testing.assert_array_equal(max_pool_2x2(odd), flax_max_pool(odd))
+    with_nan = pre.at[0, 3, 2, 1].set(jnp.nan)
+    assert np.isnan(max_pool_2x2(with_nan)[0, 1, 1, 1]) and np.isnan(flax_max_pool(with_nan)[0, 1, 1, 1])
+
+
+def test_a_unet_trained_under_the_suites_compiler_settings_keeps_finite_gradients():
+    # The suite compiles without optimisation passes (conftest.py): XLA then computes the
+    # pooled activations in two fusions, and a pool whose gradient divides by the count of
+    # inputs equal to the maximum gave NaN from the third step on.
+    from jaxad.config import ExperimentConfig
+    from jaxad.data import load_dataset
+    from jaxad.train import create_train_state, train_step
+
+    images = jnp.asarray(load_dataset("digits").train_images[:96])
+    state = create_train_state(ExperimentConfig(model=ModelConfig(backbone="unet", width=0.125)), jax.random.key(0))
+    step = jax.jit(train_step)
+    for i in range(3):
+        state, metrics = step(state, {"normal": images[32 * i:32 * (i + 1)], "anomaly": images[:0]},
+                              jax.random.key(i))
+        assert np.isfinite(float(metrics["g_loss"])) and np.isfinite(float(metrics["d_loss"]))
+    assert all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(state.g_params))
 
 
 def test_conv_transpose_dispatches_every_formulation_and_refuses_unknown_ones():
