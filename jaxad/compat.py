@@ -28,6 +28,7 @@ ADDED_LATER: dict[str, dict[str, Any]] = {
     # ExperimentConfig's own fields. Runs made before it stored no threshold: its default, which
     # their unfinished runs store when resumed.
     "": {"threshold_quantile": 0.99, "test_both_generators": False},
+    "model": {"compute_dtype": "float32"},
     "data": {"category": None},
     "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,

@@ -23,6 +23,7 @@ Source = Literal["auto", "raw", "tfds"]
 ReconPair = Literal["input", "pseudo"]
 AdversarialTarget = Literal[0, 1]
 AnomalyBN = Literal["own", "joint"]
+ComputeDtype = Literal["float32", "bfloat16"]
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -60,6 +61,9 @@ class ModelConfig:
             batch it was made from and updates nothing, so G can tell a pseudo-anomaly from a
             normal image only by its content. The field lives here because it decides G's
             parameters. Why AdvProp is the default: docs/fidelity-study.md, section 3.4.
+        compute_dtype: the dtype the convolutions compute in. ``"bfloat16"`` is mixed
+            precision: parameters, optimiser state, BatchNorm and the losses stay float32
+            (docs/performance.md, Mixed precision); it pays on GPUs, not on CPUs.
 
     Raises:
         ValueError: an unknown backbone or choice, or an image side the backbone cannot take.
@@ -74,6 +78,9 @@ class ModelConfig:
         "auxiliary", "how G(G(x)) is batch-normalised: auxiliary = AdvProp; shared = the same BN, its own "
                      "statistics; shared_no_update = that without updating running statistics; "
                      "normal_batch = with the normal batch's statistics")
+    compute_dtype: ComputeDtype = _field(
+        "float32", "the dtype the convolutions compute in; bfloat16 = mixed precision (parameters, "
+                   "BatchNorm and losses stay float32), for GPUs")
 
     @property
     def advprop(self) -> bool:
@@ -85,6 +92,7 @@ class ModelConfig:
         from jaxad.models import BACKBONES
 
         _check_choice("pseudo_anomaly_bn", self.pseudo_anomaly_bn, PseudoAnomalyBN)
+        _check_choice("compute_dtype", self.compute_dtype, ComputeDtype)
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {tuple(BACKBONES)}")
         if self.channels not in (1, 3):

@@ -210,10 +210,12 @@ def step_model_flops(cfg: ExperimentConfig) -> dict[str, float]:
 # jaxad measurements
 # --------------------------------------------------------------------------------------
 
-def make_config(backbone: str, channels: int, width: float, batch: int) -> ExperimentConfig:
+def make_config(backbone: str, channels: int, width: float, batch: int,
+                compute_dtype: str = "float32") -> ExperimentConfig:
     # The paper's step, as the PyTorch reference runs it: plain Adam, without jaxad's default
     # clip of G's gradient (one global norm a step; docs/fidelity-study.md, 5.5).
-    return ExperimentConfig(model=ModelConfig(backbone=backbone, channels=channels, width=width)) \
+    model = ModelConfig(backbone=backbone, channels=channels, width=width, compute_dtype=compute_dtype)
+    return ExperimentConfig(model=model) \
         .replace(**{"train.batch_size": batch, "train.g_grad_clip_factor": None})
 
 
@@ -542,6 +544,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vmap-batch", type=int, default=64)
     p.add_argument("--upsample-impl", default=DEFAULT_UPSAMPLE, choices=(DEFAULT_UPSAMPLE, *UPSAMPLE_IMPLS),
                    help="transposed-conv formulation of the main rows (default: the backend's)")
+    p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="the dtype jaxad's convolutions compute in (ModelConfig.compute_dtype); the "
+                        "PyTorch reference stays float32")
     p.add_argument("--formulations", action="store_true",
                    help="only time each formulation of the layers, and the train step per formulation "
                         "set, on this backend (marking the default's choice); nothing else")
@@ -644,13 +649,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(msg, flush=True)
 
     options = compiler_options(not args.no_cpu_compiler_options)
-    info["jaxad_config"] = {"upsample_impl": args.upsample_impl, "compiler_options": options}
-    print(f"jaxad: upsample_impl={args.upsample_impl}, compiler_options={options}", flush=True)
+    info["jaxad_config"] = {"upsample_impl": args.upsample_impl, "compiler_options": options,
+                            "compute_dtype": args.compute_dtype}
+    print(f"jaxad: upsample_impl={args.upsample_impl}, compiler_options={options}, "
+          f"compute_dtype={args.compute_dtype} (PyTorch: float32)", flush=True)
 
     rows = []
     for backbone in backbones:
         for nc in channels:
-            cfg = make_config(backbone, nc, args.width, args.batch_size)
+            cfg = make_config(backbone, nc, args.width, args.batch_size, args.compute_dtype)
             reps = args.reps if backbone == "naive" else args.heavy_reps
             row: dict[str, Any] = {"backbone": backbone, "channels": nc, "width": args.width,
                                    "batch": args.batch_size}

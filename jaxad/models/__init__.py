@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxad.models.dcgan import Discriminator, Encoder, NaiveGenerator
 from jaxad.models.layers import (DEFAULT_UPSAMPLE, ConvTranspose, DualBatchNorm, Formulations, UpsampleImpl,
-                                 choose_formulations, conv_transpose, default_formulations)
+                                 choose_formulations, conv_transpose, default_formulations, in_precision)
 from jaxad.models.unet import NestedUNet
 
 if TYPE_CHECKING:  # jaxad.config looks backbones up here when a ModelConfig is built
@@ -77,15 +77,17 @@ def build_generator(cfg: ModelConfig, axis_name: str | None = None,
 
     ``formulations``: how its layers are computed, a name in ``layers.FORMULATIONS``, a
     ``Formulations``, or None for the default backend's; ``upsample_impl`` other than "auto"
-    overrides its up-sampling."""
-    return BACKBONES[cfg.backbone].build(cfg, axis_name, choose_formulations(formulations, upsample_impl))
+    overrides its up-sampling. Its convolutions compute in ``cfg.compute_dtype``."""
+    chosen = choose_formulations(formulations, upsample_impl)
+    return BACKBONES[cfg.backbone].build(cfg, axis_name, in_precision(chosen, cfg.compute_dtype))
 
 
 def build_discriminator(cfg: ModelConfig, axis_name: str | None = None,
                         formulations: Formulations | str | None = None) -> Discriminator:
     """GANomaly's discriminator for images of ``cfg.image_size`` (``formulations`` as in
-    ``build_generator``)."""
-    return Discriminator(cfg.image_size, cfg.width, axis_name, conv=choose_formulations(formulations).conv)
+    ``build_generator``), its convolutions computing in ``cfg.compute_dtype``."""
+    chosen = in_precision(choose_formulations(formulations), cfg.compute_dtype)
+    return Discriminator(cfg.image_size, cfg.width, axis_name, conv=chosen.conv)
 
 
 def count_params(params) -> int:

@@ -83,7 +83,8 @@ class NaiveGenerator(nn.Module):
         for _ in range(stages):
             channels //= 2
             h = nn.relu(bn(self.upsample(channels, 4, 2, 1)(h)))
-        return jnp.tanh(self.upsample(self.channels, 4, 2, 1)(h))
+        # The image in float32 whatever the layers compute in: losses and scores read it.
+        return jnp.tanh(self.upsample(self.channels, 4, 2, 1)(h)).astype(jnp.float32)
 
 
 class Discriminator(nn.Module):
@@ -102,4 +103,5 @@ class Discriminator(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
         features = Encoder(self.image_size, self.width, 0, False, self.axis_name, self.conv)(x, train)
         logits = self.conv(1, (4, 4), padding="VALID", use_bias=False, kernel_init=conv_init)(features)
-        return logits.reshape(x.shape[0]), features
+        # Float32 whatever the layers compute in: the losses read both.
+        return logits.reshape(x.shape[0]).astype(jnp.float32), features.astype(jnp.float32)

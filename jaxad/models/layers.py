@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import flax.linen as nn
 import jax
@@ -23,6 +23,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxad.models import rewrites
+
+if TYPE_CHECKING:
+    from jaxad.config import ComputeDtype
 
 conv_init = nn.initializers.normal(stddev=0.02)
 # Flax's weight of the old running average (PyTorch's momentum 0.1).
@@ -110,15 +113,16 @@ class ConvTranspose(nn.Module):
     padding: int
     use_bias: bool = False
     impl: UpsampleImpl = "lhs_dilation"
+    dtype: Any = None  # the compute dtype, as nn.Conv's: None computes in the inputs' and parameters' dtype
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
         kernel = self.param("kernel", conv_init, (k, k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = conv_transpose(x, kernel, self.stride, self.padding, self.impl)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
-        return y
+        return y if bias is None else y + bias
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -160,6 +164,29 @@ FORMULATIONS: dict[str, Formulations] = {"xla": XLA_FORMULATIONS, "rewrites": RE
 # The backends on which the rewrites were measured faster than XLA's ops: jax.default_backend()
 # names a GPU "gpu" ("cuda" is its platform name); measured on an NVIDIA GPU only.
 REWRITES_MEASURED_FASTER = frozenset({"cpu", "gpu", "cuda"})
+
+
+@functools.cache
+def in_precision(formulations: Formulations, compute_dtype: ComputeDtype) -> Formulations:
+    """``formulations`` with their convolutions and transposed convolutions computing in
+    ``compute_dtype`` (mixed precision: parameters stay float32 and are cast in each layer, as
+    ``nn.Conv(dtype=...)`` does). BatchNorm is not among them: it normalises in float32.
+
+    Args:
+        formulations: the layers' formulations.
+        compute_dtype: ``"float32"`` (``formulations`` itself) or ``"bfloat16"``.
+
+    Returns:
+        The formulations in that precision; one object per argument pair, so that networks
+        built alike compare equal (jit reuses a step compiled for an equal network).
+    """
+    if compute_dtype == "float32":
+        return formulations
+    if compute_dtype != "bfloat16":
+        raise ValueError(f"unknown compute dtype {compute_dtype!r}; one of float32, bfloat16")
+    dtype = jnp.dtype(compute_dtype)
+    return dataclasses.replace(formulations, conv=functools.partial(formulations.conv, dtype=dtype),
+                               upsample=functools.partial(formulations.upsample, dtype=dtype))
 
 
 def default_formulation_name(backend: str | None = None) -> str:

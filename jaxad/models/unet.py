@@ -88,4 +88,5 @@ class NestedUNet(nn.Module):
                 h = node(i, j, jnp.concatenate([grid[i, 0], up(i, j, h)], -1))
             out = h
         out = self.conv(self.channels, (1, 1), kernel_init=conv_init)(out)
-        return jnp.tanh(out)
+        # The image in float32 whatever the layers compute in: losses and scores read it.
+        return jnp.tanh(out).astype(jnp.float32)
