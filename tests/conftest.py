@@ -1,7 +1,8 @@
 """Suite-wide settings, and the two suites.
 
 ``python -m pytest -q`` runs the default suite, what ``.ci/run`` runs (a few minutes on two
-cores). ``python -m pytest -q -m long`` runs the long tests, marked ``long``: the study
+cores), in two worker processes that each take whole files (``pyproject.toml``'s
+``addopts``; ``-n 0`` runs it in one). ``python -m pytest -q -m long`` runs the long tests, marked ``long``: the study
 scripts and the speed measurements (speed/) run end to end, real training to a quality bar, and the
 multi-device checks in subprocesses. ``pyproject.toml`` leaves them out
 by default (``addopts``); a ``-m`` given on the command line replaces that.
