@@ -29,7 +29,7 @@ ADDED_LATER: dict[str, dict[str, Any]] = {
     # their unfinished runs store when resumed.
     "": {"threshold_quantile": 0.99, "test_both_generators": False},
     "model": {"compute_dtype": "float32"},
-    "data": {"category": None},
+    "data": {"category": None, "synthetic_anomalies": "none"},
     "loss": {"anomaly_adversarial_target": 0},
     "train": {"detach_pseudo": False, "ema_decay": 0.0, "pick_generator": False, "grad_clip_norm": None,
               "g_grad_clip_factor": None, "g_update_rms_clip": None,

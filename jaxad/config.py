@@ -24,6 +24,7 @@ ReconPair = Literal["input", "pseudo"]
 AdversarialTarget = Literal[0, 1]
 AnomalyBN = Literal["own", "joint"]
 ComputeDtype = Literal["float32", "bfloat16"]
+SyntheticAnomalies = Literal["none", "cutpaste", "smooth_noise"]
 
 
 def _field(default: Any, help: str, **metadata: Any) -> Any:
@@ -277,6 +278,10 @@ class DataConfig:
             ``ModelConfig.image_size``.
         category: which of a dataset's categories (MVTec AD's ``bottle``, ...); None for the
             others.
+        synthetic_anomalies: ``"none"`` draws the training anomalies from the other classes
+            (the paper's protocol); ``"cutpaste"`` or ``"smooth_noise"`` makes the gamma
+            fraction from the training normals instead, with no label (jaxad's extension,
+            ``jaxad.data.synthetic``; docs/method.md, Beyond the paper).
 
     Raises:
         ValueError: an unknown dataset or source, or gamma outside [0, 1).
@@ -293,6 +298,9 @@ class DataConfig:
     category: str | None = _field(None, "for mvtec: the category under data_dir (bottle, cable, ...)")
     source: Source = _field("auto", "auto = the raw files in data_dir when there, else TFDS")
     image_size: int = _field(32, "image side the data is resized to (the model's, ModelConfig.image_size)")
+    synthetic_anomalies: SyntheticAnomalies = _field(
+        "none", "none = draw the gamma fraction of training anomalies from the other classes; cutpaste or "
+                "smooth_noise = make them from the training normals, no label used (jaxad's extension)")
 
     def __post_init__(self) -> None:
         # Deferred: the data layer holds the dataset registry and the gamma rule.
@@ -305,6 +313,7 @@ class DataConfig:
 
         check_gamma(self.gamma)
         _check_choice("source", self.source, Source)
+        _check_choice("synthetic_anomalies", self.synthetic_anomalies, SyntheticAnomalies)
         check_category(self.dataset, self.category)
 
 
@@ -314,7 +323,7 @@ class DataConfig:
 ANOMALY_ONLY_FIELDS = ("train.freeze_bn", "train.anomalies_update_statistics", "train.anomaly_bn",
                        "train.min_anomalies_per_batch",
                        "loss.anomaly_recon_pair",
-                       "loss.anomaly_adversarial_target", "data.anomaly_classes")
+                       "loss.anomaly_adversarial_target", "data.anomaly_classes", "data.synthetic_anomalies")
 
 
 # Where the data was read from is not what it is: the split's fingerprint (data.json) checks

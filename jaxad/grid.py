@@ -169,7 +169,8 @@ def check_benchmark_data(spec: BenchmarkSpec, dataset: Dataset) -> None:
     range, too few images for gamma's anomalies), before any of its runs is written."""
     for gamma in spec.gammas:
         for normal_class in spec.classes:
-            check_one_class_split(dataset, normal_class, gamma, spec.base.data.anomaly_classes)
+            check_one_class_split(dataset, normal_class, gamma, spec.base.data.anomaly_classes,
+                                  spec.base.data.synthetic_anomalies)
 
 
 def _comparable(marked: dict[str, Any], gammas: Any) -> dict[str, Any]:
@@ -365,7 +366,8 @@ def write_reports(spec: BenchmarkSpec, out_dir: Path, command: str | None = None
     write_text_atomic(out_dir / "results.csv", report.csv_text(rows))
     if rows:
         write_text_atomic(out_dir / "results.md", report.markdown_tables(
-            rows, base.data.dataset, base.model.backbone, num_classes, len(spec.seeds), command))
+            rows, base.data.dataset, base.model.backbone, num_classes, len(spec.seeds), command,
+            base.data.synthetic_anomalies))
     _draw(out_dir, histories, boxes, curves)
     return rows
 
@@ -539,7 +541,7 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
 
     def split_of(cfg: ExperimentConfig):
         return one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma, cfg.data.anomaly_classes,
-                               seed=cfg.seed)
+                               seed=cfg.seed, synthetic_anomalies=cfg.data.synthetic_anomalies)
 
     def finished(cfg: ExperimentConfig, split, result) -> None:
         # After result.json: a run stopped in between has its pictures redrawn on --resume.

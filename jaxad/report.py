@@ -125,9 +125,18 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[float, dict[str, Any]]:
 
 
 def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str, num_classes: int,
-                    seeds_planned: int, command: str | None = None) -> str:
-    """``results.md``: one table per gamma (classes as columns) and a by-gamma table (Table 2)."""
+                    seeds_planned: int, command: str | None = None, synthetic_anomalies: str = "none") -> str:
+    """``results.md``: one table per gamma (classes as columns) and a by-gamma table (Table 2).
+
+    With ``synthetic_anomalies`` other than "none" the training anomalies were made from the
+    normals: each gamma's heading says so, and no paper figure stands beside them (the paper's
+    gamma > 0 draws real anomalies)."""
     summary = summarise(rows)
+    synthetic = synthetic_anomalies != "none"
+
+    def paper_summary_here(gamma: float):
+        return None if synthetic and gamma > 0 else paper_summary(dataset, backbone, gamma)
+
     lines = [f"# AGAD on {dataset}, {backbone} generator", ""]
     if command:
         lines += ["Reproduce with:", "", f"    {command}", ""]
@@ -150,7 +159,9 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
             partial.append(f"{seeds_planned} seed(s) per class, the paper averages {PAPER_SEEDS}")
         if partial:
             partial_gammas.add(gamma)
-        lines.append(f"## gamma = {gamma:g}" + (f" (PARTIAL: {', '.join(partial)})" if partial else ""))
+        made = (f", synthetic anomalies ({synthetic_anomalies}): no real anomaly in training"
+                if synthetic and gamma > 0 else "")
+        lines.append(f"## gamma = {gamma:g}{made}" + (f" (PARTIAL: {', '.join(partial)})" if partial else ""))
         lines.append("")
         lines.append("| | " + " | ".join(str(c) for c in classes) + " | avg | SD |")
         lines.append("|---" * (len(classes) + 3) + "|")
@@ -162,7 +173,7 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
                          + f" | {_fmt(s['avg_selected'])} | {_fmt(s['sd_selected'], 2)} |")
         lines.append("| ours (test-selected) | " + " | ".join(_fmt(s["per_class"][c]["best"]) for c in classes)
                      + f" | {_fmt(s['avg_best'])} | {_fmt(s['sd_best'], 2)} |")
-        paper = paper_summary(dataset, backbone, gamma)
+        paper = paper_summary_here(gamma)
         if paper is not None:
             cells = [_fmt(paper_class_auroc(dataset, backbone, gamma, c)) for c in classes]
             lines.append("| paper | " + " | ".join(cells) + f" | {_fmt(paper[0])} | {_fmt(paper[1], 2)} |")
@@ -181,12 +192,12 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
             lines.append("")
             lines.append(f"{failed} run(s) failed (a non-finite loss or score); see their result.json.")
         lines.append("")
-    if len(summary) > 1 or any(paper_summary(dataset, backbone, g) for g in summary):
+    if len(summary) > 1 or any(paper_summary_here(g) for g in summary):
         lines += ["## By gamma (avg +- SD among classes; paper Table 2)", "",
                   "| gamma | ours (final) | ours (label-free selected) | ours (test-selected) | paper |",
                   "|---|---|---|---|---|"]
         for gamma, s in summary.items():
-            paper = paper_summary(dataset, backbone, gamma)
+            paper = paper_summary_here(gamma)
             label = f"{gamma:g}" + (" (PARTIAL)" if gamma in partial_gammas else "")
             selected = (f"{_fmt(s['avg_selected'])} +- {_fmt(s['sd_selected'], 2)}"
                         if s["avg_selected"] is not None else "—")

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxad.data.arrays import Dataset
 from jaxad.data.sources import load_dataset
+from jaxad.data.synthetic import SYNTHETIC_KINDS, synthesize
 
 if TYPE_CHECKING:
     import jax
@@ -218,10 +219,12 @@ def _check_classes(dataset: Dataset, normal_class: int,
 
 
 def check_one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
-                          anomaly_classes: Iterable[int] | None = None) -> None:
+                          anomaly_classes: Iterable[int] | None = None,
+                          synthetic_anomalies: str = "none") -> None:
     """Raise the ``ValueError`` that ``one_class_split`` with these arguments would raise (a
-    class out of range, too few images for gamma's anomalies, an empty test split),
-    without copying any image: a benchmark checks each of its splits before it writes anything."""
+    class out of range, too few images for gamma's anomalies, an empty test split, synthetic
+    anomalies at gamma 0 or beside chosen anomaly classes), without copying any image: a
+    benchmark checks each of its splits before it writes anything."""
     check_gamma(gamma)
     chosen = _check_classes(dataset, normal_class, anomaly_classes)
     n_normal = int(np.sum(dataset.train_labels == normal_class))
@@ -230,31 +233,60 @@ def check_one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.
     a = anomaly_count(n_normal, gamma)
     if gamma > 0 and a == 0:
         raise ValueError(f"gamma {gamma} with {n_normal} normals rounds to 0 anomalies")
-    pool = int(np.sum(np.isin(dataset.train_labels, chosen)))
-    if a > pool:
-        most = f"; gamma at most {pool / (n_normal + pool):.4g} uses them all" if pool else ""
-        raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
-                         f"{pool} training images in {dataset.name}{most}")
+    if synthetic_anomalies != "none":
+        if synthetic_anomalies not in SYNTHETIC_KINDS:
+            raise ValueError(f"unknown synthetic anomalies {synthetic_anomalies!r}; one of "
+                             f"{('none', *SYNTHETIC_KINDS)}")
+        if gamma == 0:
+            raise ValueError(f"synthetic anomalies ({synthetic_anomalies}) are the gamma fraction of the "
+                             "training set; at gamma 0 there are none: give a gamma above 0 (--gammas 0.05)")
+        if anomaly_classes is not None:
+            raise ValueError("synthetic anomalies are made from the normals, not drawn from anomaly_classes: "
+                             "give one or the other")
+    else:
+        pool = int(np.sum(np.isin(dataset.train_labels, chosen)))
+        if a > pool:
+            most = f"; gamma at most {pool / (n_normal + pool):.4g} uses them all" if pool else ""
+            raise ValueError(f"gamma {gamma} needs {a} anomalies but classes {chosen} have only "
+                             f"{pool} training images in {dataset.name}{most}")
     if len(dataset.test_labels) == 0:
         raise ValueError(f"{dataset.name}: the test split holds no image")
 
 
 def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
-                    anomaly_classes: Iterable[int] | None = None, seed: int = 0) -> OneClassSplit:
+                    anomaly_classes: Iterable[int] | None = None, seed: int = 0,
+                    synthetic_anomalies: str = "none") -> OneClassSplit:
     """The one-class protocol for ``normal_class``, with a fraction ``gamma`` of anomalies.
 
-    Anomalies are drawn without replacement (seeded) from the training images of
-    ``anomaly_classes`` (default: every other class); the test set is the whole test split.
-    Arguments that make no split raise ``ValueError`` (``check_one_class_split``).
+    Args:
+        dataset: the labelled dataset.
+        normal_class: the class trained on as normal.
+        gamma: the fraction ``a / (n + a)`` of training anomalies.
+        anomaly_classes: draw the anomalies from these classes' training images only
+            (default: every other class).
+        seed: the draw's seed.
+        synthetic_anomalies: ``"none"`` draws the anomalies without replacement from the
+            other classes; a kind of ``jaxad.data.synthetic`` makes them from the training
+            normals instead (jaxad's extension; no label is used).
+
+    Returns:
+        The split; its test set is the whole test split.
+
+    Raises:
+        ValueError: arguments that make no split (``check_one_class_split``).
     """
-    check_one_class_split(dataset, normal_class, gamma, anomaly_classes)
+    check_one_class_split(dataset, normal_class, gamma, anomaly_classes, synthetic_anomalies)
     chosen = _check_classes(dataset, normal_class, anomaly_classes)
     train_normal = dataset.train_images[dataset.train_labels == normal_class]
-    pool = np.flatnonzero(np.isin(dataset.train_labels, chosen))
-    drawn = np.sort(np.random.default_rng(seed).choice(pool, size=anomaly_count(len(train_normal), gamma),
-                                                       replace=False))
+    count = anomaly_count(len(train_normal), gamma)
+    if synthetic_anomalies != "none":
+        train_anomaly = synthesize(synthetic_anomalies, train_normal, count, seed)
+    else:
+        pool = np.flatnonzero(np.isin(dataset.train_labels, chosen))
+        train_anomaly = dataset.train_images[np.sort(np.random.default_rng(seed).choice(pool, size=count,
+                                                                                         replace=False))]
     test_classes = np.asarray(dataset.test_labels, dtype=np.int32)
-    return OneClassSplit(train_normal=train_normal, train_anomaly=dataset.train_images[drawn],
+    return OneClassSplit(train_normal=train_normal, train_anomaly=train_anomaly,
                          test_images=dataset.test_images,
                          test_labels=(test_classes != normal_class).astype(np.int32),
                          test_classes=test_classes, test_masks=dataset.test_masks,
@@ -264,4 +296,4 @@ def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
 def load_split(cfg, seed: int = 0) -> OneClassSplit:
     """``load_dataset`` then ``one_class_split`` for a ``jaxad.config.DataConfig``."""
     dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.source, cfg.image_size, cfg.category)
-    return one_class_split(dataset, cfg.normal_class, cfg.gamma, cfg.anomaly_classes, seed)
+    return one_class_split(dataset, cfg.normal_class, cfg.gamma, cfg.anomaly_classes, seed, cfg.synthetic_anomalies)
