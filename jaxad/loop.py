@@ -410,7 +410,10 @@ def train_and_evaluate(layout: Layout, cfgs: list[ExperimentConfig], splits: lis
             for k, (cfg, split, manager, history) in enumerate(zip(cfgs, splits, managers, histories)):
                 evaluation_started = time.perf_counter()
                 model_state = recalibrated(layout.model(state, k), cfg, split)
-                record, scored[k], final_scores[k] = _epoch_record(metrics[k], model_state, split, cfg, epoch)
+                try:
+                    record, scored[k], final_scores[k] = _epoch_record(metrics[k], model_state, split, cfg, epoch)
+                except FloatingPointError as err:  # name the epoch the scores diverged in, as a loss's does
+                    raise FloatingPointError(f"epoch {epoch}: {err}") from None
                 record.update(epoch_seconds(train_seconds, time.perf_counter() - evaluation_started))
                 history.append(record)
                 if manager is not None:

@@ -302,6 +302,7 @@ def test_a_run_whose_scores_turn_non_finite_stops_and_the_benchmark_goes_on(tmp_
     flags = [*TINY_FLAGS, "--epochs", "2", "--classes", "0", "1", "--out", str(out)]
     assert run_command(*flags) == 1
     captured = capsys.readouterr()
+    assert "epoch 2: the scores of" in captured.out
     assert "images are not finite (NaN or inf): the model has diverged" in captured.out
     assert "its last good checkpoint, of epoch 1, is kept" in captured.out
     assert "1 of 2 run(s) failed" in captured.err and "Input contains NaN" not in captured.err
