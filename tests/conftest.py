@@ -3,8 +3,9 @@
 ``python -m pytest -q`` runs the default suite, what ``.ci/run`` runs (a few minutes on two
 cores), in two worker processes that each take whole files (``pyproject.toml``'s
 ``addopts``; ``-n 0`` runs it in one). ``python -m pytest -q -m long`` runs the long tests, marked ``long``: the study
-scripts and the speed measurements (speed/) run end to end, real training to a quality bar, and the
-multi-device checks in subprocesses. ``pyproject.toml`` leaves them out
+scripts and the speed measurements (speed/) run end to end, real training to a quality bar, the
+multi-device checks in subprocesses, and the end-to-end runs of the README's example, the
+images demo and the runner training seeds at once, and the U-Nets' formulations compared whole. ``pyproject.toml`` leaves them out
 by default (``addopts``); a ``-m`` given on the command line replaces that.
 
 The tests build tiny networks and run them for a few steps, where XLA's optimisation passes

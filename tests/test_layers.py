@@ -157,7 +157,9 @@ def _loss_and_grads(backbone: str, formulations: str, params=None):
     return (g_vars["params"], d_vars["params"]), jax.jit(jax.value_and_grad(loss, (0, 1)))(g_params, d_params)
 
 
-@pytest.mark.parametrize("backbone", ["naive", "unet", "unetpp"])
+# The U-Nets are long: each layer's rewrite is tested above, naive runs them all together.
+@pytest.mark.parametrize("backbone", ["naive", pytest.param("unet", marks=pytest.mark.long),
+                                      pytest.param("unetpp", marks=pytest.mark.long)])
 def test_networks_built_with_each_formulation_compute_the_same(backbone):
     # XLA's own convolutions, transposed convolutions and max-pool against the rewrites,
     # with the same parameters: those the "xla" networks initialise.

@@ -105,6 +105,7 @@ def test_fit_many_refuses_configs_that_differ_beyond_the_seed():
         fit_many(cfgs, [one_class_split(digits, 0)] * 2, progress=False)
 
 
+@pytest.mark.long  # the runner end to end; fit_many itself is tested above
 def test_runner_trains_the_seeds_of_a_class_at_once(tmp_path):
 
     assert run_cli.main(["--dataset", "digits", "--classes", "4", "--seeds", "2", "--epochs", "1",

@@ -345,6 +345,7 @@ def test_the_demo_data_set_is_the_folder_layout_with_masks_on_its_defects(tmp_pa
     assert not ds.test_masks[:5].any()
 
 
+@pytest.mark.long  # the whole demo end to end; its data set and the folder run are tested above
 def test_the_demo_command_writes_trains_and_scores(tmp_path, monkeypatch, capsys):
     import functools
     from jaxad.commands import images_demo

@@ -3,9 +3,12 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.long  # an end-to-end training; the default suite parses every command (test_docs.py)
 def test_readme_python_example_runs(tmp_path, monkeypatch):
     # The example of the "In your research code" section (other sections show fragments).
     section = README.read_text().split("## In your research code", 1)[1]
