@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from jaxad import checkpoint, compat, locks, parallel, report
 from jaxad.config import ExperimentConfig, without_inert_fields
 from jaxad.data import (DATASETS, Dataset, OneClassSplit, batch_composition, check_one_class_split, load_dataset,
-                        one_class_split)
+                        split_of_config)
 from jaxad.files import read_json, write_json_atomic, write_text_atomic
 from jaxad.checkpoint import CheckpointError
 from jaxad.loop import fit, fit_many
@@ -540,8 +540,7 @@ def _run_benchmark(spec: BenchmarkSpec, out_dir: Path, resume: bool, devices: in
         mark_out_dir(spec, out_dir)
 
     def split_of(cfg: ExperimentConfig):
-        return one_class_split(dataset, cfg.data.normal_class, cfg.data.gamma, cfg.data.anomaly_classes,
-                               seed=cfg.seed, synthetic_anomalies=cfg.data.synthetic_anomalies)
+        return split_of_config(dataset, cfg.data, seed=cfg.seed)
 
     def finished(cfg: ExperimentConfig, split, result) -> None:
         # After result.json: a run stopped in between has its pictures redrawn on --resume.

@@ -24,6 +24,7 @@ from jaxad.data.split import (
     load_split,
     one_class_split,
     padded_batches,
+    split_of_config,
     steps_per_epoch,
 )
 from jaxad.data.tfds_source import read_tfds_dataset, tfds_original_order, tfds_records_to_arrays
@@ -33,6 +34,6 @@ __all__ = [
     "anomaly_count", "batch_composition", "channels_of", "check_one_class_split", "epoch_indices", "gather_batch",
     "load_dataset", "load_folder", "load_images", "load_split", "make_dataset", "one_class_split", "padded_batches",
     "raw_files_present", "read_cifar_dataset", "read_digits", "read_idx", "read_idx_dataset",
-    "read_tfds_dataset", "resize_images", "steps_per_epoch", "tfds_original_order",
+    "read_tfds_dataset", "resize_images", "split_of_config", "steps_per_epoch", "tfds_original_order",
     "tfds_records_to_arrays", "to_unit_range",
 ]

@@ -293,7 +293,21 @@ def one_class_split(dataset: Dataset, normal_class: int, gamma: float = 0.0,
                          class_names=tuple(dataset.class_names))
 
 
-def load_split(cfg, seed: int = 0) -> OneClassSplit:
-    """``load_dataset`` then ``one_class_split`` for a ``jaxad.config.DataConfig``."""
-    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.source, cfg.image_size, cfg.category)
+def split_of_config(dataset: Dataset, cfg, seed: int = 0) -> OneClassSplit:
+    """``one_class_split`` of ``dataset`` as a ``jaxad.config.DataConfig`` asks for it.
+
+    Args:
+        dataset: the dataset ``cfg`` names, loaded.
+        cfg: its normal class, gamma, anomaly classes and synthetic anomalies.
+        seed: the run's seed.
+
+    Returns:
+        The split.
+    """
     return one_class_split(dataset, cfg.normal_class, cfg.gamma, cfg.anomaly_classes, seed, cfg.synthetic_anomalies)
+
+
+def load_split(cfg, seed: int = 0) -> OneClassSplit:
+    """``load_dataset`` then ``split_of_config`` for a ``jaxad.config.DataConfig``."""
+    dataset = load_dataset(cfg.dataset, cfg.data_dir, cfg.source, cfg.image_size, cfg.category)
+    return split_of_config(dataset, cfg, seed)
