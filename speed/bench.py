@@ -47,6 +47,7 @@ import os
 import platform
 import statistics
 import time
+import typing
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -56,7 +57,7 @@ import numpy as np
 
 from jaxad import xla
 from jaxad.allocator import restart_with_fast_malloc, tuned_environ
-from jaxad.config import ExperimentConfig, ModelConfig
+from jaxad.config import ComputeDtype, ExperimentConfig, ModelConfig
 from jaxad.files import write_text_atomic
 from jaxad.models import build_discriminator, build_generator, count_params
 from jaxad.models.layers import (DEFAULT_UPSAMPLE, FORMULATIONS, UPSAMPLE_IMPLS, ConvTranspose,
@@ -544,7 +545,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vmap-batch", type=int, default=64)
     p.add_argument("--upsample-impl", default=DEFAULT_UPSAMPLE, choices=(DEFAULT_UPSAMPLE, *UPSAMPLE_IMPLS),
                    help="transposed-conv formulation of the main rows (default: the backend's)")
-    p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
+    p.add_argument("--compute-dtype", default="float32", choices=typing.get_args(ComputeDtype),
                    help="the dtype jaxad's convolutions compute in (ModelConfig.compute_dtype); the "
                         "PyTorch reference stays float32")
     p.add_argument("--formulations", action="store_true",

@@ -16,13 +16,16 @@ label and no anomalous image is used:
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 
+from jaxad.config import SyntheticAnomalies
 from jaxad.data.arrays import resize_images
 
-# The kinds ``synthesize`` makes (``DataConfig.synthetic_anomalies`` also takes "none": the
-# anomalies are drawn from the other classes).
-SYNTHETIC_KINDS: tuple[str, ...] = ("cutpaste", "smooth_noise")
+# The kinds ``synthesize`` makes: ``DataConfig.synthetic_anomalies``'s choices but "none" (the
+# anomalies drawn from the other classes).
+SYNTHETIC_KINDS: tuple[str, ...] = tuple(kind for kind in typing.get_args(SyntheticAnomalies) if kind != "none")
 
 
 def cutpaste(normals: np.ndarray, count: int, rng: np.random.Generator,

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Literal
+import typing
+from typing import Any, Callable, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxad.config import ComputeDtype
 from jaxad.models import rewrites
-
-if TYPE_CHECKING:
-    from jaxad.config import ComputeDtype
 
 conv_init = nn.initializers.normal(stddev=0.02)
 # Flax's weight of the old running average (PyTorch's momentum 0.1).
@@ -182,8 +181,8 @@ def in_precision(formulations: Formulations, compute_dtype: ComputeDtype) -> For
     """
     if compute_dtype == "float32":
         return formulations
-    if compute_dtype != "bfloat16":
-        raise ValueError(f"unknown compute dtype {compute_dtype!r}; one of float32, bfloat16")
+    if compute_dtype not in typing.get_args(ComputeDtype):
+        raise ValueError(f"unknown compute dtype {compute_dtype!r}; one of {typing.get_args(ComputeDtype)}")
     dtype = jnp.dtype(compute_dtype)
     return dataclasses.replace(formulations, conv=functools.partial(formulations.conv, dtype=dtype),
                                upsample=functools.partial(formulations.upsample, dtype=dtype))
