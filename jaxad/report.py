@@ -74,6 +74,26 @@ def paper_summary(dataset: str, backbone: str, gamma: float) -> tuple[float, flo
     return None
 
 
+def paper_summary_of_classes(dataset: str, backbone: str, gamma: float,
+                             classes: Sequence[int]) -> tuple[float, float] | None:
+    """The paper's (avg, SD among classes) over ``classes`` alone, from its per-class figures.
+
+    Args:
+        dataset: the benchmark's dataset.
+        backbone: its generator.
+        gamma: its anomaly fraction.
+        classes: the normal classes a table shows.
+
+    Returns:
+        The mean and population SD of the paper's figures for those classes; None where the
+        paper publishes no per-class figure for one of them (gamma > 0, CIFAR-100).
+    """
+    figures = [paper_class_auroc(dataset, backbone, gamma, c) for c in classes]
+    if not figures or any(f is None for f in figures):
+        return None
+    return float(np.mean(figures)), float(np.std(figures))
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
@@ -137,14 +157,27 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
     def paper_summary_here(gamma: float):
         return None if synthetic and gamma > 0 else paper_summary(dataset, backbone, gamma)
 
+    def paper_avg_sd(gamma: float, classes: list[int]):
+        # (the paper's (avg, SD) over the table's classes, its stated (avg, SD) over all of them
+        # when the table shows only some); None without a paper figure. Over some classes the
+        # first is None where the paper prints no per-class figure (gamma > 0).
+        stated = paper_summary_here(gamma)
+        if stated is None:
+            return None
+        if len(classes) >= num_classes:
+            return stated, None
+        return paper_summary_of_classes(dataset, backbone, gamma, classes), stated
+
     lines = [f"# AGAD on {dataset}, {backbone} generator", ""]
     if command:
         lines += ["Reproduce with:", "", f"    {command}", ""]
+    # Runs made before the label-free selection was recorded have none: their tables leave it out.
+    any_selected = any(s["avg_selected"] is not None for s in summary.values())
     lines += ["AUROC (%). **ours (final)** is the final epoch's AUROC, the honest figure. "
-              "**ours (label-free selected)** is each run's epoch of lowest error on training normals "
-              "(at gamma > 0, of best separation of training normals from training anomalies first): "
-              "honest too, as no test label chose it. "
-              "**ours (test-selected)** picks each run's best epoch on the test split, as GANomaly's "
+              + ("**ours (label-free selected)** is each run's epoch of lowest error on training normals "
+                 "(at gamma > 0, of best separation of training normals from training anomalies first): "
+                 "honest too, as no test label chose it. " if any_selected else "")
+              + "**ours (test-selected)** picks each run's best epoch on the test split, as GANomaly's "
               "code reports: it is optimistic and shown only to compare with published figures.", ""]
     partial_gammas = set()
     for gamma, s in summary.items():
@@ -173,10 +206,14 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
                          + f" | {_fmt(s['avg_selected'])} | {_fmt(s['sd_selected'], 2)} |")
         lines.append("| ours (test-selected) | " + " | ".join(_fmt(s["per_class"][c]["best"]) for c in classes)
                      + f" | {_fmt(s['avg_best'])} | {_fmt(s['sd_best'], 2)} |")
-        paper = paper_summary_here(gamma)
+        paper = paper_avg_sd(gamma, classes)
         if paper is not None:
+            same, stated = paper
             cells = [_fmt(paper_class_auroc(dataset, backbone, gamma, c)) for c in classes]
-            lines.append("| paper | " + " | ".join(cells) + f" | {_fmt(paper[0])} | {_fmt(paper[1], 2)} |")
+            avg, sd = _fmt(same and same[0]), _fmt(same and same[1], 2)
+            if stated:
+                avg, sd = f"{avg} (all {num_classes}: {_fmt(stated[0])})", f"{sd} (all {num_classes}: {_fmt(stated[1], 2)})"
+            lines.append("| paper | " + " | ".join(cells) + f" | {avg} | {sd} |")
         figures = [key for key in FINAL_FIGURES if any(s["per_class"][c][key] is not None for c in classes)]
         if figures:
             lines += ["", "Final epoch, beside AUROC (%; pixel figures of the smoothed error maps |x - G(x)|):", "",
@@ -194,18 +231,24 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
         lines.append("")
     if len(summary) > 1 or any(paper_summary_here(g) for g in summary):
         lines += ["## By gamma (avg +- SD among classes; paper Table 2)", "",
-                  "| gamma | ours (final) | ours (label-free selected) | ours (test-selected) | paper |",
-                  "|---|---|---|---|---|"]
+                  "| gamma | ours (final) | " + ("ours (label-free selected) | " if any_selected else "")
+                  + "ours (test-selected) | paper |",
+                  "|---" * (5 if any_selected else 4) + "|"]
         for gamma, s in summary.items():
-            paper = paper_summary_here(gamma)
+            paper = paper_avg_sd(gamma, sorted(s["per_class"]))
             label = f"{gamma:g}" + (" (PARTIAL)" if gamma in partial_gammas else "")
-            selected = (f"{_fmt(s['avg_selected'])} +- {_fmt(s['sd_selected'], 2)}"
-                        if s["avg_selected"] is not None else "—")
-            lines.append(f"| {label} | {_fmt(s['avg_final'])} +- {_fmt(s['sd_final'], 2)} | {selected} | "
+            selected = (f"{_fmt(s['avg_selected'])} +- {_fmt(s['sd_selected'], 2)} | "
+                        if s["avg_selected"] is not None else "— | ") if any_selected else ""
+            lines.append(f"| {label} | {_fmt(s['avg_final'])} +- {_fmt(s['sd_final'], 2)} | {selected}"
                          f"{_fmt(s['avg_best'])} +- {_fmt(s['sd_best'], 2)} | "
-                         + (f"{_fmt(paper[0])} +- {_fmt(paper[1], 2)}" if paper else "—") + " |")
+                         + (_paper_by_gamma(*paper, num_classes) if paper else "—") + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _paper_by_gamma(same: tuple[float, float] | None, stated: tuple[float, float] | None, num_classes: int) -> str:
+    text = f"{_fmt(same[0])} +- {_fmt(same[1], 2)}" if same else "—"
+    return text + (f" (all {num_classes}: {_fmt(stated[0])} +- {_fmt(stated[1], 2)})" if stated else "")
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
