@@ -190,12 +190,32 @@ def scoring_candidates(state: AGADState) -> dict[str, AGADState]:
     return {"average": state, "live": live_generator(state)}
 
 
-def training_evidence(candidates: dict[str, AGADState], split: OneClassSplit) -> dict[str, dict[str, float]]:
-    """Each candidate's training evidence, what the label-free choices read (``jaxad.selection``):
-    its mean score on the first ``NORMAL_ERROR_IMAGES`` training normals (``train_normal_score``)
-    and, when the run has training anomalies, its mean score on them (``train_anomaly_score``)
-    and the AUROC with which its scores tell the two apart (``train_auroc``)."""
+# The name under which a run with synthetic anomalies records how well a generator tells them
+# from the training normals: a name ``jaxad.selection`` does not read.
+SYNTHETIC_AUROC = "train_auroc_synthetic"
+
+
+def training_evidence(candidates: dict[str, AGADState], split: OneClassSplit,
+                      synthetic_anomalies: bool = False) -> dict[str, dict[str, float]]:
+    """Each candidate's training evidence, what the label-free choices read (``jaxad.selection``).
+
+    Args:
+        candidates: the generators that may score (``scoring_candidates``).
+        split: the run's split.
+        synthetic_anomalies: whether its training anomalies were made from the normals
+            (``DataConfig.synthetic_anomalies``). G is trained to fail on exactly those images,
+            and they are not drawn from the anomalies a test holds: telling them apart measures
+            the fit to the training loss, not detection. Their AUROC is then recorded as
+            ``SYNTHETIC_AUROC``, and the choices read the normals' score alone, as at gamma 0.
+
+    Returns:
+        Per candidate: its mean score on the first ``NORMAL_ERROR_IMAGES`` training normals
+        (``train_normal_score``) and, when the run has training anomalies, its mean score on
+        them (``train_anomaly_score``) and the AUROC with which its scores tell the two apart
+        (``train_auroc``, or ``SYNTHETIC_AUROC``).
+    """
     normals, anomalies = split.train_normal[:NORMAL_ERROR_IMAGES], split.train_anomaly
+    separation = SYNTHETIC_AUROC if synthetic_anomalies else "train_auroc"
     evidence = {}
     for name, candidate in candidates.items():
         normal_scores = score(candidate, normals)
@@ -204,7 +224,7 @@ def training_evidence(candidates: dict[str, AGADState], split: OneClassSplit) ->
             anomaly_scores = score(candidate, anomalies)
             labels = np.r_[np.zeros(len(normal_scores)), np.ones(len(anomaly_scores))]
             evidence[name]["train_anomaly_score"] = float(np.mean(anomaly_scores))
-            evidence[name]["train_auroc"] = auroc(labels, np.r_[normal_scores, anomaly_scores])
+            evidence[name][separation] = auroc(labels, np.r_[normal_scores, anomaly_scores])
     return evidence
 
 
@@ -234,7 +254,7 @@ def _epoch_record(metrics: dict[str, np.ndarray], state: AGADState, split: OneCl
         if name in metrics:
             record[f"{name}_{suffix}"] = float(extreme(metrics[name]))
     candidates = scoring_candidates(state)
-    evidence = training_evidence(candidates, split)
+    evidence = training_evidence(candidates, split, cfg.data.synthetic_anomalies != "none")
     chosen = choose_scoring_generator(evidence, cfg.train.pick_generator)
     test_scores = score(candidates[chosen], split.test_images)
     record["auroc"] = auroc_if_defined(split.test_labels, test_scores)

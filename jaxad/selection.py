@@ -12,8 +12,9 @@ its epoch record's training evidence:
   is at its lowest (docs/fidelity-study.md, 6.4), lowers it and leaves the normal score low.
 
 The better candidate has the higher ``train_auroc`` (when recorded), then the lower
-``train_normal_score``. A record without ``train_auroc`` (gamma 0, or a run written before it
-was recorded) ranks by the normal score alone, below any record that has one.
+``train_normal_score``. A record without ``train_auroc`` (gamma 0, a run written before it
+was recorded, or a run whose anomalies are synthetic: ``jaxad.loop.training_evidence``)
+ranks by the normal score alone, below any record that has one.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """Synthetic anomalies (``jaxad.data.synthetic``): made from the training normals alone, seeded,
 in the gamma fraction of a split, refused where they cannot stand for what was asked."""
 
+import jax
 import numpy as np
 import pytest
 
-from jaxad.config import DataConfig
+from jaxad.config import DataConfig, ExperimentConfig, ModelConfig
 from jaxad.data import anomaly_count, load_dataset, load_split, one_class_split
 from jaxad.data.synthetic import cutpaste, smooth_noise, smooth_noise_masks, synthesize
+from jaxad.loop import SYNTHETIC_AUROC, scoring_candidates, training_evidence
+from jaxad.selection import choose_scoring_generator, label_free_key
+from jaxad.train import create_train_state
 
 
 def flat_normals(n: int = 6, side: int = 32) -> np.ndarray:
@@ -91,3 +95,19 @@ def test_results_say_the_anomalies_were_synthetic_and_set_no_paper_figure_beside
     assert "| paper |" in real and "synthetic" not in real
     assert "## gamma = 0.05, synthetic anomalies (cutpaste): no real anomaly in training" in made
     assert "| paper |" not in made
+
+
+def test_telling_synthetic_anomalies_apart_is_recorded_but_not_read_by_the_label_free_choices():
+    # G is trained to fail on exactly these images: their separation is fit, not evidence.
+    cfg = ExperimentConfig(model=ModelConfig(width=0.125)).replace(**{"train.ema_decay": 0.99})
+    candidates = scoring_candidates(create_train_state(cfg, jax.random.key(0)))
+    split = one_class_split(load_dataset("digits"), 3, gamma=0.05, seed=0, synthetic_anomalies="cutpaste")
+    drawn = training_evidence(candidates, split)
+    made = training_evidence(candidates, split, synthetic_anomalies=True)
+    for name in ("average", "live"):
+        assert made[name][SYNTHETIC_AUROC] == drawn[name]["train_auroc"] and "train_auroc" not in made[name]
+        assert label_free_key(made[name]) == label_free_key({"train_normal_score": made[name]["train_normal_score"]})
+    # Live G better separates the made anomalies but reconstructs the normals worse: the normals decide.
+    live_better_apart = {"average": {"train_normal_score": 5.0, SYNTHETIC_AUROC: 90.0},
+                         "live": {"train_normal_score": 6.0, SYNTHETIC_AUROC: 99.0}}
+    assert choose_scoring_generator(live_better_apart, pick=True) == "average"
