@@ -175,7 +175,8 @@ def markdown_tables(rows: Sequence[dict[str, Any]], dataset: str, backbone: str,
     any_selected = any(s["avg_selected"] is not None for s in summary.values())
     lines += ["AUROC (%). **ours (final)** is the final epoch's AUROC, the honest figure. "
               + ("**ours (label-free selected)** is each run's epoch of lowest error on training normals "
-                 "(at gamma > 0, of best separation of training normals from training anomalies first): "
+                 "(at gamma > 0 with anomalies drawn from other classes, of best separation of training "
+                 "normals from them first): "
                  "honest too, as no test label chose it. " if any_selected else "")
               + "**ours (test-selected)** picks each run's best epoch on the test split, as GANomaly's "
               "code reports: it is optimistic and shown only to compare with published figures.", ""]
