@@ -9,6 +9,8 @@ import errno
 import logging
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 INTERRUPTED = 130  # the shell's status for a process stopped by Ctrl-C
@@ -52,6 +54,22 @@ def os_error_line(err: OSError) -> str:
               errno.EPERM: "check its permissions",
               errno.ENOTDIR: "a part of the path is a file"}.get(err.errno, "fix the cause")
     return f"{what}; {advice}"
+
+
+def refuse_non_benchmarks(out_dirs: Sequence[Path]) -> bool:
+    """Print one error line naming the directories among ``out_dirs`` that are not benchmark
+    output directories (no ``benchmark.json``), for a command that reads several.
+
+    Args:
+        out_dirs: the directories the command was given.
+
+    Returns:
+        Whether any was refused (the command then exits with status 2, reading none).
+    """
+    missing = [str(d) for d in out_dirs if not (Path(d) / "benchmark.json").is_file()]
+    if missing:
+        print(f"error: not a benchmark output directory (no benchmark.json): {', '.join(missing)}", file=sys.stderr)
+    return bool(missing)
 
 
 def exit_with(status: int) -> NoReturn:

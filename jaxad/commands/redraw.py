@@ -13,10 +13,9 @@ with the benchmark's command and ``--resume`` draws the ones a finished run lack
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from jaxad.commands import exit_with
+from jaxad.commands import exit_with, refuse_non_benchmarks
 from jaxad.grid import redraw_pictures
 
 PROG = "jaxad-redraw"
@@ -30,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dirs", nargs="+", type=Path, help="benchmark output directories (jaxad-run --out)")
     args = parser.parse_args(argv)
-    missing = [str(d) for d in args.out_dirs if not (d / "benchmark.json").is_file()]
-    if missing:
-        print(f"error: not a benchmark output directory (no benchmark.json): {', '.join(missing)}", file=sys.stderr)
+    if refuse_non_benchmarks(args.out_dirs):
         return 2
     for out_dir in args.out_dirs:
         drawn = redraw_pictures(out_dir)
