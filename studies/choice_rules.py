@@ -24,19 +24,17 @@ import json
 import sys
 from pathlib import Path
 
+from jaxad.analysis import GENERATORS, recorded_evidence
+from jaxad.commands import refuse_non_benchmarks
 from jaxad.selection import choose_scoring_generator, select_epoch
 
 RULES = ("separation", "normals", "average")
-GENERATORS = ("average", "live")
 
 
 def evidence(record: dict, generator: str, rule: str) -> dict[str, float]:
     """A generator's training evidence in an epoch's record, as ``rule`` reads it."""
-    read = {"train_normal_score": record[f"train_normal_score_{generator}_generator"]}
-    separation = record.get(f"train_auroc_{generator}_generator")
-    if rule == "separation" and separation is not None:
-        read["train_auroc"] = separation
-    return read
+    recorded = recorded_evidence(record)[generator]
+    return recorded if rule == "separation" else {"train_normal_score": recorded["train_normal_score"]}
 
 
 def replay(history: list[dict], rule: str) -> tuple[list[float], list[str], int]:
@@ -75,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dirs", nargs="+", type=Path, help="benchmark output directories (jaxad-run --out)")
     args = parser.parse_args(argv)
-    missing = [str(d) for d in args.out_dirs if not (d / "benchmark.json").is_file()]
-    if missing:
-        print(f"error: not a benchmark output directory (no benchmark.json): {', '.join(missing)}", file=sys.stderr)
+    if refuse_non_benchmarks(args.out_dirs):
         return 2
     print(table(args.out_dirs))
     return 0
