@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from jaxad.allocator import restart_with_fast_malloc
 from jaxad.commands.run import (build_spec, exit_with, main, output_dir, parse_args,  # noqa: F401 (API)
-                                 resume_command, without_merge_flags)
+                                 requested_backbone, resume_command, without_merge_flags)
 
 if __name__ == "__main__":
-    restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
+    restart_with_fast_malloc(requested_backbone())  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
     exit_with(main())

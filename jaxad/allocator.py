@@ -12,8 +12,11 @@ These are ``GLIBC_TUNABLES``, read once when a process starts, so a running prog
 take them up: ``restart_with_fast_malloc()`` re-executes the running script with them set.
 The runner, the scoring script and ``speed.bench`` call it under ``if __name__ == "__main__"``;
 research code can do the same, or start Python with the variable set. The price is that
-memory freed during training stays with the process until it exits. Set
-``JAXAD_DEFAULT_MALLOC=1`` to keep glibc's defaults.
+memory freed during training stays with the process until it exits, and fragments: the
+U-Nets' runs keep glibc's defaults (``BOUNDED_MEMORY_BACKBONES``). Set
+``JAXAD_DEFAULT_MALLOC=1`` to keep glibc's defaults for every program, or set
+``GLIBC_TUNABLES`` yourself to take these settings for a U-Net on a machine with memory to
+spare.
 
 Only a process that will compute on the CPU restarts: on a GPU or TPU the step's buffers
 live in device memory, and the restart would cost start-up time for nothing measured. The
@@ -37,6 +40,11 @@ FAST_MALLOC_TUNABLES: dict[str, str] = {
     "glibc.malloc.trim_threshold": str(2 ** 40),  # and freed memory is not handed back
 }
 OPT_OUT_VARIABLE = "JAXAD_DEFAULT_MALLOC"
+# Memory the settings keep also fragments. A UNet++ run under them grew to 24.3 GB in its
+# third epoch and was killed on a 24 GB host, where under glibc's defaults it peaks at 7.1 GB;
+# the defaults cost UNet++ 31 against 36 training images/s and U-Net nothing measured (88
+# against 91), so the U-Nets keep them (docs/performance.md, malloc settings).
+BOUNDED_MEMORY_BACKBONES: frozenset[str] = frozenset({"unet", "unetpp"})
 
 
 def accelerator_plugins() -> list[str]:
@@ -81,15 +89,20 @@ def tuned_environ(environ: Mapping[str, str]) -> dict[str, str] | None:
     return {**environ, "GLIBC_TUNABLES": ":".join(([current] if current else []) + missing)}
 
 
-def restart_with_fast_malloc() -> None:
+def restart_with_fast_malloc(backbone: str | None = None) -> None:
     """Re-execute this Python program with ``FAST_MALLOC_TUNABLES``, once.
 
     Does nothing off Linux/glibc, when the tunables are already set, when
-    ``JAXAD_DEFAULT_MALLOC=1``, or when JAX will not run on the CPU (``will_run_on_cpu``).
-    Call it first thing under ``if __name__ == "__main__":``: the process is replaced, so
-    nothing done before the call survives.
+    ``JAXAD_DEFAULT_MALLOC=1``, when JAX will not run on the CPU (``will_run_on_cpu``), or
+    when the program trains one of ``BOUNDED_MEMORY_BACKBONES``. Call it first thing under
+    ``if __name__ == "__main__":``: the process is replaced, so nothing done before the call
+    survives.
+
+    Args:
+        backbone: the generator the program trains, where it knows (the runner reads it from
+            its command line); None for programs that train none or several.
     """
-    if (sys.platform != "linux" or platform.libc_ver()[0] != "glibc"
+    if (backbone in BOUNDED_MEMORY_BACKBONES or sys.platform != "linux" or platform.libc_ver()[0] != "glibc"
             or os.environ.get(OPT_OUT_VARIABLE, "") not in ("", "0") or not will_run_on_cpu()):
         return
     environ = tuned_environ(os.environ)

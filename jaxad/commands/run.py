@@ -129,6 +129,22 @@ def base_config(args: argparse.Namespace) -> ExperimentConfig:
     return start.replace(**{"data.dataset": dataset, **changes})
 
 
+def requested_backbone(argv: list[str] | None = None) -> str | None:
+    """The generator a command line asks the runner to train, read before anything is loaded.
+
+    Args:
+        argv: the runner's arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        ``--backbone``, or that of ``--config``'s file, or the default; None when the line
+        names a configuration that cannot be read (``main`` then says why).
+    """
+    try:
+        return base_config(parse_args(argv)).model.backbone
+    except (ValueError, FileNotFoundError, OSError):
+        return None
+
+
 def build_spec(args: argparse.Namespace) -> BenchmarkSpec:
     """The benchmark the command line asks for; a ``ValueError`` or ``FileNotFoundError`` says
     what is wrong, before any data is loaded or any work done."""
@@ -279,5 +295,5 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 def console() -> None:
     """The ``jaxad-run`` console script."""
-    restart_with_fast_malloc()  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
+    restart_with_fast_malloc(requested_backbone())  # glibc settings XLA:CPU runs faster with (jaxad/allocator.py)
     exit_with(main(prog="jaxad-run"))
