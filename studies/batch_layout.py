@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     if not run_dirs:
         print("error: no finished run under the directories given", file=sys.stderr)
         return 2
-    rows = [row for run_dir in run_dirs for row in run_rows(run_dir, args.data_dir, args.batch_size, args.checkpoints)]
+    try:
+        rows = [row for run_dir in run_dirs for row in run_rows(run_dir, args.data_dir, args.batch_size, args.checkpoints)]
+    except FileNotFoundError as err:  # the data moved since the runs were made (or DIR in committed configs)
+        print(f"error: {err}; give the runs' data with --data-dir", file=sys.stderr)
+        return 2
     if args.json:
         write_text_atomic(args.json, json.dumps(rows, indent=1))
     columns = list(rows[0])

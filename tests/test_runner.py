@@ -459,3 +459,16 @@ def test_the_recorded_command_of_a_merge_is_the_one_that_makes_the_runs():
     assert run_cli.without_merge_flags(["--dataset", "mnist", "--merge-from", "a", "b", "--merge-without-checkpoints",
                                         "--seeds", "1"]) == ["--dataset", "mnist", "--seeds", "1"]
     assert run_cli.without_merge_flags(["--merge-from=a", "--out", "x"]) == ["--out", "x"]
+
+
+def test_batch_layout_names_missing_data_in_one_line(tmp_path, capsys):
+    # A committed run's config names its data as DIR: the script asks for --data-dir.
+    run_dir = tmp_path / "runs" / "gamma0" / "class0" / "seed0"
+    run_dir.mkdir(parents=True)
+    cfg = ExperimentConfig().replace(**{"data.dataset": "mnist", "data.data_dir": "DIR"})
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (run_dir / "result.json").write_text(json.dumps({"epochs": 15}))
+    (run_dir / "history.json").write_text("[]")
+    assert batch_layout.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "data_dir DIR does not exist" in err and "--data-dir" in err and "Traceback" not in err
