@@ -61,7 +61,10 @@ def run_rows(run_dir: Path, data_dir: str | None, batch_size: int, kept: list[st
     history = json.loads((run_dir / "history.json").read_text())
     cfg = ExperimentConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     data = cfg.data if data_dir is None else cfg.replace(**{"data.data_dir": data_dir}).data
-    split = load_split(data, seed=cfg.seed)
+    try:
+        split = load_split(data, seed=cfg.seed)
+    except FileNotFoundError as err:  # the data moved since the run (committed configs say DIR)
+        raise FileNotFoundError(f"{err}; give the runs' data with --data-dir") from None
     rows = []
     for which in kept:
         epoch = {"final": None, "selected": "selected", "best": "best"}[which]
@@ -96,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rows = [row for run_dir in run_dirs for row in run_rows(run_dir, args.data_dir, args.batch_size, args.checkpoints)]
-    except FileNotFoundError as err:  # the data moved since the runs were made (or DIR in committed configs)
-        print(f"error: {err}; give the runs' data with --data-dir", file=sys.stderr)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
         write_text_atomic(args.json, json.dumps(rows, indent=1))
