@@ -59,11 +59,11 @@ def test_an_installed_plugin_is_found_without_being_imported(tmp_path, monkeypat
     assert will_run_on_cpu({}) is False
 
 
-def run_child(extra_env):
+def run_child(extra_env, code=PRINT_TUNABLES):
     env = {k: v for k, v in os.environ.items()
            if k not in ("GLIBC_TUNABLES", OPT_OUT_VARIABLE, "JAX_PLATFORMS", "JAX_PLATFORM_NAME")}
     extra_env = {"JAX_PLATFORMS": "cpu", **extra_env}
-    return subprocess.run([sys.executable, "-c", PRINT_TUNABLES, "arg1"], env={**env, **extra_env},
+    return subprocess.run([sys.executable, "-c", code, "arg1"], env={**env, **extra_env},
                           capture_output=True, text=True, check=True).stdout.splitlines()
 
 
@@ -85,10 +85,7 @@ def test_a_script_bound_for_an_accelerator_does_not_restart():
 def test_a_program_training_a_u_net_keeps_the_defaults():
     # The U-Nets' buffers fragment the one heap the settings keep (a UNet++ run grew past 24 GB).
     code = PRINT_TUNABLES.replace("restart_with_fast_malloc()", "restart_with_fast_malloc('unetpp')")
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", OPT_OUT_VARIABLE)}
-    lines = subprocess.run([sys.executable, "-c", code, "arg1"], env={**env, "JAX_PLATFORMS": "cpu"},
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    assert lines == ["started", " ['arg1']"]
+    assert run_child({}, code) == ["started", " ['arg1']"]
 
 
 def test_the_runner_reads_the_backbone_from_its_flags_or_its_saved_config(tmp_path):
